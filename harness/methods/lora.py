@@ -1,0 +1,59 @@
+"""LoRA (Hu et al.), through PEFT's ``LoraConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from harness.config import MethodConfig
+from harness.errors import ConfigError
+from harness.families import MatrixRef
+from harness.methods import register
+from harness.methods.base import Method
+
+
+@dataclass
+class LoraMethodConfig(MethodConfig):
+    """LoRA: ΔW = (alpha / r) · B A with A ∈ R^{r×in}, B ∈ R^{out×r}."""
+
+    name: str = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+
+
+def check_lora_keys(cfg: LoraMethodConfig) -> None:
+    """r > 0, alpha > 0, 0 <= dropout < 1."""
+    if cfg.r <= 0:
+        raise ConfigError(f"method.r: must be a positive integer, got {cfg.r}")
+    if cfg.alpha <= 0:
+        raise ConfigError(f"method.alpha: must be > 0, got {cfg.alpha}")
+    if not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"method.dropout: must be in [0, 1), got {cfg.dropout}")
+
+
+@register("lora")
+class Lora(Method):
+    """PEFT LoRA on the selected matrices; the task head is trained in full (``modules_to_save``)."""
+
+    config_cls = LoraMethodConfig
+    use_dora = False
+
+    @classmethod
+    def validate_config(cls, cfg: LoraMethodConfig) -> None:
+        check_lora_keys(cfg)
+
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+        cfg = self.cfg
+        peft_cfg = LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=[t.name for t in targets],
+            modules_to_save=list(head),
+            use_dora=self.use_dora,
+            task_type="SEQ_CLS",
+        )
+        return get_peft_model(model, peft_cfg)

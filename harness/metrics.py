@@ -1,0 +1,92 @@
+"""GLUE's official metrics in numpy (checked against scikit-learn and scipy in the tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+def accuracy(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Share of equal labels."""
+    return float(np.mean(pred == ref))
+
+
+def f1_binary(pred: np.ndarray, ref: np.ndarray) -> float:
+    """F1 of the positive class (label 1), 0 when undefined."""
+    tp = float(np.sum((pred == 1) & (ref == 1)))
+    fp = float(np.sum((pred == 1) & (ref != 1)))
+    fn = float(np.sum((pred != 1) & (ref == 1)))
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom else 0.0
+
+
+def matthews(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Matthews correlation coefficient (binary or multi-class, Gorodkin's form), 0 when undefined."""
+    classes = np.union1d(pred, ref)
+    idx_p = np.searchsorted(classes, pred)
+    idx_r = np.searchsorted(classes, ref)
+    c = np.zeros((len(classes), len(classes)))
+    np.add.at(c, (idx_r, idx_p), 1)
+    t, p = c.sum(axis=1), c.sum(axis=0)
+    n, correct = c.sum(), np.trace(c)
+    cov_yp = correct * n - t @ p
+    cov_pp = n * n - p @ p
+    cov_yy = n * n - t @ t
+    denom = np.sqrt(cov_pp * cov_yy)
+    return float(cov_yp / denom) if denom else 0.0
+
+
+def pearson(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Pearson correlation, 0 when a side is constant."""
+    x = pred.astype(np.float64) - pred.mean()
+    y = ref.astype(np.float64) - ref.mean()
+    denom = np.sqrt((x @ x) * (y @ y))
+    return float(x @ y / denom) if denom else 0.0
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="mergesort")
+    sorted_a = a[order]
+    ranks = np.empty(len(a), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    ends = np.r_[starts[1:], len(a)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + e - 1) / 2.0 + 1
+    return ranks
+
+
+def spearman(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    return pearson(_average_ranks(pred), _average_ranks(ref))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric with its direction (every table says whether higher is better)."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool = True
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", accuracy),
+        Metric("f1", f1_binary),
+        Metric("matthews", matthews),
+        Metric("pearson", pearson),
+        Metric("spearman", spearman),
+        Metric("mse", lambda p, r: float(np.mean((p - r) ** 2)), higher_is_better=False),
+    )
+}
+
+
+def compute(names: tuple[str, ...], pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Named metrics of predictions ``pred`` (N,) against references ``ref`` (N,)."""
+    out = {n: METRICS[n].fn(pred, ref) for n in names}
+    if "pearson" in out and "spearman" in out:
+        out["pearson_spearman"] = (out["pearson"] + out["spearman"]) / 2
+    return out

@@ -1,0 +1,323 @@
+"""Tasks: the five small GLUE tasks (local GLUE folder, else HF ``datasets``) and user CSV/JSONL tasks.
+
+A GLUE folder is laid out as GLUE's download script makes it (``$GLUE_DIR/SST-2/train.tsv``, ``dev.tsv``)
+and read with quoting off and ``utf-8-sig`` (otherwise STS-B and MRPC silently lose rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.config import TaskConfig
+from harness.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to read one GLUE task and score it."""
+
+    name: str
+    folder: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    columns: Optional[tuple[str, ...]]  # for files without a header line
+    labels: Optional[tuple[str, ...]]  # label strings in id order; None for regression
+    metrics: tuple[str, ...]
+    main_metric: str
+    hf_config: str
+    hf_text_columns: tuple[str, ...]
+
+    @property
+    def problem(self) -> str:
+        return "regression" if self.labels is None else "classification"
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+GLUE: dict[str, TaskSpec] = {
+    "sst2": TaskSpec("sst2", "SST-2", ("sentence",), "label", None, ("0", "1"), ("accuracy",), "accuracy",
+                     "sst2", ("sentence",)),
+    "rte": TaskSpec("rte", "RTE", ("sentence1", "sentence2"), "label", None, ("entailment", "not_entailment"),
+                    ("accuracy",), "accuracy", "rte", ("sentence1", "sentence2")),
+    "mrpc": TaskSpec("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", None, ("0", "1"),
+                     ("accuracy", "f1"), "accuracy", "mrpc", ("sentence1", "sentence2")),
+    "cola": TaskSpec("cola", "CoLA", ("sentence",), "label", ("source", "label", "original_label", "sentence"),
+                     ("0", "1"), ("matthews",), "matthews", "cola", ("sentence",)),
+    "stsb": TaskSpec("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, None,
+                     ("pearson", "spearman"), "pearson_spearman", "stsb", ("sentence1", "sentence2")),
+}
+
+
+@dataclass
+class Split:
+    """Texts (one tuple of 1–2 strings per example) and labels (int ids, or floats for regression)."""
+
+    texts: list[tuple[str, ...]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: Optional[int]) -> "Split":
+        return self if n is None or n >= len(self) else Split(self.texts[:n], self.labels[:n])
+
+
+@dataclass
+class TaskData:
+    """A loaded task: train and dev splits plus how to score them."""
+
+    name: str
+    train: Split
+    dev: Split
+    problem: str
+    num_labels: int
+    metrics: tuple[str, ...]
+    main_metric: str
+    source: str
+
+
+def glue_dir(cfg: TaskConfig) -> Optional[Path]:
+    """``task.glue_dir``, else ``$GLUE_DIR``, else None."""
+    d = cfg.glue_dir or os.environ.get("GLUE_DIR")
+    return Path(d).expanduser() if d else None
+
+
+def read_tsv(path: Path, columns: Optional[tuple[str, ...]]) -> pd.DataFrame:
+    """A GLUE TSV with quoting off and BOM stripped; DataError naming the file on any parse problem."""
+    try:
+        return pd.read_csv(
+            path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig", header=None if columns else 0,
+            names=list(columns) if columns else None, dtype=str, keep_default_na=False, on_bad_lines="error",
+        )
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: malformed TSV ({str(e).strip()}); each row needs the same number of tab-separated fields") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); re-encode the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header line and data rows") from None
+
+
+def _labels(df: pd.DataFrame, column: str, labels: Optional[tuple[str, ...]], path: Path) -> np.ndarray:
+    values = df[column].astype(str).str.strip()
+    if labels is None:
+        try:
+            return values.astype(np.float32).to_numpy()
+        except ValueError:
+            bad = next(v for v in values if not _is_float(v))
+            raise DataError(f"{path}: column '{column}' must be numeric for a regression task, found '{bad}'") from None
+    index = {lab: i for i, lab in enumerate(labels)}
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise DataError(f"{path}: column '{column}' has labels {unknown[:5]} outside {list(labels)}; fix the file or the task's labels")
+    return values.map(index).to_numpy(dtype=np.int64)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _split_from_frame(df: pd.DataFrame, text_cols: tuple[str, ...], label_col: str,
+                      labels: Optional[tuple[str, ...]], path: Path) -> Split:
+    missing = [c for c in (*text_cols, label_col) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)} (set task.text_columns / task.label_column)")
+    if len(df) == 0:
+        raise DataError(f"{path}: no data rows")
+    texts = list(zip(*(df[c].astype(str).tolist() for c in text_cols)))
+    return Split(texts, _labels(df, label_col, labels, path))
+
+
+def _load_glue_local(spec: TaskSpec, root: Path) -> tuple[Split, Split]:
+    folder = root / spec.folder
+    splits = []
+    for split in ("train", "dev"):
+        path = folder / f"{split}.tsv"
+        if not path.is_file():
+            raise DataError(
+                f"{path}: not found; GLUE_DIR / task.glue_dir must hold {spec.folder}/train.tsv and dev.tsv "
+                f"as GLUE's download script lays them out (here: GLUE_DIR=../shared/data/glue)"
+            )
+        splits.append(_split_from_frame(read_tsv(path, spec.columns), spec.text_columns, spec.label_column, spec.labels, path))
+    return splits[0], splits[1]
+
+
+def _load_glue_hub(spec: TaskSpec) -> tuple[Split, Split]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"task {spec.name}: no GLUE folder given; set GLUE_DIR (or task.glue_dir) to a folder holding "
+            f"{spec.folder}/train.tsv and dev.tsv, or install 'datasets' (pip install -e '.[hf]') when online"
+        ) from None
+    try:
+        ds = datasets.load_dataset("glue", spec.hf_config)
+    except Exception as e:  # noqa: BLE001 - any hub/network failure becomes one clear message
+        raise DataError(
+            f"task {spec.name}: no GLUE folder given and HF datasets could not load glue/{spec.hf_config} "
+            f"({type(e).__name__}); set GLUE_DIR to a local GLUE folder"
+        ) from None
+    out = []
+    for split in ("train", "validation"):
+        d = ds[split]
+        texts = list(zip(*(d[c] for c in spec.hf_text_columns)))
+        out.append(Split(texts, np.asarray(d["label"], dtype=np.float32 if spec.labels is None else np.int64)))
+    return out[0], out[1]
+
+
+def _read_user_file(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: not found (set task.train_file / task.dev_file to existing CSV or JSONL files)")
+    try:
+        if path.suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=True, dtype=False)
+        if path.suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header line and data rows") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+    raise DataError(f"{path}: unknown extension '{path.suffix}'; use .csv, .tsv or .jsonl")
+
+
+def _load_custom(cfg: TaskConfig) -> TaskData:
+    if not cfg.train_file or not cfg.dev_file:
+        raise DataError("task.train_file / task.dev_file: a custom task needs both (CSV, TSV or JSONL files)")
+    train_df = _read_user_file(Path(cfg.train_file))
+    dev_df = _read_user_file(Path(cfg.dev_file))
+    text_cols = tuple(cfg.text_columns)
+    labels: Optional[tuple[str, ...]] = None
+    if cfg.problem == "classification":
+        if cfg.label_column not in train_df.columns:
+            raise DataError(f"{cfg.train_file}: missing column '{cfg.label_column}'; found {list(train_df.columns)} (set task.label_column)")
+        labels = tuple(sorted({str(v).strip() for v in train_df[cfg.label_column]}, key=_label_key))
+    train = _split_from_frame(train_df, text_cols, cfg.label_column, labels, Path(cfg.train_file))
+    dev = _split_from_frame(dev_df, text_cols, cfg.label_column, labels, Path(cfg.dev_file))
+    if labels is not None and len(labels) < 2:
+        raise DataError(f"{cfg.train_file}: column '{cfg.label_column}' has a single label {list(labels)}; classification needs two or more")
+    metrics = ("accuracy", "f1") if labels is not None and len(labels) == 2 else ("accuracy",)
+    if labels is None:
+        metrics = ("pearson", "spearman", "mse")
+    main = "accuracy" if labels is not None else "pearson_spearman"
+    return TaskData(cfg.name, train, dev, cfg.problem, 1 if labels is None else len(labels), metrics, main,
+                    f"{cfg.train_file}, {cfg.dev_file}")
+
+
+def _label_key(v: str) -> tuple[int, Any]:
+    try:
+        return (0, float(v))
+    except ValueError:
+        return (1, v)
+
+
+def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
+    """Load train/dev of the configured task (GLUE or custom); optional subsampling.
+
+    ``max_train_samples`` takes a seeded random subset (the same for every method and run with that seed);
+    ``max_eval_samples`` the first examples of dev, so every run is scored on the same examples.
+    """
+    if cfg.name == "custom":
+        data = _load_custom(cfg)
+    elif cfg.name in GLUE:
+        spec = GLUE[cfg.name]
+        root = glue_dir(cfg)
+        if root is not None:
+            if not root.is_dir():
+                raise DataError(f"{root}: GLUE folder not found (from task.glue_dir or $GLUE_DIR); point it at a folder holding {spec.folder}/train.tsv")
+            train, dev = _load_glue_local(spec, root)
+            source = str(root / spec.folder)
+        else:
+            train, dev = _load_glue_hub(spec)
+            source = f"hf:glue/{spec.hf_config}"
+        data = TaskData(spec.name, train, dev, spec.problem, spec.num_labels, spec.metrics, spec.main_metric, source)
+    else:
+        raise DataError(f"task.name: unknown task '{cfg.name}'; GLUE tasks {sorted(GLUE)} or 'custom' with task.train_file/dev_file")
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(data.train):
+        idx = np.sort(np.random.default_rng(seed).permutation(len(data.train))[: cfg.max_train_samples])
+        data.train = Split([data.train.texts[i] for i in idx], data.train.labels[idx])
+    data.dev = data.dev.head(cfg.max_eval_samples)
+    return data
+
+
+@dataclass
+class Encoded:
+    """Token ids of one split (lists of variable length) and labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: Optional[list[list[int]]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode(split: Split, tokenizer: Any, max_length: int) -> Encoded:
+    """Tokenize once (truncated, unpadded; padding happens per batch)."""
+    cols = list(zip(*split.texts))
+    enc = tokenizer(*cols[:2], truncation=True, max_length=max_length, padding=False)
+    return Encoded(enc["input_ids"], enc.get("token_type_ids"), split.labels)
+
+
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the examples ``idx`` to the longest one: input_ids/attention_mask (B, L), labels (B,)."""
+    seqs = [enc.input_ids[i] for i in idx]
+    L = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), L), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), L), dtype=np.int64)
+    for j, s in enumerate(seqs):
+        ids[j, : len(s)] = s
+        mask[j, : len(s)] = 1
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if enc.token_type_ids is not None:
+        tt = np.zeros((len(seqs), L), dtype=np.int64)
+        for j, i in enumerate(idx):
+            t = enc.token_type_ids[i]
+            tt[j, : len(t)] = t
+        batch["token_type_ids"] = torch.from_numpy(tt)
+    batch["labels"] = torch.from_numpy(enc.labels[idx])
+    return batch
+
+
+class TrainBatches:
+    """Endless, deterministic batches: epoch e uses permutation ``default_rng([seed, e])``.
+
+    The position (epoch, offset) is all that is needed to resume the stream exactly.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.offset = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self.offset >= self.n:
+            self.epoch += 1
+            self.offset = 0
+            self._perm = self._permutation(self.epoch)
+        idx = self._perm[self.offset : self.offset + self.batch_size]
+        self.offset += len(idx)
+        return idx
