@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,16 @@ from harness.tasks import Encoded, TrainBatches, collate
 from harness.tracking import MetricLogger
 
 log = logging.getLogger(__name__)
+
+
+class Callback(Protocol):
+    """Something that watches training (snapshots, recorders). Time spent here counts as train time."""
+
+    def on_train_start(self, model: nn.Module, logger: MetricLogger) -> None: ...
+
+    def on_step(self, model: nn.Module, step: int, logger: MetricLogger) -> None: ...
+
+    def on_train_end(self, model: nn.Module, step: int, logger: MetricLogger) -> None: ...
 
 
 @dataclass
@@ -95,8 +105,12 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
 def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Encoded, cfg: TrainConfig,
           total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
           metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
-          on_step: Optional[Callable[[int], None]] = None) -> LoopResult:
-    """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end."""
+          callbacks: Sequence[Callback] = ()) -> LoopResult:
+    """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end.
+
+    Callbacks see the model before the first step (step 0), after every optimizer step (after
+    ``method.after_optimizer_step``, before ``zero_grad``, so gradients are still there) and at the end.
+    """
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     optimizer = make_optimizer(model, lr, cfg.weight_decay, device)
@@ -114,6 +128,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
         log.info("step %d eval %s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()))
         return res
 
+    for cb in callbacks:
+        cb.on_train_start(model, logger)
     model.train()
     best: dict[str, float] = {}
     final: dict[str, float] = {}
@@ -143,10 +159,10 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
         optimizer.step()
         scheduler.step()
         method.after_optimizer_step(model, step)  # AdaLoRA: update_and_allocate, before zero_grad
+        for cb in callbacks:
+            cb.on_step(model, step, logger)
         optimizer.zero_grad(set_to_none=True)
         n_in_window += 1
-        if on_step is not None:
-            on_step(step)
 
         if step % cfg.log_every == 0 or step == total_steps:
             mean_loss = float(loss_sum) / n_in_window
@@ -176,6 +192,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
             eval_seconds += time.perf_counter() - e0
             window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
     progress.close()
+    for cb in callbacks:
+        cb.on_train_end(model, total_steps, logger)
     train_seconds = time.perf_counter() - t0 - eval_seconds
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
     return LoopResult(final, best, train_seconds, tokens, total_steps, peak)

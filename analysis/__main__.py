@@ -1,0 +1,48 @@
+"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft} RUNS…``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (command words, module, help)
+COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of all registered subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m analysis", description="Figures, tables and reports from run folders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    nested: dict[str, argparse._SubParsersAction] = {}
+    for words, module, help_text in COMMANDS:
+        if len(words) == 1:
+            p = sub.add_parser(words[0], help=help_text)
+        else:
+            if words[0] not in nested:
+                grp = sub.add_parser(words[0], help=f"{words[0]}: " + ", ".join(w[1] for w, _, _ in COMMANDS if w[0] == words[0]))
+                nested[words[0]] = grp.add_subparsers(dest="kind", required=True)
+            p = nested[words[0]].add_parser(words[1], help=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Run folders → DataFrames. Reads only what the harness wrote (run.json, summary.json, metrics.jsonl).
+
+Arguments may be run folders or any folder above them (a sweep, ``outputs/``); a run folder is one
+holding ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from harness.run_record import read_status
+
+log = logging.getLogger(__name__)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every run folder (holding run.json) at or below the given paths, sorted, without duplicates."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such run or sweep folder")
+        if (p / "run.json").is_file():
+            found.add(p.resolve())
+        else:
+            found.update(f.parent.resolve() for f in p.rglob("run.json"))
+    return sorted(found)
+
+
+@dataclass
+class Runs:
+    """Loaded runs: one row per run in ``table`` and the runs that could not be used in ``skipped``."""
+
+    table: pd.DataFrame
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) -> Runs:
+    """One row per run: identity (method, task, model, seed, budget, config hash), status, summary.
+
+    Runs that are not ``done`` are left out (and listed in ``skipped``) unless ``include_unfinished``.
+    Unreadable records are reported by name and skipped.
+    """
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[Path, str]] = []
+    for run_dir in find_runs(paths):
+        try:
+            rec = read_status(run_dir)
+        except (OSError, json.JSONDecodeError) as e:
+            skipped.append((run_dir, f"run.json unreadable: {e}"))
+            continue
+        status = rec.get("status", "unknown")
+        if status != "done" and not include_unfinished:
+            skipped.append((run_dir, f"status {status}" + (f": {rec.get('error')}" if rec.get("error") else "")))
+            continue
+        summary: dict[str, Any] = {}
+        if (run_dir / "summary.json").is_file():
+            try:
+                summary = _read_json(run_dir / "summary.json")
+            except (OSError, json.JSONDecodeError) as e:
+                skipped.append((run_dir, f"summary.json unreadable: {e}"))
+                continue
+        cfg = rec.get("config", {})
+        method_cfg = cfg.get("method", {})
+        row = {
+            "run_dir": str(run_dir),
+            "status": status,
+            "method": rec.get("method", method_cfg.get("name")),
+            "task": rec.get("task"),
+            "model": rec.get("model"),
+            "seed": rec.get("seed"),
+            "budget": _budget(method_cfg),
+            "config_hash": rec.get("config_hash"),
+            "group": rec.get("group"),
+            "device": rec.get("environment", {}).get("device"),
+        }
+        row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
+    return Runs(pd.DataFrame(rows), skipped)
+
+
+def _budget(method_cfg: dict[str, Any]) -> int | None:
+    """Mean final rank per matrix: r for LoRA/DoRA, target_r for AdaLoRA, None for full FT."""
+    for key in ("target_r", "r"):
+        if method_cfg.get(key) is not None:
+            return int(method_cfg[key])
+    return None
+
+
+def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """``metrics.jsonl`` of one run as a DataFrame (one row per logged step; a torn last line is dropped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: line %d is not JSON (torn write?); skipped", path, i + 1)
+    return pd.DataFrame(rows)
+
+
+def load_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """run.json of one run."""
+    return _read_json(Path(run_dir) / "run.json")
