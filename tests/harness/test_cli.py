@@ -1,0 +1,78 @@
+"""The command line: presets as bare words, --help, and bad input → exit 2 with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.__main__ import map_bare_words
+from harness.errors import ConfigError
+from tests.conftest import GLUE, ROOT
+
+TINY = ["model=tiny_bert", "tracking=none", "train.max_steps=4", "task.max_train_samples=32",
+        "task.max_eval_samples=16", "train.progress=false"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "GLUE_DIR": str(GLUE), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=e,
+                          cwd=cwd, timeout=300)
+
+
+def test_bare_word_selects_preset() -> None:
+    assert map_bare_words(["-m", "sweep", "seed=1"]) == ["-m", "experiment=sweep", "seed=1"]
+    assert map_bare_words(["--config-name", "config", "seed=1"]) == ["--config-name", "config", "seed=1"]
+    with pytest.raises(ConfigError, match="'swep': not a preset"):
+        map_bare_words(["-m", "swep"])
+
+
+def test_help_lists_groups_and_presets() -> None:
+    r = cli("--help")
+    assert r.returncode == 0
+    for word in ("method", "adalora", "tiny_llama", "submitit_slurm", "joblib", "sweep", "tracking"):
+        assert word in r.stdout
+
+
+BAD = [
+    (["method=lorax"], "method"),
+    (["method.r=0"], "method.r: must be a positive integer"),
+    (["method=adalora", "method.tinit=3", "method.tfinal=2"], "does not fit"),
+    (["method=adalora", "budget=8", "method.init_r=4"], "method.target_r"),
+    (["task.glue_dir=/nonexistent/glue"], "/nonexistent/glue: GLUE folder not found"),
+    (["method.targets=[q_proj]"], "method.targets: 'q_proj'"),
+    (["train.lr=-1"], "train.lr"),
+    (["nosuchpreset"], "not a preset"),
+    (["train.batch_size=abc"], "train.batch_size"),
+    (["model=tiny_bert", "modle.name=x"], "modle"),
+]
+
+
+@pytest.mark.parametrize(("args", "expect"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(args: list[str], expect: str, tmp_path: Path) -> None:
+    r = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and expect in lines[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "run.json").exists()  # rejected before any run started
+
+
+def test_malformed_tsv_exits_2(tmp_path: Path) -> None:
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    (glue / "train.tsv").write_text("sentence\tlabel\nok\t1\nbroken\t0\textra\n")
+    (glue / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
+    r = cli(*TINY, f"task.glue_dir={tmp_path / 'glue'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2 and "malformed TSV" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_data_without_glue_dir(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
+    env["HF_DATASETS_OFFLINE"] = "1"
+    r = subprocess.run([sys.executable, "-m", "harness", *TINY, f"hydra.run.dir={tmp_path}"], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and "GLUE_DIR" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,100 @@
+"""GLUE and user tasks: row and label counts of the real files, parsing rules, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.config import TaskConfig
+from harness.errors import DataError
+from harness.tasks import GLUE, TrainBatches, collate, encode, load_task
+from tests.conftest import GLUE as GLUE_DIR
+
+STATS = json.loads((GLUE_DIR / "stats.json").read_text())
+
+
+@pytest.mark.parametrize("task", sorted(GLUE))
+def test_glue_rows_and_labels_match_published_counts(task: str) -> None:
+    spec = GLUE[task]
+    data = load_task(TaskConfig(name=task, glue_dir=str(GLUE_DIR)))
+    for split, part in (("train", data.train), ("dev", data.dev)):
+        st = STATS[f"{spec.folder}/{split}.tsv"]
+        assert len(part) == st["rows"]
+        if spec.labels is not None:
+            counts = {spec.labels[i]: int(c) for i, c in zip(*np.unique(part.labels, return_counts=True))}
+            assert counts == st["labels"]
+        else:
+            assert part.labels.min() >= 0 and part.labels.max() <= 5
+    assert data.num_labels == (1 if spec.labels is None else len(spec.labels))
+
+
+def test_glue_dir_from_environment() -> None:
+    data = load_task(TaskConfig(name="rte"))  # $GLUE_DIR set by conftest
+    assert data.source.endswith("RTE") and len(data.dev) == 277
+
+
+def test_missing_glue_folder_says_where_and_how(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"SST-2/train.tsv: not found.*GLUE_DIR"):
+        load_task(TaskConfig(name="sst2", glue_dir=str(tmp_path)))
+    with pytest.raises(DataError, match="GLUE folder not found"):
+        load_task(TaskConfig(name="sst2", glue_dir=str(tmp_path / "nope")))
+
+
+def test_malformed_tsv_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "RTE").mkdir()
+    good = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+    (tmp_path / "RTE" / "train.tsv").write_text(good + "1\ta\tb\tentailment\textra\n")
+    (tmp_path / "RTE" / "dev.tsv").write_text(good)
+    with pytest.raises(DataError, match=r"RTE/train.tsv: malformed TSV.*line 3"):
+        load_task(TaskConfig(name="rte", glue_dir=str(tmp_path)))
+
+
+def test_unknown_label_is_named(tmp_path: Path) -> None:
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\nok\t1\nbad\t7\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
+    with pytest.raises(DataError, match=r"labels \['7'\] outside"):
+        load_task(TaskConfig(name="sst2", glue_dir=str(tmp_path)))
+
+
+def test_custom_csv_and_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("review,stars\ngood,pos\nbad,neg\nfine,pos\n")
+    (tmp_path / "dev.jsonl").write_text('{"review": "meh", "stars": "neg"}\n{"review": "great", "stars": "pos"}\n')
+    cfg = TaskConfig(name="custom", train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "dev.jsonl"),
+                     text_columns=["review"], label_column="stars")
+    data = load_task(cfg)
+    assert data.num_labels == 2 and data.train.labels.tolist() == [1, 0, 1] and data.dev.labels.tolist() == [0, 1]
+    cfg.text_columns = ["text"]
+    with pytest.raises(DataError, match=r"missing column\(s\) \['text'\]"):
+        load_task(cfg)
+
+
+def test_subsampling_is_seeded_and_dev_is_a_prefix() -> None:
+    cfg = TaskConfig(name="sst2", max_train_samples=50, max_eval_samples=20)
+    a, b, c = load_task(cfg, seed=0), load_task(cfg, seed=0), load_task(cfg, seed=1)
+    assert a.train.texts == b.train.texts and a.train.texts != c.train.texts
+    full = load_task(TaskConfig(name="sst2"))
+    assert a.dev.texts == full.dev.texts[:20]
+
+
+def test_batches_are_deterministic_and_cover_each_epoch() -> None:
+    b1, b2 = TrainBatches(10, 4, seed=3), TrainBatches(10, 4, seed=3)
+    first = [next(b1) for _ in range(6)]
+    assert all(np.array_equal(x, next(b2)) for x in first)
+    assert sorted(np.concatenate(first[:3]).tolist()) == list(range(10))
+
+
+def test_dynamic_padding() -> None:
+    from harness.models import load_tokenizer
+    from harness.config import ModelConfig
+
+    data = load_task(TaskConfig(name="rte", max_train_samples=8))
+    enc = encode(data.train, load_tokenizer(ModelConfig()), 128)
+    batch = collate(enc, np.arange(4), pad_id=0)
+    longest = max(len(enc.input_ids[i]) for i in range(4))
+    assert batch["input_ids"].shape == (4, longest)
+    assert batch["attention_mask"].sum().item() == sum(len(enc.input_ids[i]) for i in range(4))
+    assert "token_type_ids" in batch  # sentence pairs keep their segment ids
