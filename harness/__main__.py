@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Hydra flags that take a value in the next token
-_VALUE_FLAGS = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-p", "--package",
+_VALUE_FLAGS = {"-c", "--cfg", "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-p", "--package",
                 "--experimental-rerun", "-sc", "--shell-completion"}
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 _PLUGIN_LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm")
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:  # torchrun: only rank 0 keeps a run folder (its path is broadcast to the others)
+        argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.gettempdir()}/harness-rank{rank}",
+                 "hydra/job_logging=disabled"]
     if "--hydra-help" in argv:
         argv = [a for a in argv if not a.startswith("experiment=")]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us; we print one line
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness import app, sweeper
 
     sys.argv = [sys.argv[0] if sys.argv else "harness", *argv]
+    app.USER_ERRORS.clear()
     try:
         app.main()
     except HarnessError as e:
@@ -122,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (HydraException, OmegaConfBaseException) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    if app.USER_ERRORS:
+        print(f"error: {app.USER_ERRORS[0]}", file=sys.stderr)
         return 2
     bad = [r for r in sweeper.LAST_SWEEP if r.get("status") != "done"]
     if bad:

@@ -18,14 +18,16 @@ from harness.run import run
 
 log = logging.getLogger(__name__)
 
+#: user errors of single runs in this process (the CLI prints them and exits with status 2)
+USER_ERRORS: list[HarnessError] = []
+
 
 def register_sweeper() -> None:
-    """Make ``hydra/sweeper=harness`` resolvable also under an editable install, whose import hook
-    Hydra's plugin scan (pkgutil) cannot list."""
-    from hydra_plugins.harness_sweeper import HarnessSweeper
+    """Make ``hydra/sweeper=harness`` resolvable without Hydra's plugin scan, which cannot list packages
+    installed in editable mode (or not installed: running from a checkout)."""
+    from harness.sweeper import HarnessSweeper
 
-    key = f"{HarnessSweeper.__module__}.{HarnessSweeper.__name__}"
-    Plugins.instance().class_name_to_class.setdefault(key, HarnessSweeper)
+    Plugins.instance().class_name_to_class.setdefault("hydra_plugins.harness_sweeper.HarnessSweeper", HarnessSweeper)
 
 
 register_sweeper()
@@ -44,7 +46,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     group = Path(hc.sweep.dir).name if multirun else None
     job = OmegaConf.to_container(cfg, resolve=False)
     if not multirun:
-        return run(job, run_dir, name=name, group=group)
+        try:
+            return run(job, run_dir, name=name, group=group)
+        except HarnessError as e:  # reported by the CLI as one line (exit 2), not through Hydra's job report
+            USER_ERRORS.append(e)
+            return {"status": "invalid", "error": str(e)}
     try:
         summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num)
         return {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary["main_metric_value"]}

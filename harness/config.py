@@ -71,6 +71,9 @@ class TrainConfig:
     eval_every: int = 100
     log_every: int = 10
     bf16: bool = True  # autocast on CUDA only
+    bf16_frozen: bool = True  # on CUDA with bf16: adapter methods keep frozen weights in bf16 (trained ones fp32)
+    compile: bool = False  # torch.compile each transformer layer (CUDA)
+    gradient_checkpointing: bool = False
     device: str = "auto"
     save_model: bool = True
     progress: bool = True
@@ -86,6 +89,30 @@ class TrackingConfig:
     entity: Optional[str] = None
     group: Optional[str] = None  # default: the sweep folder's name
     tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SnapshotConfig:
+    """Weight snapshots during training (harness/snapshots.py): which matrices, when, and what is kept.
+
+    Step 0 (W0 and the initial factors) and the final step are always taken. Adapters (LoRA, DoRA,
+    AdaLoRA) store their own factors per step; full fine-tuning stores per-row/per-column summaries, and
+    the full matrix only for ``full_weights`` at ``full_steps``.
+    """
+
+    enabled: bool = True
+    types: Optional[list[str]] = None  # matrix types (Wq..Wf2) or module suffixes; null = every adapted matrix
+    layers: Optional[list[int]] = None  # null = every adapted layer
+    schedule: str = "checkpoints"  # checkpoints | every | steps | log
+    num: int = 3  # checkpoints: evenly spaced intermediate checkpoints (+ final); log: log-spaced steps
+    every: int = 100  # schedule=every
+    steps: list[int] = field(default_factory=list)  # schedule=steps
+    full_weights: list[str] = field(default_factory=list)  # full FT only: types/suffixes stored in full
+    full_steps: Optional[list[int]] = None  # steps at which full_weights are stored; null = every snapshot
+    log_metrics: bool = True  # per-matrix ΔM/ΔD/... into metrics.jsonl and W&B (always in the index)
+
+
+SNAPSHOT_SCHEDULES = ("checkpoints", "every", "steps", "log")
 
 
 @dataclass
@@ -107,11 +134,13 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     seed: int = 0
     budget: Optional[int] = None  # mean final rank per matrix; sets r / target_r through interpolation
 
 
-_GROUPS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig, "tracking": TrackingConfig}
+_GROUPS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig, "tracking": TrackingConfig,
+           "snapshot": SnapshotConfig}
 
 
 def _typed_group(schema: type, node: Any, key: str) -> Any:
@@ -192,6 +221,24 @@ def validate(cfg: RunConfig) -> None:
     _check(m.lr > 0, "method.lr", f"must be > 0, got {m.lr}")
     _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
     get_method(m.name).validate_config(m)
+    _validate_snapshot(cfg.snapshot, m)
+
+
+def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
+    """Schedule keys in range; tracked types and layers among the adapted ones (where that is knowable)."""
+    _check(s.schedule in SNAPSHOT_SCHEDULES, "snapshot.schedule", f"one of {list(SNAPSHOT_SCHEDULES)}, got '{s.schedule}'")
+    _check(s.num > 0, "snapshot.num", f"must be a positive integer, got {s.num}")
+    _check(s.every > 0, "snapshot.every", f"must be a positive integer, got {s.every}")
+    _check(all(x > 0 for x in s.steps), "snapshot.steps", f"steps count from 1 (step 0 is always taken), got {s.steps}")
+    _check(s.schedule != "steps" or len(s.steps) > 0, "snapshot.steps", "schedule=steps needs a list, e.g. [100,500]")
+    if s.types is not None:
+        _check(len(s.types) > 0, "snapshot.types", "must name at least one matrix type, or be null (all adapted)")
+        if all(t in MATRIX_TYPES for t in m.targets):
+            bad = [t for t in s.types if t in MATRIX_TYPES and t not in m.targets]
+            _check(not bad, "snapshot.types", f"{bad} not adapted by this run (method.targets={list(m.targets)})")
+    if s.layers is not None and m.layers is not None:
+        bad = sorted(set(s.layers) - set(m.layers))
+        _check(not bad, "snapshot.layers", f"{bad} not adapted by this run (method.layers={list(m.layers)})")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

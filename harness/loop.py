@@ -16,9 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from harness import metrics as metric_fns
 from harness.config import TrainConfig
+from harness.distributed import DistContext
 from harness.errors import RunFailed
 from harness.methods.base import Method
 from harness.tasks import Encoded, TrainBatches, collate
@@ -71,6 +73,13 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: tor
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a CPU batch to the device; through pinned memory and without blocking on CUDA."""
+    if device.type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> torch.Tensor:
     """The loss transformers computes from logits (B, C) — CE, or MSE for regression (C = 1)."""
     if problem == "regression":
@@ -89,7 +98,7 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
     losses = []
     for start in range(0, len(enc), batch_size):
         idx = order[start : start + batch_size]
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(enc, idx, pad_id).items()}
+        batch = to_device(collate(enc, idx, pad_id), device)
         labels = batch.pop("labels")
         with autocast():
             logits = model(**batch).logits.float()
@@ -105,7 +114,7 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
 def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Encoded, cfg: TrainConfig,
           total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
           metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
-          callbacks: Sequence[Callback] = ()) -> LoopResult:
+          callbacks: Sequence[Callback] = (), dist_ctx: DistContext = DistContext()) -> LoopResult:
     """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end.
 
     Callbacks see the model before the first step (step 0), after every optimizer step (after
@@ -118,6 +127,9 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
     batches = TrainBatches(len(train_enc), cfg.batch_size, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    ctx = dist_ctx
+    fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ctx.enabled else model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -144,10 +156,11 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     progress = _progress(total_steps, cfg.progress)
     for step in range(1, total_steps + 1):
         for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train_enc, next(batches), pad_id).items()}
+            idx = ctx.shard(next(batches))
+            batch = to_device(collate(train_enc, idx, pad_id), device)
             tokens_dev += batch["attention_mask"].sum()
             with autocast():
-                outputs = model(**batch)
+                outputs = fwd(**batch)
             loss = outputs.loss
             tl = task_loss(outputs.logits, batch["labels"], problem).detach()
             for k, v in method.loss_terms(outputs, tl).items():
@@ -165,15 +178,15 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
         n_in_window += 1
 
         if step % cfg.log_every == 0 or step == total_steps:
-            mean_loss = float(loss_sum) / n_in_window
+            mean_loss = float(ctx.mean(loss_sum)) / n_in_window
             if not math.isfinite(mean_loss):
                 raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
             elapsed = time.perf_counter() - window_start
-            window_tokens = int(tokens_dev)
+            window_tokens = int(ctx.sum(tokens_dev))
             tokens += window_tokens
             row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
                    "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n_in_window}
-            row.update({k: float(v) / n_in_window for k, v in terms_sum.items()})
+            row.update({k: float(ctx.mean(torch.as_tensor(v))) / n_in_window for k, v in terms_sum.items()})
             row.update(method.log_metrics(model))
             logger.log(row, step)
             progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")

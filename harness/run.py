@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import signal
 import time
 import traceback
@@ -20,15 +21,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from harness import distributed
 from harness.config import RunConfig, config_hash, to_dict, to_typed, validate
+from harness.errors import ConfigError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import train
 from harness.methods import get_method
 from harness.methods.base import Method, trainable_parameters
 from harness.models import load_model, load_tokenizer, meta_model, model_config
 from harness.run_record import RunRecord, environment, write_json_atomic
+from harness.snapshots import SnapshotCallback
 from harness.tasks import TaskData, encode, load_task
-from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, WandbLogger
+from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +97,25 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     """Train one configuration; write run.json, metrics.jsonl, summary.json and the adapter into ``run_dir``."""
     p = plan(cfg)
     c = p.cfg
+    ctx = distributed.from_env()
+    if ctx.enabled:
+        if c.train.batch_size % ctx.world:
+            raise ConfigError(f"train.batch_size: the global batch {c.train.batch_size} must divide by the "
+                              f"{ctx.world} processes of torchrun")
+        run_dir = Path(distributed.broadcast_str(ctx, str(run_dir)))
+        device = torch.device("cuda", ctx.local_rank) if c.train.device != "cpu" and torch.cuda.is_available() \
+            else torch.device("cpu")
+        if not ctx.main:
+            return _train_and_record(p, run_dir, device, NullLogger(), ctx)
+    else:
+        device = pick_device(c.train.device, job_num)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(c.train.device, job_num)
     record = RunRecord(run_dir)
     resolved = to_dict(c)
     record.start(
         name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
         seed=c.seed, config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
-        environment=environment(str(device)), data_source=p.data.source,
+        environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
     )
     write_json_atomic(run_dir / "config.json", resolved)
     sinks: list[MetricLogger] = [JsonlLogger(run_dir / "metrics.jsonl")]
@@ -110,7 +125,7 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     logger = MultiLogger(sinks)
     old_handler = _install_sigterm()
     try:
-        summary = _train_and_record(p, run_dir, device, logger)
+        summary = _train_and_record(p, run_dir, device, logger, ctx)
     except BaseException as e:
         record.failed(f"{type(e).__name__}: {e}")
         (run_dir / "error.txt").write_text(traceback.format_exc())
@@ -132,24 +147,49 @@ def _install_sigterm() -> Any:
         return None
 
 
-def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: MetricLogger) -> dict[str, Any]:
+def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.device, *, adapters: bool) -> None:
+    """GPU options: frozen weights in bf16 (adapter methods), per-layer ``torch.compile``."""
+    if device.type != "cuda":
+        return
+    if adapters and t.bf16 and t.bf16_frozen:
+        for prm in model.parameters():
+            if not prm.requires_grad and prm.dtype == torch.float32:
+                prm.data = prm.data.to(torch.bfloat16)
+    if t.compile:
+        pattern = re.compile(family.layer_prefix[:-2] + "$")  # "...layer.(\d+)\." -> "...layer.(\d+)$"
+        for name, mod in model.named_modules():
+            if pattern.match(name):
+                mod.compile()
+
+
+def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: MetricLogger,
+                      ctx: distributed.DistContext) -> dict[str, Any]:
     c = p.cfg
     seed_everything(c.seed)
     tokenizer = load_tokenizer(c.model)
     train_enc = encode(p.data.train, tokenizer, c.model.max_length)
     dev_enc = encode(p.data.dev, tokenizer, c.model.max_length)
     model = load_model(c.model, p.model_conf)
+    if c.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = p.method.wrap(model, p.targets, p.family.head).to(device)
+    speed_up(model, c.train, p.family, device, adapters=c.method.name != "full")
+    p.method.run_dir = run_dir if ctx.main else None  # methods that keep their own records write them here
     n_trainable = trainable_parameters(model)
     log.info("%s on %s/%s: %d trainable parameters, %d adapted matrices, %d steps on %s", c.method.name,
              c.model.name, c.task.name, n_trainable, len(p.targets), p.total_steps, device)
+    snapshots = (SnapshotCallback(c.snapshot, p.targets, run_dir / "snapshots", total_steps=p.total_steps,
+                                  method=c.method.name) if c.snapshot.enabled and ctx.main else None)
     t_start = time.time()
     result = train(
         model, p.method, train_enc=train_enc, dev_enc=dev_enc, cfg=c.train, total_steps=p.total_steps,
         lr=c.train.lr or c.method.lr, seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
         problem=p.data.problem, metric_names=p.data.metrics, main_metric=p.data.main_metric, logger=logger,
+        callbacks=[snapshots] if snapshots is not None else [], dist_ctx=ctx,
     )
     extra = p.method.finish(model)
+    if not ctx.main:
+        return {}
     if c.train.save_model:
         p.method.save(model, run_dir / ("model" if c.method.name == "full" else "adapter"))
     summary: dict[str, Any] = {
@@ -169,6 +209,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
         **extra,
+        **(snapshots.summary() if snapshots is not None else {}),
     }
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

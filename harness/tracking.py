@@ -26,6 +26,19 @@ class MetricLogger(Protocol):
     def close(self, exit_code: int = 0) -> None: ...
 
 
+class NullLogger:
+    """Discards everything (processes other than rank 0)."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self, exit_code: int = 0) -> None:
+        pass
+
+
 class JsonlLogger:
     """One JSON line per logged step in ``metrics.jsonl``, flushed at once."""
 

@@ -1,16 +1,32 @@
 """AdaLoRA (Zhang et al.), through PEFT's ``AdaLoraConfig``, with the allocation made impossible to skip.
 
 The loop calls :meth:`AdaLora.after_optimizer_step` after every ``optimizer.step()`` and before
-``zero_grad()``; it runs PEFT's ``update_and_allocate`` and records the budget b(t) and the kept rank.
-:meth:`AdaLora.finish` fails the run if the budget never moved although the schedule says it must.
+``zero_grad()``; it runs PEFT's ``update_and_allocate`` and records, at every allocation step, the budget
+b(t) of the schedule and the rank of every adapted matrix (non-zero ``lora_E`` entries).
+
+Recording never syncs the device in the hot path: the per-matrix ranks stay on the device until the next
+logging step (``log_metrics``), where they are copied in one transfer, checked against the schedule and
+appended to ``adalora_ranks.jsonl`` in the run folder (one header line naming the matrices, then one line per
+recorded step). A run fails with a clear reason when a mask step kept more triplets than the schedule
+allows (``update_and_allocate`` not called, or not masking), and at the end when the budget never moved.
+
+A triplet pruned at a mask step can come back: PEFT zeroes λ but P and Q keep training, and the next
+optimizer step moves λ off zero. A matrix's rank is therefore only defined right after masking, which
+is when it is recorded: the mask steps of the budget phase (every ``deltaT`` steps), the final mask at
+T − t_f, and the last step (the final mask is re-applied at every step of the final phase).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 from peft import AdaLoraConfig, get_peft_model
 from torch import nn
 
@@ -20,10 +36,20 @@ from harness.families import MatrixRef
 from harness.methods import register
 from harness.methods.base import Method, trainable_parameters
 
+log = logging.getLogger(__name__)
+
+RANKS_FILE = "adalora_ranks.jsonl"
+SCORES_DIR = "adalora_scores"
+_PEFT_PREFIX = "base_model.model."
+
 
 @dataclass
 class AdaLoraMethodConfig(MethodConfig):
-    """AdaLoRA. ``tinit``/``tfinal`` below 1 are fractions of the run's optimizer steps, else steps."""
+    """AdaLoRA. ``tinit``/``tfinal`` below 1 are fractions of the run's optimizer steps, else steps.
+
+    ``scores_every`` > 0 saves the triplet importance scores every that many steps of the budget phase
+    (``adalora_scores/step_XXXXXXX.safetensors``, one (init_r,) vector per matrix), for inspection.
+    """
 
     name: str = "adalora"
     lr: float = 1e-3
@@ -37,6 +63,7 @@ class AdaLoraMethodConfig(MethodConfig):
     beta1: float = 0.85
     beta2: float = 0.85
     orth_reg_weight: float = 0.1
+    scores_every: int = 0
 
 
 def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
@@ -57,19 +84,113 @@ def schedule_steps(value: float, total_steps: int) -> int:
     return int(round(value * total_steps)) if value < 1 else int(value)
 
 
+def allocation_steps(*, total: int, tinit: int, tfinal: int, deltaT: int) -> list[int]:
+    """Steps at which PEFT masks to the budget: multiples of ΔT in (t_i, T − t_f), and T − t_f."""
+    end = total - tfinal
+    return [s for s in range(tinit + 1, end) if s % deltaT == 0] + [end]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The paper's GLUE hyper-parameters (AdaLoRA Table 8, DeBERTaV3-base, batch 32), for the adalora_glue preset
+
+
+@dataclass(frozen=True)
+class PaperGlue:
+    """One row of AdaLoRA's Table 8: lr, epochs, γ, t_i, ΔT, t_f, and the task's training-set size."""
+
+    lr: float
+    epochs: int
+    gamma: float
+    tinit: int
+    deltaT: int
+    tfinal: int
+    train_size: int
+    batch_size: int = 32
+
+    @property
+    def total_steps(self) -> int:
+        """T of the paper's run: epochs × ⌈N / batch⌉."""
+        return self.epochs * math.ceil(self.train_size / self.batch_size)
+
+
+PAPER_GLUE: dict[str, PaperGlue] = {
+    "mnli": PaperGlue(5e-4, 7, 0.1, 8000, 100, 50000, 392702),
+    "rte": PaperGlue(1.2e-3, 50, 0.3, 600, 1, 1800, 2490),
+    "qnli": PaperGlue(1.2e-3, 5, 0.1, 2000, 100, 8000, 104743),
+    "mrpc": PaperGlue(1e-3, 30, 0.1, 600, 1, 1800, 3668),
+    "qqp": PaperGlue(5e-4, 5, 0.1, 8000, 100, 25000, 363846),
+    "sst2": PaperGlue(8e-4, 24, 0.1, 6000, 100, 22000, 67349),
+    "cola": PaperGlue(5e-4, 25, 0.5, 800, 10, 3500, 8551),
+    "stsb": PaperGlue(2.2e-3, 25, 0.1, 800, 10, 2000, 5749),
+}
+
+
+def paper_glue(task: str, key: str, max_steps: Optional[int] = None) -> float | int:
+    """A value of Table 8 for ``task``, with the schedule scaled to a run of ``max_steps`` steps.
+
+    ``tinit``/``tfinal`` come back as fractions of the run (t_i/T, t_f/T of the paper's run), ``deltaT``
+    as max(1, round(ΔT · max_steps / T)); ``lr``, ``gamma``, ``epochs`` unchanged. Resolver
+    ``${adalora_glue:TASK,KEY[,MAX_STEPS]}`` in the ``adalora_glue`` preset.
+    """
+    row = PAPER_GLUE.get(str(task))
+    if row is None:
+        raise ConfigError(
+            f"task.name: AdaLoRA's Table 8 has no hyper-parameters for '{task}'; it covers {sorted(PAPER_GLUE)}"
+        )
+    if key in ("tinit", "tfinal"):
+        return getattr(row, key) / row.total_steps
+    if key == "deltaT":
+        if max_steps is None:
+            raise ConfigError("train.max_steps: the adalora_glue preset scales the paper's schedule to a step "
+                              "budget; set train.max_steps (e.g. train.max_steps=1200)")
+        return max(1, int(round(row.deltaT * int(max_steps) / row.total_steps)))
+    if key in ("lr", "gamma", "epochs", "total_steps"):
+        return getattr(row, key)
+    raise ConfigError(f"adalora_glue: unknown key '{key}'; use lr, gamma, tinit, tfinal, deltaT, epochs")
+
+
+if not OmegaConf.has_resolver("adalora_glue"):
+    OmegaConf.register_new_resolver("adalora_glue", paper_glue)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AllocationRecord:
+    """Ranks right after masking at one step: PEFT's budget b(t), the formula's, per-matrix ranks."""
+
+    step: int
+    budget: int
+    formula: int
+    ranks: list[int]
+    phase: str
+
+    @property
+    def kept(self) -> int:
+        return sum(self.ranks)
+
+
 @register("adalora")
 class AdaLora(Method):
     """PEFT AdaLoRA; ``total_step`` is set from the run; allocation enforced and recorded."""
 
     config_cls = AdaLoraMethodConfig
+    #: the run folder; set by the run before training, records go there (kept in memory when None)
+    run_dir: Optional[Path] = None
 
     def __init__(self, cfg: AdaLoraMethodConfig, total_steps: int) -> None:
         super().__init__(cfg, total_steps)
         self.tinit = schedule_steps(cfg.tinit, total_steps)
         self.tfinal = schedule_steps(cfg.tfinal, total_steps)
         self.calls = 0
-        self.history: list[tuple[int, int, torch.Tensor]] = []  # (step, scheduled b(t), kept rank)
-        self._last_budget = 0
+        self.records: list[AllocationRecord] = []
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, ranks (n_matrices,) on the device)
+        self._last_step = 0
+        self._under_budget: list[int] = []
+        self._header_written = False
+
+    # -- configuration -------------------------------------------------------------------------------
 
     @classmethod
     def validate_config(cls, cfg: AdaLoraMethodConfig) -> None:
@@ -79,6 +200,11 @@ class AdaLora(Method):
             raise ConfigError(
                 f"method.target_r: the final budget ({cfg.target_r}) exceeds the initial one "
                 f"(init_r={cfg.init_r}); set init_r >= target_r (the paper uses init_r ≈ 1.5·target_r)"
+            )
+        if cfg.init_r == cfg.target_r:
+            raise ConfigError(
+                f"method.init_r: equals target_r ({cfg.target_r}), so AdaLoRA has nothing to allocate (and PEFT's "
+                f"mask step fails on kthvalue(k=0)); set init_r > target_r, e.g. ceil(1.5·target_r), or use LoRA"
             )
         if cfg.alpha <= 0:
             raise ConfigError(f"method.alpha: must be > 0, got {cfg.alpha}")
@@ -94,6 +220,8 @@ class AdaLora(Method):
                 raise ConfigError(f"method.{key}: must be in (0, 1), got {getattr(cfg, key)}")
         if cfg.orth_reg_weight < 0:
             raise ConfigError(f"method.orth_reg_weight: must be >= 0, got {cfg.orth_reg_weight}")
+        if cfg.scores_every < 0:
+            raise ConfigError(f"method.scores_every: must be >= 0 (0 = off), got {cfg.scores_every}")
 
     def validate_run(self) -> None:
         T, ti, tf = self.total_steps, self.tinit, self.tfinal
@@ -108,6 +236,8 @@ class AdaLora(Method):
                 f"method.deltaT: masking every {self.cfg.deltaT} steps never happens in the budgeting phase "
                 f"of {T - ti - tf} steps; lower deltaT"
             )
+
+    # -- model ---------------------------------------------------------------------------------------
 
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         cfg = self.cfg
@@ -129,6 +259,25 @@ class AdaLora(Method):
         )
         peft_model = get_peft_model(model, peft_cfg)
         self._e_params = [(n, p) for n, p in peft_model.named_parameters() if "lora_E" in n]
+        self._allocator = peft_model.base_model.rankallocator
+        by_name = {t.name: t for t in targets}
+        mods = dict(peft_model.named_modules())
+        self.matrices: list[dict[str, Any]] = []
+        for n, p in self._e_params:
+            mod_name = n.split(".lora_E")[0]
+            short = mod_name[len(_PEFT_PREFIX):] if mod_name.startswith(_PEFT_PREFIX) else mod_name
+            ref = by_name.get(short)
+            base = mods[mod_name].get_base_layer()
+            self.matrices.append({
+                "name": short,
+                "layer": ref.layer if ref else None,
+                "type": ref.type if ref else None,
+                "d_in": int(base.in_features),
+                "d_out": int(base.out_features),
+                "init_r": int(p.shape[0]),
+            })
+        b0 = sum(m["init_r"] for m in self.matrices)
+        self.records = [AllocationRecord(0, b0, b0, [m["init_r"] for m in self.matrices], "init")]
         return peft_model
 
     def loss_terms(self, outputs: Any, task_loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -137,60 +286,188 @@ class AdaLora(Method):
 
     def kept_ranks(self) -> torch.Tensor:
         """Non-zero ``lora_E`` entries per adapted matrix, shape (n_matrices,), on the device."""
-        return torch.stack([torch.count_nonzero(p.detach()) for _, p in self._e_params])
+        es = [p.detach() for _, p in self._e_params]
+        if len({e.shape for e in es}) == 1:  # one kernel for all matrices (same init_r while training)
+            return torch.count_nonzero(torch.stack(es).flatten(1), dim=1)
+        return torch.stack([torch.count_nonzero(e) for e in es])
 
     def matrix_names(self) -> list[str]:
-        """Module names of the adapted matrices, in the order of :meth:`kept_ranks`."""
-        return [n.split(".lora_E")[0] for n, _ in self._e_params]
+        """Module names of the adapted matrices (without PEFT's prefix), in the order of :meth:`kept_ranks`."""
+        return [m["name"] for m in self.matrices]
+
+    # -- per step ------------------------------------------------------------------------------------
+
+    def budget_at(self, step: int) -> int:
+        """b(t) by the formula of PAPERS.md (code form) for this run."""
+        alloc = self._allocator
+        return budget_formula(step, b0=alloc.init_bgt, bT=alloc.target_bgt, total=self.total_steps,
+                              tinit=self.tinit, tfinal=self.tfinal)
+
+    def is_allocation_step(self, step: int) -> bool:
+        """PEFT masks to the budget at this step (budget phase on multiples of ΔT, and T − t_f)."""
+        end = self.total_steps - self.tfinal
+        return step == end or (self.tinit < step < end and step % self.cfg.deltaT == 0)
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)
         self.calls += 1
-        budget, mask_step = model.base_model.rankallocator.budget_schedule(step)
-        self._last_budget = budget
-        if mask_step or step == self.total_steps - self.tfinal:
-            self.history.append((step, budget, self.kept_ranks().sum()))
+        self._last_step = step
+        if self.is_allocation_step(step) or step == self.total_steps:
+            self._pending.append((step, self.kept_ranks()))  # stays on the device until the next log step
+        every = self.cfg.scores_every
+        if every and step % every == 0 and step < self.total_steps - self.tfinal:
+            self._save_scores(step)
 
     def log_metrics(self, model: nn.Module) -> dict[str, float]:
-        kept = float(self.kept_ranks().sum())
-        return {"adalora/budget": float(self._last_budget), "adalora/kept_rank": kept}
+        self._flush()
+        last = self.records[-1]
+        out = {
+            "adalora/budget": float(self._allocator.budget_schedule(self._last_step)[0]),
+            "adalora/kept_rank": float(last.kept),
+            "adalora/rank_step": float(last.step),
+        }
+        out.update({f"adalora/rank/{t}": v for t, v in self._mean_rank_by_type(last.ranks).items()})
+        return out
+
+    def _mean_rank_by_type(self, ranks: list[int]) -> dict[str, float]:
+        sums: dict[str, list[int]] = {}
+        for m, r in zip(self.matrices, ranks):
+            sums.setdefault(m["type"] or "other", []).append(r)
+        return {t: sum(v) / len(v) for t, v in sums.items()}
+
+    def _phase(self, step: int) -> str:
+        if step <= self.tinit:
+            return "warmup"
+        return "budget" if step < self.total_steps - self.tfinal else "final"
+
+    def _flush(self) -> None:
+        """Copy pending ranks to the host (one transfer), check them, append them to the records file."""
+        if not self._pending:
+            return
+        host = torch.stack([r for _, r in self._pending]).cpu().tolist()
+        new = []
+        for (step, _), ranks in zip(self._pending, host):
+            budget = int(self._allocator.budget_schedule(step)[0])
+            new.append(AllocationRecord(step, budget, self.budget_at(step), [int(r) for r in ranks], self._phase(step)))
+        self._pending.clear()
+        self.records.extend(new)
+        self._write(new)
+        for rec in new:
+            if rec.kept > rec.budget:
+                raise RunFailed(
+                    f"AdaLoRA: at step {rec.step} the schedule's budget is b(t)={rec.budget} but {rec.kept} triplets "
+                    f"are kept: the mask was not applied (is update_and_allocate called after optimizer.step() "
+                    f"and before zero_grad()?)"
+                )
+            if rec.kept < rec.budget:
+                if not self._under_budget:
+                    log.warning("AdaLoRA: step %d kept %d < budget %d (ties at the threshold over-prune, or a kept "
+                                "λ is exactly 0)", rec.step, rec.kept, rec.budget)
+                self._under_budget.append(rec.step)
+
+    def _write(self, new: list[AllocationRecord]) -> None:
+        """Append records to ``adalora_ranks.jsonl``; the first write puts the header and step 0 first."""
+        if self.run_dir is None:
+            return
+        if not self._header_written:
+            alloc = self._allocator
+            header = {
+                "kind": "header", "matrices": self.matrices, "init_budget": alloc.init_bgt,
+                "target_budget": alloc.target_bgt, "total_steps": self.total_steps, "tinit": self.tinit,
+                "tfinal": self.tfinal, "deltaT": self.cfg.deltaT, "init_r": self.cfg.init_r,
+                "target_r": self.cfg.target_r,
+            }
+            lines = [header]
+            new = self.records  # every record so far, the step-0 one included
+            self._header_written = True
+        else:
+            lines = []
+        lines += [{"step": r.step, "phase": r.phase, "budget": r.budget, "formula": r.formula, "kept": r.kept,
+                   "ranks": r.ranks} for r in new]
+        with open(Path(self.run_dir) / RANKS_FILE, "a") as f:
+            f.write("".join(json.dumps(x) + "\n" for x in lines))
+
+    def triplet_scores(self) -> dict[str, torch.Tensor]:
+        """Current importance S of every triplet, per matrix (init_r,), as PEFT ranks them (empty after T − t_f).
+
+        S_i = s(λ_i) + mean_j s(Q_ij) + mean_j s(P_ji), with s = Ī·Ū from PEFT's allocator state.
+        """
+        alloc = self._allocator
+        if not alloc.exp_avg_ipt:
+            return {}
+        out = {}
+        for (n, _), m in zip(self._e_params, self.matrices):
+            key_e = n[len(_PEFT_PREFIX):] if n.startswith(_PEFT_PREFIX) else n
+            key_a, key_b = key_e.replace("lora_E", "lora_A"), key_e.replace("lora_E", "lora_B")
+            if key_e not in alloc.exp_avg_ipt:
+                return {}
+            s_a = alloc._element_score(key_a).mean(dim=1, keepdim=True)
+            s_b = alloc._element_score(key_b).mean(dim=0).view(-1, 1)
+            out[m["name"]] = alloc._combine_ipt(alloc._element_score(key_e), torch.cat([s_a, s_b], dim=1)).detach()
+        return out
+
+    def _save_scores(self, step: int) -> None:
+        if self.run_dir is None:
+            return
+        scores = self.triplet_scores()
+        if not scores:
+            return
+        from safetensors.torch import save_file
+
+        folder = Path(self.run_dir) / SCORES_DIR
+        folder.mkdir(exist_ok=True)
+        tensors = {k: v.float().cpu().contiguous() for k, v in scores.items()}
+        save_file(tensors, str(folder / f"step_{step:07d}.safetensors"))
+
+    # -- end of run ----------------------------------------------------------------------------------
 
     def finish(self, model: nn.Module) -> dict[str, Any]:
-        alloc = model.base_model.rankallocator
+        alloc = self._allocator
         if self.calls == 0:
             raise RunFailed("AdaLoRA: update_and_allocate was never called; the run trained plain LoRA")
-        final = self.kept_ranks().tolist()
+        self._flush()
+        final = [int(r) for r in self.kept_ranks().tolist()]
         must_move = alloc.init_bgt > alloc.target_bgt and self.total_steps - self.tfinal > self.tinit
         if must_move and sum(final) >= alloc.init_bgt:
             raise RunFailed(
                 f"AdaLoRA: the budget never moved (kept rank {sum(final)} = initial budget {alloc.init_bgt}) "
                 f"although the schedule goes to {alloc.target_bgt}"
             )
-        names = self.matrix_names()
+        if self._last_step >= self.total_steps - self.tfinal and sum(final) > alloc.target_bgt:
+            raise RunFailed(
+                f"AdaLoRA: {sum(final)} triplets kept at the end, above the final budget b(T)={alloc.target_bgt}"
+            )
+        by_type: dict[str, int] = {}
+        for m, r in zip(self.matrices, final):
+            by_type[m["type"] or "other"] = by_type.get(m["type"] or "other", 0) + r
+        mean_by_type = self._mean_rank_by_type(final)
+        trained = sum(m["init_r"] * (m["d_in"] + m["d_out"] + 1) for m in self.matrices)
+        effective = sum(r * (m["d_in"] + m["d_out"] + 1) for m, r in zip(self.matrices, final))
         return {
             "adalora/init_budget": alloc.init_bgt,
             "adalora/target_budget": alloc.target_bgt,
             "adalora/final_kept_rank": sum(final),
-            "adalora/final_ranks": dict(zip(names, final)),
-            "adalora/allocation": [[s, b, int(k)] for s, b, k in self.history],
+            "adalora/tinit_steps": self.tinit,
+            "adalora/tfinal_steps": self.tfinal,
+            "adalora/allocation_steps": len(self.records) - 1,
+            "adalora/under_budget_steps": len(self._under_budget),
+            "adalora/zero_rank_matrices": sum(1 for r in final if r == 0),
+            "adalora/trained_adapter_params": trained,
+            "adalora/effective_adapter_params": effective,
+            **{f"adalora/final_mean_rank/{t}": v for t, v in mean_by_type.items()},
+            "adalora/final_rank_by_type": by_type,
+            "adalora/final_ranks": dict(zip(self.matrix_names(), final)),
+            "adalora/rank_pattern": [
+                {"matrix": m["name"], "layer": m["layer"], "type": m["type"], "rank": r, "init_r": m["init_r"]}
+                for m, r in zip(self.matrices, final)
+            ],
+            "adalora/allocation": [[rec.step, rec.budget, rec.kept] for rec in self.records],
+            "adalora/records_file": RANKS_FILE if self.run_dir is not None else None,
         }
 
     def effective_parameters(self, model: nn.Module) -> int:
         """Σ final rank·(d_in + d_out + 1) over adapted matrices + the other trained parameters."""
-        eff = 0
-        adapter = 0
-        mods = dict(model.named_modules())
-        for n, p in self._e_params:
-            mod_name = n.split(".lora_E")[0]
-            mod = mods[mod_name]
-            base = mod.get_base_layer()
-            r = int(torch.count_nonzero(p.detach()))
-            eff += r * (base.in_features + base.out_features + 1)
-            a = mod.lora_A[self._adapter(mod)]
-            b = mod.lora_B[self._adapter(mod)]
-            adapter += a.numel() + b.numel() + p.numel()
+        final = [int(r) for r in self.kept_ranks().tolist()]
+        adapter = sum(m["init_r"] * (m["d_in"] + m["d_out"] + 1) for m in self.matrices)
+        eff = sum(r * (m["d_in"] + m["d_out"] + 1) for m, r in zip(self.matrices, final))
         return trainable_parameters(model) - adapter + eff
-
-    @staticmethod
-    def _adapter(mod: nn.Module) -> str:
-        return next(iter(mod.lora_A.keys()))

@@ -26,6 +26,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
 def test_bare_word_selects_preset() -> None:
     assert map_bare_words(["-m", "sweep", "seed=1"]) == ["-m", "experiment=sweep", "seed=1"]
     assert map_bare_words(["--config-name", "config", "seed=1"]) == ["--config-name", "config", "seed=1"]
+    assert map_bare_words(["--cfg", "job", "sweep"]) == ["--cfg", "job", "experiment=sweep"]
     with pytest.raises(ConfigError, match="'swep': not a preset"):
         map_bare_words(["-m", "swep"])
 

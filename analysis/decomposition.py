@@ -1,0 +1,416 @@
+"""DoRA's magnitude/direction analysis from run folders: rebuild merged weights, ΔM/ΔD, correlations.
+
+Reads ``<run>/snapshots`` (see :mod:`harness.snapshots`). ΔM and ΔD follow PAPERS.md (DoRA, Eqs. 3–4)
+against W0, along the output rows (``row``: DoRA's magnitude axis in PEFT and the official code) or the
+input columns (``col``). Everything here is pure: DataFrames in, DataFrames out; only the CLI writes files.
+
+A missing or corrupt snapshot file raises :class:`SnapshotError` naming it; the collecting functions
+catch it, report it in their ``problems`` list, and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load as st_load
+
+from harness.snapshots import FULL_SUMMARY, INDEX_FILE, META_FILE, STATS, merged_weight, summarize
+
+log = logging.getLogger(__name__)
+
+AXES: tuple[str, ...] = ("row", "col")
+#: DoRA paper, Figure 2 (VL-BART, query matrices): Pearson correlation of ΔM with ΔD
+PAPER_CORRELATION: dict[str, float] = {"full": -0.62, "lora": 0.83, "dora": -0.31}
+#: DoRA paper, Figure 2: axis ranges (ΔD low, ΔD high, ΔM low, ΔM high)
+PAPER_RANGES: dict[str, tuple[float, float, float, float]] = {
+    "full": (0.014, 0.022, 0.05, 0.09),
+    "lora": (0.10, 0.16, 0.25, 0.45),
+    "dora": (0.16, 0.32, 0.7, 1.4),
+}
+METHOD_ORDER: tuple[str, ...] = ("full", "lora", "dora", "adalora")
+METHOD_LABELS: dict[str, str] = {"full": "FT", "lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
+
+
+class SnapshotError(Exception):
+    """A snapshot file is missing, unreadable or does not match its checksum (the message names it)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one run's snapshots
+
+
+@dataclass
+class RunSnapshots:
+    """The snapshots of one run folder: ``meta`` (meta.json), ``index`` (one row per step × matrix)."""
+
+    run_dir: Path
+    meta: dict[str, Any]
+    index: pd.DataFrame
+    _files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.run_dir / "snapshots"
+
+    @property
+    def steps(self) -> list[int]:
+        """Snapshot steps present in the index (0 = W0 and the initial factors)."""
+        return sorted(int(s) for s in self.index["step"].unique())
+
+    @cached_property
+    def matrices(self) -> pd.DataFrame:
+        """One row per tracked matrix: name, label, layer, type, kind, shape, dtype, scale, rank."""
+        return pd.DataFrame(self.meta["matrices"]).set_index("name", drop=False)
+
+    def _checked(self, fname: str, expected: Optional[str]) -> dict[str, torch.Tensor]:
+        if fname in self._files:
+            return self._files[fname]
+        path = self.folder / fname
+        if not path.is_file():
+            raise SnapshotError(f"{path}: snapshot file missing")
+        data = path.read_bytes()
+        if expected is not None:
+            got = "sha256:" + hashlib.sha256(data).hexdigest()
+            if got != expected:
+                raise SnapshotError(f"{path}: checksum mismatch (file corrupt or changed after the run); "
+                                    f"expected {expected[:19]}…, got {got[:19]}…")
+        try:
+            tensors = st_load(data)
+        except Exception as e:  # noqa: BLE001 - any parse error means a broken file
+            raise SnapshotError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        self._files[fname] = tensors
+        return tensors
+
+    def w0(self, name: str) -> torch.Tensor:
+        """W0 (out, in) of a tracked matrix, as stored."""
+        w = self.meta["w0"]
+        return self._checked(w["file"], w.get("checksum"))[name]
+
+    def tensors(self, step: int, name: str) -> dict[str, torch.Tensor]:
+        """The stored tensors of one matrix at one step (``A``, ``B``, ``m``, ``E``; full FT summaries/``W``)."""
+        rows = self.index[(self.index["step"] == step) & (self.index["matrix"] == name)]
+        if rows.empty:
+            raise KeyError(f"{self.run_dir}: no snapshot of {name} at step {step}; steps are {self.steps}")
+        r = rows.iloc[0]
+        data = self._checked(str(r["file"]), str(r["checksum"]))
+        prefix = name + "/"
+        return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+
+    def verify(self) -> list[str]:
+        """Check every file against its checksum; one message per bad file (empty when all are good)."""
+        problems = []
+        files = [(self.meta["w0"]["file"], self.meta["w0"].get("checksum"))]
+        files += list(self.index[["file", "checksum"]].drop_duplicates().itertuples(index=False, name=None))
+        for fname, digest in files:
+            try:
+                self._checked(fname, digest)
+            except SnapshotError as e:
+                problems.append(str(e))
+        return problems
+
+    def merged_weight(self, name: str, step: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The merged weight (out, in) of ``name`` at ``step``, rebuilt from W0 and the step's tensors.
+
+        LoRA W0 + s·BA, DoRA m ⊙ V/||V||_row (V = W0 + s·BA), AdaLoRA W0 + s·B(A ⊙ E), full FT the stored
+        matrix (only where ``snapshot.full_weights`` asked for it; otherwise a KeyError says so).
+        """
+        info = self.matrices.loc[name]
+        t = self.tensors(step, name)
+        if info["kind"] == "full" and "W" not in t:
+            raise KeyError(f"{self.run_dir}: full FT stored only per-row/column summaries of {name} at step {step}; "
+                           f"set snapshot.full_weights=[{info['type']}] to keep the matrix")
+        w0 = self.w0(name).to(dtype)
+        return merged_weight(str(info["kind"]), w0, {k: v.to(dtype) for k, v in t.items()}, float(info["scale"]))
+
+    def recompute(self, name: str, step: int) -> dict[str, float]:
+        """ΔM/ΔD (both axes) of ``name`` at ``step`` recomputed in float64 from the files.
+
+        Adapters (and full FT with a stored matrix): from the rebuilt weight, with ‖ΔW‖_F, relative change and
+        stable rank too. Full FT otherwise: from the stored per-row/column norm changes and distances
+        (‖ΔW‖_F, relative change and stable rank are then NaN: take them from the index).
+        """
+        info = self.matrices.loc[name]
+        t = self.tensors(step, name)
+        if info["kind"] != "full" or "W" in t:
+            w0 = self.w0(name).to(torch.float64)
+            stats, _ = summarize(w0.unsqueeze(0), self.merged_weight(name, step).unsqueeze(0))
+            return dict(zip(STATS, map(float, stats[0])))
+        missing = [k for k in FULL_SUMMARY if k not in t]
+        if missing:
+            raise SnapshotError(f"{self.folder}: step {step} lacks {missing} of {name}")
+        out = {"dM_row": t["row_dm"].double().abs().mean(), "dD_row": t["row_dd"].double().mean(),
+               "dM_col": t["col_dm"].double().abs().mean(), "dD_col": t["col_dd"].double().mean()}
+        return {k: float(out[k]) if k in out else math.nan for k in STATS}
+
+
+def open_snapshots(run_dir: str | Path) -> RunSnapshots:
+    """The snapshots of a run folder; SnapshotError naming the file when meta.json or the index is bad."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "snapshots"
+    meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
+    for p in (meta_path, index_path):
+        if not p.is_file():
+            raise SnapshotError(f"{p}: missing (was the run made with snapshot.enabled=false, or did it fail?)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SnapshotError(f"{meta_path}: unreadable ({e})") from None
+    try:
+        index = pd.read_parquet(index_path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a broken file
+        raise SnapshotError(f"{index_path}: unreadable ({type(e).__name__}: {e})") from None
+    return RunSnapshots(run_dir, meta, index)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# many runs -> one table of points
+
+
+def _matches_type(df: pd.DataFrame, matrix_type: Optional[str]) -> pd.Series:
+    if matrix_type is None or matrix_type == "all":
+        return pd.Series(True, index=df.index)
+    return (df["type"] == matrix_type) | df["matrix"].str.endswith("." + matrix_type) | (df["label"] == matrix_type)
+
+
+def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq", source: str = "tensors",
+                        include_step0: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (run, step, matrix) with ΔM/ΔD on both axes, for runs of ``analysis.load.load_runs``.
+
+    ``source="tensors"`` recomputes every value in float64 from the files (checksums verified; a bad file's
+    rows are left out and named in the returned problems); ``"index"`` takes the online values as they are.
+    Columns: run_dir, panel (see :func:`panels`), method, seed, lr, total_steps (when ``runs`` has them), step,
+    checkpoint (1.. over the non-zero steps), matrix, label, layer, type, the :data:`STATS` and, for
+    ``tensors``, ``online_<stat>`` (the index's value) for comparison.
+    """
+    if source not in ("tensors", "index"):
+        raise ValueError(f"source must be 'tensors' or 'index', got {source!r}")
+    frames: list[pd.DataFrame] = []
+    problems: list[str] = []
+    for run in runs.itertuples(index=False):
+        try:
+            snaps = open_snapshots(run.run_dir)
+        except SnapshotError as e:
+            problems.append(str(e))
+            continue
+        idx = snaps.index[_matches_type(snaps.index, matrix_type)]
+        if not include_step0:
+            idx = idx[idx["step"] > 0]
+        if idx.empty:
+            problems.append(f"{snaps.folder}: no snapshot of matrix type {matrix_type!r} "
+                            f"(types: {sorted(snaps.index['type'].unique())})")
+            continue
+        idx = idx.copy()
+        steps = sorted(s for s in idx["step"].unique() if s > 0)
+        idx["checkpoint"] = idx["step"].map({s: i + 1 for i, s in enumerate(steps)}).fillna(0).astype(int)
+        if source == "tensors":
+            rows, bad = [], set()
+            for r in idx.itertuples(index=False):
+                if r.file in bad:
+                    continue
+                try:
+                    rows.append({**snaps.recompute(r.matrix, r.step), "matrix": r.matrix, "step": r.step})
+                except SnapshotError as e:
+                    bad.add(r.file)
+                    problems.append(f"{e} — its points (step {r.step}) are left out")
+            if not rows:
+                continue
+            online = idx.rename(columns={k: f"online_{k}" for k in STATS})
+            idx = online.merge(pd.DataFrame(rows), on=["matrix", "step"], how="inner")
+        idx.insert(0, "run_dir", str(run.run_dir))
+        idx.insert(1, "method", run.method)
+        idx.insert(2, "seed", run.seed)
+        idx.insert(3, "lr", getattr(run, "lr", math.nan))
+        idx.insert(4, "total_steps", getattr(run, "total_steps", math.nan))
+        frames.append(idx)
+    if not frames:
+        return pd.DataFrame(), problems
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(1, "panel", panels(out))
+    keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "step", "checkpoint", "matrix", "label",
+            "layer", "type", "kind", "rank", *STATS, *[c for c in out.columns if c.startswith("online_")]]
+    return out[[c for c in keep if c in out.columns]], problems
+
+
+def panels(points: pd.DataFrame) -> pd.Series:
+    """One figure panel per method, split by lr and run length where a method was run with several
+    (e.g. ``full lr=0.0002``); seeds always share a panel."""
+    labels = points["method"].astype(str)
+    for m in points["method"].unique():
+        sel = points["method"] == m
+        for key, fmt in (("lr", "lr={:g}"), ("total_steps", "{:g} steps")):
+            if key in points and points.loc[sel, key].nunique() > 1:
+                labels[sel] = labels[sel] + " " + points.loc[sel, key].map(fmt.format)
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------------------
+# statistics: Pearson r and the least-squares slope of ΔM on ΔD, with bootstrap intervals
+
+
+def pearson_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(Pearson r, slope, intercept) of the least-squares line y = a + b·x; NaN where undefined."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < 2:
+        return math.nan, math.nan, math.nan
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx, syy, sxy = dx @ dx, dy @ dy, dx @ dy
+    if sxx == 0:
+        return math.nan, math.nan, math.nan
+    slope = sxy / sxx
+    r = sxy / math.sqrt(sxx * syy) if syy > 0 else math.nan
+    return float(r), float(slope), float(y.mean() - slope * x.mean())
+
+
+def bootstrap_fit(x: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray] = None, *, n_boot: int = 2000,
+                  confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Pearson r and slope with percentile-bootstrap intervals.
+
+    Without ``groups`` (or with one group) the points are resampled with replacement. With several groups
+    (seeds) the bootstrap is hierarchical: seeds are resampled, then points within each drawn seed, so the
+    interval carries the between-seed variation too. x, y, groups: (n,).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    r, slope, intercept = pearson_slope(x, y)
+    out = {"pearson": r, "slope": slope, "intercept": intercept, "n_points": len(x),
+           "pearson_low": math.nan, "pearson_high": math.nan, "slope_low": math.nan, "slope_high": math.nan}
+    if len(x) < 3 or n_boot <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    members = [np.arange(len(x))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    rs, bs = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(0, len(members), len(members)) if len(members) > 1 else [0]
+        idx = np.concatenate([members[g][rng.integers(0, len(members[g]), len(members[g]))] for g in drawn])
+        rs[b], bs[b], _ = pearson_slope(x[idx], y[idx])
+    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+    if np.isfinite(rs).sum() > n_boot // 2:
+        out["pearson_low"], out["pearson_high"] = map(float, np.nanpercentile(rs, [lo, hi]))
+    if np.isfinite(bs).sum() > n_boot // 2:
+        out["slope_low"], out["slope_high"] = map(float, np.nanpercentile(bs, [lo, hi]))
+    return out
+
+
+def correlation_table(points: pd.DataFrame, *, axis: str = "row", n_boot: int = 2000, confidence: float = 0.95,
+                      seed: int = 0) -> pd.DataFrame:
+    """One row per method: Pearson r and slope of ΔM on ΔD (axis ``row`` or ``col``) with intervals
+    (bootstrap over points, and over seeds when several), the per-seed r, the mean r across layers within
+    one checkpoint of one run (``pearson_within_checkpoint``: the layer effect without the drift that moves
+    ΔM and ΔD up together over training), the measured ΔD/ΔM ranges and the paper's values beside them
+    (``paper_pearson``, ``paper_dD_*``, ``paper_dM_*``, ``sign_matches``)."""
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
+    xk, yk = f"dD_{axis}", f"dM_{axis}"
+    rows = []
+    if "panel" not in points:
+        points = points.assign(panel=points["method"])
+    for panel in ordered_panels(points):
+        g = points[points["panel"] == panel]
+        m = str(g["method"].iloc[0])
+        seeds = g["seed"].to_numpy()
+        n_seeds = len(np.unique(seeds))
+        fit = bootstrap_fit(g[xk].to_numpy(), g[yk].to_numpy(), seeds if n_seeds > 1 else None, n_boot=n_boot,
+                            confidence=confidence, seed=seed)
+        per_seed = [pearson_slope(s[xk].to_numpy(), s[yk].to_numpy())[0] for _, s in g.groupby("seed")]
+        # across layers at one checkpoint of one run: the layer effect, without the common drift over time
+        within = [pearson_slope(s[xk].to_numpy(), s[yk].to_numpy())[0]
+                  for _, s in g.groupby(["run_dir", "checkpoint"]) if len(s) >= 3]
+        paper = PAPER_CORRELATION.get(m, math.nan)
+        pr = PAPER_RANGES.get(m, (math.nan,) * 4)
+        rows.append({
+            "panel": panel, "method": m, "axis": axis, "n_runs": g["run_dir"].nunique(), "n_seeds": n_seeds, **fit,
+            "pearson_seed_mean": float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else math.nan,
+            "pearson_seed_min": float(np.nanmin(per_seed)) if np.isfinite(per_seed).any() else math.nan,
+            "pearson_seed_max": float(np.nanmax(per_seed)) if np.isfinite(per_seed).any() else math.nan,
+            "pearson_within_checkpoint": float(np.nanmean(within)) if np.isfinite(within).any() else math.nan,
+            "bootstrap": "seeds, then points" if n_seeds > 1 else "points",
+            "dD_min": float(g[xk].min()), "dD_max": float(g[xk].max()),
+            "dM_min": float(g[yk].min()), "dM_max": float(g[yk].max()),
+            "paper_pearson": paper,
+            "sign_matches": (bool(np.sign(fit["pearson"]) == np.sign(paper))
+                             if math.isfinite(paper) and math.isfinite(fit["pearson"]) else None),
+            "paper_dD_min": pr[0], "paper_dD_max": pr[1], "paper_dM_min": pr[2], "paper_dM_max": pr[3],
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown_table(stats: pd.DataFrame, *, confidence: float = 0.95) -> str:
+    """The correlation table in Markdown: measured r and slope with intervals beside the paper's values."""
+    pct = f"{confidence * 100:g}%"
+
+    def iv(v: float, lo: float, hi: float, fmt: str) -> str:
+        if not math.isfinite(v):
+            return "n/a"
+        s = format(v, fmt)
+        return s + (f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
+
+    def rng(lo: float, hi: float) -> str:
+        return f"{lo:.3g}–{hi:.3g}" if math.isfinite(lo) else "—"
+
+    lines = [
+        f"| method | axis | seeds | points | Pearson r ({pct} CI) | slope ΔM/ΔD ({pct} CI) | r within checkpoint | "
+        "paper r | sign as paper | ΔD range | paper ΔD | ΔM range | paper ΔM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in stats.itertuples(index=False):
+        sign = {True: "yes", False: "**no**", None: "—"}[r.sign_matches]
+        lines.append(
+            f"| {panel_label(r.panel)} | {r.axis} | {r.n_seeds} | {r.n_points} | "
+            f"{iv(r.pearson, r.pearson_low, r.pearson_high, '+.2f')} | {iv(r.slope, r.slope_low, r.slope_high, '.3g')} | "
+            f"{iv(r.pearson_within_checkpoint, math.nan, math.nan, '+.2f')} | "
+            f"{'—' if not math.isfinite(r.paper_pearson) else format(r.paper_pearson, '+.2f')} | {sign} | "
+            f"{rng(r.dD_min, r.dD_max)} | {rng(r.paper_dD_min, r.paper_dD_max)} | "
+            f"{rng(r.dM_min, r.dM_max)} | {rng(r.paper_dM_min, r.paper_dM_max)} |"
+        )
+    return "\n".join(lines)
+
+
+def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", source: str = "tensors",
+            include_unfinished: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Points of every run found under ``paths`` (see :func:`decomposition_table`) and the problems met."""
+    from analysis.load import load_runs
+
+    runs = load_runs(paths, include_unfinished=include_unfinished)
+    problems = [f"{d}: left out ({why})" for d, why in runs.skipped]
+    if runs.table.empty:
+        return pd.DataFrame(), problems
+    table = runs.table.copy()
+    lrs, totals = [], []
+    for d in table["run_dir"]:
+        try:
+            rec = json.loads((Path(d) / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            rec = {}
+        cfg = rec.get("config", {})
+        lrs.append((cfg.get("train") or {}).get("lr") or (cfg.get("method") or {}).get("lr") or math.nan)
+        totals.append(rec.get("total_steps", math.nan))
+    table["lr"], table["total_steps"] = lrs, totals
+    points, more = decomposition_table(table, matrix_type=matrix_type, source=source)
+    return points, problems + more
+
+
+def ordered_panels(points: pd.DataFrame) -> list[str]:
+    """Panels in the paper's order (FT, LoRA, DoRA, AdaLoRA, then any other), by lr and steps within a method."""
+    cols = [c for c in ("panel", "method", "lr", "total_steps") if c in points]
+    first = points[cols].drop_duplicates("panel" if "panel" in points else "method")
+    key = first.apply(lambda r: (METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 99, r["method"],
+                                 r.get("lr", 0) if pd.notna(r.get("lr", 0)) else 0,
+                                 r.get("total_steps", 0) if pd.notna(r.get("total_steps", 0)) else 0), axis=1)
+    return [str(p) for p in first.assign(_k=key).sort_values("_k")["panel" if "panel" in points else "method"]]
+
+
+def panel_label(panel: str) -> str:
+    """``full lr=0.0002`` -> ``FT lr=0.0002``."""
+    method, _, rest = str(panel).partition(" ")
+    return METHOD_LABELS.get(method, method) + (" " + rest if rest else "")

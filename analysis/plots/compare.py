@@ -1,0 +1,185 @@
+"""Methods compared, drawn: Pareto plots (metric vs parameters / time / memory, frontier, seed error
+bars) and learning curves (eval metric vs step, mean ± interval band over seeds).
+
+Inputs are the frames of :mod:`analysis.compare` (:func:`~analysis.compare.compare` and
+:func:`~analysis.compare.curves`). Every function takes ``ax=None`` (or ``axes=None``), draws, and returns
+the Axes; nothing is written here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label  # noqa: E402
+
+METHOD_COLORS = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
+METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
+
+#: x axes of the Pareto plots: column → (label, scale factor, log axis, lower is better)
+X_AXES: dict[str, tuple[str, float, bool, bool]] = {
+    "trainable_params": ("trainable parameters", 1.0, True, True),
+    "effective_params": ("effective parameters", 1.0, True, True),
+    "train_seconds": ("train time (s)", 1.0, False, True),
+    "peak_memory_bytes": ("peak memory (GiB)", 1 / 2**30, False, True),
+    "tokens_per_s": ("tokens / s", 1.0, False, False),
+}
+
+
+def method_color(method: str, others: Sequence[str] = ()) -> Any:
+    """A fixed colour for the four harness methods; other methods (PEFT files) take tab20 in order."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    rest = sorted(m for m in set(others) | {method} if m not in METHOD_COLORS)
+    return plt.get_cmap("tab20")(rest.index(method) % 20)
+
+
+def _select(df: pd.DataFrame, task: Optional[str], model: Optional[str]) -> pd.DataFrame:
+    d = df
+    if task is not None and "task" in d:
+        d = d[d["task"] == task]
+    if model is not None and "model" in d:
+        d = d[d["model"] == model]
+    return d
+
+
+def _short_label(r: pd.Series) -> str:
+    b = r.get("budget")
+    lab = "" if b is None or pd.isna(b) else f"{'b' if r['method'] == 'adalora' else 'r'}={int(b)}"
+    if r.get("variant"):
+        lab = f"{lab} {r['variant']}".strip()
+    return lab
+
+
+def _legend(ax: Axes, n: int) -> None:
+    """Inside the axes for a few entries, outside on the right for many."""
+    if n <= 8:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if n <= 24 else 2, borderaxespad=0)
+
+
+def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[str] = None,
+           model: Optional[str] = None, ax: Optional[Axes] = None, annotate: Optional[bool] = None,
+           frontier: bool = True, legend: bool = True) -> Axes:
+    """Metric (mean over seeds, error bar = the table's interval) vs ``x`` for one task, one point per
+    (method, budget, variant), coloured by method; the Pareto frontier (no point is better in both) as
+    a dashed step line. ``x``: a key of :data:`X_AXES` (parameters are drawn on a log axis)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4))
+    label, factor, logx, x_lower = X_AXES[x]
+    d = _select(long, task, model)
+    d = d[pd.to_numeric(d.get(x), errors="coerce").notna() & d["mean"].notna()] if x in d else d.iloc[0:0]
+    if d.empty:
+        ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    xs = pd.to_numeric(d[x]).to_numpy(float) * factor
+    ys = d["mean"].to_numpy(float)
+    lo = np.where(np.isfinite(d["low"].to_numpy(float)), ys - d["low"].to_numpy(float), 0.0)
+    hi = np.where(np.isfinite(d["high"].to_numpy(float)), d["high"].to_numpy(float) - ys, 0.0)
+    methods = list(d["method"])
+    seen: set[str] = set()
+    for i, (_, r) in enumerate(d.iterrows()):
+        m = r["method"]
+        ax.errorbar(xs[i], ys[i], yerr=[[lo[i]], [hi[i]]], fmt=METHOD_MARKERS.get(m, "o"), ms=6, capsize=3,
+                    color=method_color(m, methods), label=method_label(m) if m not in seen else None, zorder=3)
+        seen.add(m)
+    hib = bool(d["higher_is_better"].iloc[0])
+    on = pareto_front(xs, ys, x_lower=x_lower, y_higher=hib)
+    if frontier and on.sum() >= 1:
+        order = np.argsort(xs[on])
+        fx, fy = xs[on][order], ys[on][order]
+        ax.plot(fx, fy, ls="--", color="0.4", lw=1.2, drawstyle="steps-post" if x_lower == hib else "steps-pre",
+                label="Pareto frontier", zorder=2)
+        ax.scatter(fx, fy, s=140, facecolors="none", edgecolors="0.3", lw=1, zorder=4)
+    if annotate is None:
+        annotate = len(d) <= 16
+    for i, (_, r) in enumerate(d.iterrows()):
+        if annotate or on[i]:
+            lab = _short_label(r)
+            if lab:
+                ax.annotate(lab, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    metric = str(d["metric"].iloc[0])
+    ax.set_xlabel(label + (" (log)" if logx else ""))
+    if x == "peak_memory_bytes" and "peak_memory_kind" in d:
+        kinds = {MEMORY_KINDS.get(k, k) for k in ",".join(d["peak_memory_kind"].dropna()).split(",") if k}
+        if kinds:
+            ax.set_xlabel(f"{label}, {', '.join(sorted(kinds))}")
+    ax.set_ylabel(f"{metric_label(metric)} (mean over seeds)")
+    title = task_label(d["task"].iloc[0]) if "task" in d else ""
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if legend:
+        _legend(ax, len(seen) + int(frontier))
+    return ax
+
+
+def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
+                    ax: Optional[Axes] = None, band: bool = True, legend: bool = True) -> Axes:
+    """Eval metric vs step for one task: one line per (method, budget, variant) = mean over seeds, and a
+    band = the interval over seeds at each step (where ≥ 2 seeds logged that step)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4))
+    d = _select(curves, task, model)
+    if d.empty:
+        ax.text(0.5, 0.5, "no eval steps logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    methods = list(d["method"])
+    keys = ["method", "budget", "variant"]
+    groups = list(d.groupby(keys, dropna=False, sort=False))
+    groups.sort(key=lambda kv: (METHOD_ORDER.index(kv[0][0]) if kv[0][0] in METHOD_ORDER else 99, str(kv[0][0]),
+                                -1 if kv[0][1] is None or pd.isna(kv[0][1]) else kv[0][1], str(kv[0][2])))
+    styles = ["-", "--", ":", "-."]
+    per_method: dict[str, int] = {}
+    for (m, b, v), g in groups:
+        g = g.sort_values("step")
+        k = per_method.setdefault(m, 0)
+        per_method[m] = k + 1
+        color = method_color(m, methods)
+        n = int(g["n"].max())
+        ax.plot(g["step"], g["mean"], ls=styles[k % len(styles)], color=color, lw=1.5, marker=".",
+                label=f"{method_label(m, None if b is None or pd.isna(b) else b, v)} (n={n})")
+        if band:
+            ok = g["low"].notna() & g["high"].notna()
+            if ok.any():
+                ax.fill_between(g.loc[ok, "step"], g.loc[ok, "low"], g.loc[ok, "high"], color=color, alpha=0.15, lw=0)
+    metric = str(d["metric"].iloc[0])
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"eval {metric_label(metric)}")
+    ax.set_title(task_label(d["task"].iloc[0]) if "task" in d else "", fontsize=10)
+    ax.grid(alpha=0.3)
+    if legend:
+        _legend(ax, len(groups))
+    return ax
+
+
+def pareto_figure(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
+                  xs: Sequence[str] = ("trainable_params", "train_seconds", "peak_memory_bytes")) -> Figure:
+    """One row of Pareto plots for one task: metric vs each of ``xs`` (legend on the last one)."""
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.0 * len(xs), 4.2), squeeze=False)
+    for i, (x, ax) in enumerate(zip(xs, axes[0])):
+        pareto(long, x=x, task=task, model=model, ax=ax, legend=(i == len(xs) - 1))
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None) -> Figure:
+    """Learning curves side by side, one panel per task."""
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(curves["task"]))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
+    for t, ax in zip(tasks, axes[0]):
+        learning_curves(curves, task=t, model=model, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,99 @@
+"""DoRA's Figure 2: ΔM against ΔD, one panel per method, a point per (layer, checkpoint).
+
+Colour = layer, marker = checkpoint, the least-squares line, and in the corner Pearson r and the slope
+with their intervals (from :func:`analysis.decomposition.correlation_table`). Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.decomposition import PAPER_CORRELATION, ordered_panels, panel_label, pearson_slope
+
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def _fmt_iv(v: float, lo: float, hi: float, fmt: str) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    s = format(v, fmt)
+    return s + (f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
+
+
+def plot_panel(points: pd.DataFrame, *, axis: str = "row", stats: Optional[Mapping[str, Any]] = None,
+               ax: Any = None, title: Optional[str] = None, n_layers: Optional[int] = None,
+               legend: bool = True) -> Any:
+    """One method's panel: x = ΔD, y = ΔM (``axis`` row or col) of ``points`` (rows of
+    :func:`analysis.decomposition.decomposition_table`); returns the Axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3.4))
+    x, y = points[f"dD_{axis}"].to_numpy(), points[f"dM_{axis}"].to_numpy()
+    layers = points["layer"].to_numpy()
+    n_layers = n_layers or (int(layers.max()) + 1 if len(layers) else 1)
+    cmap = plt.get_cmap("viridis", max(n_layers, 2))
+    checkpoints = sorted(points["checkpoint"].unique())
+    for i, cp in enumerate(checkpoints):
+        sel = points["checkpoint"].to_numpy() == cp
+        ax.scatter(x[sel], y[sel], c=[cmap(int(l)) for l in layers[sel]], marker=MARKERS[i % len(MARKERS)],
+                   s=28, edgecolors="black", linewidths=0.3, alpha=0.85, zorder=3)
+    r, slope, intercept = pearson_slope(x, y)
+    if math.isfinite(slope):
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.plot(xs, intercept + slope * xs, color="crimson", lw=1.2, zorder=2)
+    s = dict(stats or {"pearson": r, "slope": slope})
+    nan = math.nan
+    text = (f"r = {_fmt_iv(s.get('pearson', r), s.get('pearson_low', nan), s.get('pearson_high', nan), '+.2f')}\n"
+            f"slope = {_fmt_iv(s.get('slope', slope), s.get('slope_low', nan), s.get('slope_high', nan), '.3g')}")
+    method = str(points["method"].iloc[0]) if len(points) else ""
+    panel = str(points["panel"].iloc[0]) if len(points) and "panel" in points else method
+    if method in PAPER_CORRELATION:
+        text += f"\npaper r = {PAPER_CORRELATION[method]:+.2f}"
+    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.85})
+    ax.set_xlabel(f"ΔD ({axis}s)")
+    ax.set_ylabel(f"ΔM ({axis}s)")
+    ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.set_title(title if title is not None else panel_label(panel))
+    if legend and len(checkpoints) > 1:
+        steps = points.groupby("checkpoint")["step"].agg(lambda s: sorted(set(s)))
+        handles = [Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="0.4",
+                          label=f"step {'/'.join(map(str, steps[cp]))}") for i, cp in enumerate(checkpoints[:8])]
+        ax.legend(handles=handles, fontsize=6.5, loc="lower right", framealpha=0.8)
+    return ax
+
+
+def dora_figure(points: pd.DataFrame, stats: Optional[pd.DataFrame] = None, *, axis: str = "row",
+                panels: Optional[Sequence[str]] = None, suptitle: Optional[str] = None) -> Any:
+    """The whole figure: one panel per method (FT, LoRA, DoRA, AdaLoRA order; split by lr where a method
+    ran at several, see :func:`analysis.decomposition.panels`) and a layer colour bar."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm
+
+    if "panel" not in points:
+        points = points.assign(panel=points["method"])
+    names = list(panels) if panels is not None else ordered_panels(points)
+    n = len(names)
+    fig, axes = plt.subplots(1, n, figsize=(3.9 * n + 0.8, 3.6), squeeze=False, constrained_layout=True)
+    n_layers = int(points["layer"].max()) + 1 if len(points) else 1
+    for ax, name in zip(axes[0], names):
+        s = None
+        if stats is not None and not stats.empty:
+            hit = stats[(stats["panel"] == name) & (stats["axis"] == axis)]
+            s = hit.iloc[0].to_dict() if len(hit) else None
+        plot_panel(points[points["panel"] == name], axis=axis, stats=s, ax=ax, n_layers=n_layers)
+    cmap = plt.get_cmap("viridis", max(n_layers, 2))
+    norm = BoundaryNorm(np.arange(-0.5, n_layers + 0.5), cmap.N)
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[0].tolist(), ticks=range(n_layers), shrink=0.9)
+    cb.set_label("layer")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig

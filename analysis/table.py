@@ -1,0 +1,213 @@
+"""``python -m analysis table RUNS…``: methods compared, mean ± interval over seeds.
+
+RUNS are run folders, sweep folders (any folder above run folders) or PEFT ``method_comparison`` result
+files / folders, several at once. The table goes to the terminal (or ``-o FILE``); runs that are not
+``done`` are left out and listed on stderr. When the runs were tracked with W&B (``tracking.wandb`` on),
+the comparison is also logged to W&B, in the sweep's group, as a Table and a ``comparison-table`` artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from analysis import compare
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``table`` (shared with ``report`` where they mean the same)."""
+    p.add_argument("runs", nargs="+", help="run folders, sweep folders, PEFT result files or folders")
+    p.add_argument("--layout", choices=["wide", "long"], default="wide",
+                   help="wide: rows method × budget, a column per task + average (default); "
+                        "long: a row per (task, method, budget) with interval, seeds, time, memory, params")
+    p.add_argument("--format", dest="fmt", choices=["markdown", "latex", "csv"], default="markdown")
+    add_common(p)
+    p.add_argument("-o", "--output", help="write the table to this file instead of the terminal")
+    p.add_argument("--plots", metavar="DIR", help="also write Pareto plots and learning curves (PNG + PDF) to DIR")
+    p.add_argument("--wandb", choices=["auto", "on", "off"], default="auto",
+                   help="log the table to W&B: auto = when the runs were tracked with W&B (default)")
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options that ``table`` and ``report`` share."""
+    p.add_argument("--metric", default=None, help="metric name (default: each task's official metric)")
+    p.add_argument("--best", action="store_true", help="use the best eval over the run instead of the final one")
+    p.add_argument("--interval", choices=["t", "bootstrap", "none"], default="t",
+                   help="interval over seeds: Student-t (default), percentile bootstrap, or none")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--digits", type=int, default=4, help="decimals of metric values")
+    p.add_argument("--percent", action="store_true", help="show metric values × 100")
+    p.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
+    p.add_argument("--peft-task", default="metamathqa", help="task name for PEFT result files (they name none)")
+
+
+def report_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """List the runs left out on stderr."""
+    if skipped:
+        print(f"left out {len(skipped)} run(s):", file=sys.stderr)
+        for path, why in skipped:
+            print(f"  {path}: {why}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load, compare, print (or write); 1 when no finished run was found."""
+    runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
+                                                 peft_task=args.peft_task)
+    report_skipped(skipped)
+    if runs.empty:
+        print("error: no finished runs to compare", file=sys.stderr)
+        return 1
+    opts = dict(metric=args.metric, which="best" if args.best else "final", kind=args.interval,
+                confidence=args.confidence)
+    text = compare.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
+                              scale=100.0 if args.percent else 1.0, **opts)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        log.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(text)
+    if args.plots:
+        write_plots(runs, metrics, Path(args.plots), **opts)
+    if args.wandb != "off":
+        long = compare.compare(runs, **opts)
+        if log_to_wandb(runs, long, force=args.wandb == "on", args=args):
+            _wandb_teardown()
+    return 0
+
+
+def _wandb_teardown() -> None:
+    """Flush and stop W&B's service (``finish`` alone may leave the offline run file unwritten until exit)."""
+    try:
+        import wandb
+
+        teardown = getattr(wandb, "teardown", None)
+        if teardown is not None:
+            teardown()
+    except Exception as e:  # noqa: BLE001
+        log.warning("wandb teardown failed (%s: %s)", type(e).__name__, e)
+
+
+def write_plots(runs: pd.DataFrame, metrics: dict[str, pd.DataFrame], out: Path, **opts: Any) -> list[Path]:
+    """Pareto plots and learning curves per (model, task) as PNG + PDF in ``out``; the paths written."""
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import compare as pc
+
+    out.mkdir(parents=True, exist_ok=True)
+    long = compare.compare(runs, **opts)
+    cur = compare.curves(runs, metrics, metric=opts.get("metric"), kind=opts.get("kind", "t"),
+                         confidence=opts.get("confidence", 0.95))
+    written = []
+    for (model, task), _ in long.groupby(["model", "task"], sort=False):
+        stem = slug(f"{model}_{task}")
+        for name, fig in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model)),
+                          (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model))):
+            for ext in ("png", "pdf"):
+                path = out / f"{name}.{ext}"
+                fig.savefig(path, dpi=150, bbox_inches="tight")
+                written.append(path)
+            plt.close(fig)
+    log.info("wrote %d plot files to %s", len(written), out)
+    return written
+
+
+def slug(s: str) -> str:
+    """A file-name-safe version of ``s``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(s)).strip("-") or "x"
+
+
+# --------------------------------------------------------------------------------------------- W&B
+
+def wandb_targets(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """One W&B destination per sweep group among harness runs tracked with W&B: project, entity, mode,
+    group and the sweep folder (common parent of the group's runs)."""
+    from analysis.load import load_run_record
+
+    if "source" not in runs or runs.empty:
+        return []
+    out: dict[str, dict[str, Any]] = {}
+    h = runs[runs["source"] == "harness"]
+    for rd, group in zip(h["run_dir"], h.get("group", pd.Series([None] * len(h)))):
+        try:
+            tr = load_run_record(rd).get("config", {}).get("tracking", {})
+        except (OSError, ValueError):
+            continue
+        if not tr.get("wandb") or tr.get("mode", "disabled") == "disabled":
+            continue
+        g = tr.get("group") or group or Path(rd).parent.name
+        t = out.setdefault(g, {"project": tr.get("project"), "entity": tr.get("entity"), "mode": tr.get("mode"),
+                               "group": g, "dirs": []})
+        t["dirs"].append(rd)
+    for t in out.values():
+        dirs = t.pop("dirs")
+        t["dir"] = os.path.commonpath(dirs) if len(dirs) > 1 else str(Path(dirs[0]).parent)
+    return list(out.values())
+
+
+def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, *, force: bool = False,
+                 args: Optional[argparse.Namespace] = None) -> list[str]:
+    """Log the comparison of each W&B-tracked sweep group as a W&B Table (``comparison/long``,
+    ``comparison/wide``) and a ``comparison-table`` artifact, in a ``job_type=analysis`` run of the same
+    project and group (offline runs land in ``<sweep>/wandb/``; ``wandb sync`` uploads them).
+    ``force``: also when no run was tracked (offline, in the first input's folder). Never raises: W&B
+    problems are logged. Returns the W&B run directories written."""
+    targets = wandb_targets(runs)
+    if not targets and force:
+        first = Path(str(runs["run_dir"].iloc[0]))
+        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None,
+                    "dir": str(first.parent)}]
+    if not targets:
+        return []
+    try:
+        import wandb
+    except ImportError as e:
+        log.warning("wandb is not installed (%s); the table was not logged to W&B", e)
+        return []
+    written = []
+    for t in targets:
+        sel = long
+        if t["group"] is not None and "group" in runs:
+            dirs = set(runs.loc[runs["group"] == t["group"], "run_dir"])
+            keys = runs.loc[runs["run_dir"].isin(dirs), ["model", "task", "method"]].drop_duplicates()
+            sel = long.merge(keys, on=["model", "task", "method"], how="inner") if not keys.empty else long
+        try:
+            os.environ.setdefault("WANDB_SILENT", "true")
+            run = wandb.init(project=t["project"], entity=t["entity"], group=t["group"], job_type="analysis",
+                             name=f"compare-{t['group'] or 'runs'}", mode=t["mode"], dir=t["dir"],
+                             config={"interval": getattr(args, "interval", "t"),
+                                     "confidence": getattr(args, "confidence", 0.95),
+                                     "inputs": [str(p) for p in getattr(args, "runs", [])]},
+                             reinit="finish_previous")
+            t_long = wandb.Table(dataframe=_wandb_frame(sel))
+            t_wide = wandb.Table(dataframe=_wandb_frame(compare.wide(sel)))
+            run.log({"comparison/long": t_long, "comparison/wide": t_wide})
+            art = wandb.Artifact(slug(f"comparison-{t['group'] or 'runs'}"), type="comparison-table",
+                                 description="methods compared: mean and interval over seeds (python -m analysis table)")
+            art.add(t_long, "comparison_long")
+            art.add(t_wide, "comparison_wide")
+            run.log_artifact(art)
+            written.append(str(run.dir))
+            run.finish()
+            log.info("logged the comparison table to W&B (%s, group %s): %s", t["mode"], t["group"], run.dir)
+        except Exception as e:  # noqa: BLE001 - W&B must never break the table
+            log.warning("could not log the table to W&B (%s: %s)", type(e).__name__, e)
+    return written
+
+
+def _wandb_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns W&B tables accept: no NaN in object columns, budgets as strings, private columns dropped."""
+    d = df.drop(columns=[c for c in df.columns if str(c).endswith("_hib")]).copy()
+    for c in d.columns:
+        if d[c].dtype == object:
+            d[c] = d[c].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    return d

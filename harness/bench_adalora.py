@@ -1,0 +1,324 @@
+"""AdaLoRA's per-step overhead over LoRA at the same initial rank, and where it goes.
+
+``python -m harness.bench_adalora --model minilm --device cuda --out bench_adalora.json``
+
+Both methods go through the harness (``Method.wrap``, ``after_optimizer_step``, ``log_metrics``) on one
+synthetic batch stream; a step is forward (PEFT adds the orthogonality term there), backward, clipping,
+AdamW, the method's step hook, ``zero_grad`` — the loop's order, with bf16 autocast on CUDA as the loop does.
+
+Timed without inner synchronisation (device synced only around each timed window; best of ``--repeats``
+windows, the variants interleaved; on CPU the figure is this process's CPU time — run with ``--threads 1`` —
+so that other processes on a shared machine do not inflate it):
+
+* ``lora``                    LoRA, r = init_r
+* ``adalora_no_alloc_no_orth`` AdaLoRA's SVD-form adapters only: loss computed outside the model (so PEFT
+                              adds no orthogonality term) and no ``update_and_allocate``
+* ``adalora_no_alloc``         + the orthogonality term
+* ``adalora_warmup``           phase t ≤ t_i: ``update_and_allocate`` updates the importance scores only
+* ``adalora_budget_dT<d>``     budget phase, masking every d steps (scores + mask + this harness's recording)
+* ``adalora_final``            phase t > T − t_f: PEFT re-applies the final mask at every step
+
+Then one synchronised pass per AdaLoRA phase splits the step into forward, backward, optimizer and PEFT's
+allocator functions (``update_ipt``, ``mask_to_budget``, ``mask_using_rank_pattern``) plus this harness's
+recording (``kept_ranks``; ``method_step`` contains these, ``log_metrics`` is the flush at log steps).
+``whole_run`` weighs the phases like a run with
+``--tinit/--tfinal`` fractions and ΔT, which is what the paper's "+11% per epoch" compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from harness.config import ModelConfig
+from harness.families import family_for, resolve_targets
+from harness.methods.adalora import AdaLora, AdaLoraMethodConfig
+from harness.methods.base import Method
+from harness.methods.lora import Lora, LoraMethodConfig
+from harness.models import load_model, meta_model, model_config
+
+log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+BIG_T = 1_000_000  # run length for phase measurements: every measured step stays in one phase
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(method: Method, model_name: str, device: torch.device) -> torch.nn.Module:
+    """The model of ``conf/model/<model_name>.yaml`` wrapped by ``method`` on ``device`` (seed 0)."""
+    spec = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml"))
+    mcfg = ModelConfig(**spec)  # type: ignore[arg-type]
+    conf = model_config(mcfg, 2, "classification")
+    fam = family_for(conf.model_type)
+    targets = resolve_targets(meta_model(conf), fam, list(method.cfg.targets), None)
+    torch.manual_seed(0)
+    model = method.wrap(load_model(mcfg, conf), targets, fam.head).to(device)
+    if isinstance(method, AdaLora):
+        method.run_dir = None
+    return model.train()
+
+
+def make_batches(n: int, *, batch_size: int, seq_len: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """``n`` random batches already on the device (no data loading in the timing)."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        out.append({"input_ids": torch.randint(1000, 20000, (batch_size, seq_len), generator=g).to(device),
+                    "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long).to(device),
+                    "labels": torch.randint(0, 2, (batch_size,), generator=g).to(device)})
+    return out
+
+
+class Stepper:
+    """One training step in the harness loop's order; ``timer`` (optional) wraps each part."""
+
+    def __init__(self, model: torch.nn.Module, method: Method, device: torch.device, *, lr: float = 1e-3,
+                 orth: bool = True, alloc: bool = True, log_every: int = 20) -> None:
+        self.model, self.method, self.device = model, method, device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=lr, fused=device.type == "cuda")
+        self.orth, self.alloc, self.log_every = orth, alloc, log_every
+        self.autocast: Callable[[], Any] = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+                                            if device.type == "cuda" else nullcontext)
+
+    def step(self, batch: dict[str, torch.Tensor], step: int, timer: Optional["Timer"] = None) -> None:
+        t = timer or Timer.null()
+        with t("forward"), self.autocast():
+            if self.orth:
+                out = self.model(**batch)
+                loss = out.loss
+            else:  # loss outside the model: PEFT adds no orthogonality term
+                out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                loss = F.cross_entropy(out.logits.float(), batch["labels"])
+        with t("backward"):
+            loss.backward()
+        with t("optimizer"):
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+        if self.alloc:
+            with t("method_step"):
+                self.method.after_optimizer_step(self.model, step)
+        self.opt.zero_grad(set_to_none=True)
+        if step % self.log_every == 0:
+            with t("log_metrics"):
+                self.method.log_metrics(self.model)
+
+
+class Timer:
+    """Accumulates synchronised wall time per named section (ms)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.clock = time.process_time if device.type == "cpu" else time.perf_counter
+        self.ms: dict[str, float] = defaultdict(float)
+        self.active = True
+
+    @classmethod
+    def null(cls) -> "Timer":
+        t = cls(torch.device("cpu"))
+        t.active = False
+        return t
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        _sync(self.device)
+        t0 = self.clock()
+        yield
+        _sync(self.device)
+        self.ms[name] += 1000 * (self.clock() - t0)
+
+    def wrap(self, obj: Any, attr: str, name: str) -> None:
+        """Time every call of ``obj.attr`` under ``name`` (instance attribute shadows the method)."""
+        fn = getattr(obj, attr)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            with self(name):
+                return fn(*a, **k)
+
+        setattr(obj, attr, timed)
+
+
+def adalora_method(args: argparse.Namespace, phase: str, deltaT: int) -> AdaLora:
+    """An AdaLoRA method whose measured steps (after ``prologue`` steps) all fall in ``phase``."""
+    if phase == "warmup":
+        cfg = AdaLoraMethodConfig(init_r=args.init_r, target_r=args.target_r, tinit=BIG_T // 2, tfinal=10,
+                                  deltaT=deltaT, orth_reg_weight=0.1)
+    elif phase == "budget":
+        cfg = AdaLoraMethodConfig(init_r=args.init_r, target_r=args.target_r, tinit=0, tfinal=10, deltaT=deltaT,
+                                  orth_reg_weight=0.1)
+    else:  # final: T − t_f = prologue, the forced final mask happens in the prologue
+        cfg = AdaLoraMethodConfig(init_r=args.init_r, target_r=args.target_r, tinit=1,
+                                  tfinal=BIG_T - args.prologue, deltaT=1, orth_reg_weight=0.1)
+    m = AdaLora(cfg, BIG_T)
+    m.validate_config(cfg)
+    m.validate_run()
+    return m
+
+
+@dataclass
+class Variant:
+    """One timed configuration: its stepper and its own step counter (phases depend on the step)."""
+
+    name: str
+    method: Method
+    stepper: Stepper
+    step: int = 0
+    windows: list[float] = field(default_factory=list)  # wall ms/step
+    cpu_windows: list[float] = field(default_factory=list)  # this process's CPU ms/step
+
+    def run(self, batches: list[dict[str, torch.Tensor]], n: int, timer: Optional[Timer] = None) -> None:
+        for _ in range(n):
+            self.step += 1
+            self.stepper.step(batches[self.step % len(batches)], self.step, timer)
+
+
+def make_variant(args: argparse.Namespace, name: str, method: Method, device: torch.device, *, orth: bool = True,
+                 alloc: bool = True) -> Variant:
+    return Variant(name, method, Stepper(build(method, args.model, device), method, device, orth=orth, alloc=alloc))
+
+
+def time_variants(args: argparse.Namespace, variants: list[Variant], device: torch.device,
+                  batches: list[dict[str, torch.Tensor]], *, breakdown: bool) -> dict[str, dict[str, Any]]:
+    """Prologue, then ``args.repeats`` rounds in which every variant runs one window of ``args.steps`` steps
+    (interleaved, so that drifting load on a shared machine hits all variants alike); best and median window
+    per variant; then one synchronised breakdown window per variant."""
+    for v in variants:
+        v.run(batches, args.prologue)
+    for _ in range(args.repeats):
+        for v in variants:
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            v.run(batches, args.steps)
+            _sync(device)
+            v.windows.append(1000 * (time.perf_counter() - t0) / args.steps)
+            v.cpu_windows.append(1000 * (time.process_time() - c0) / args.steps)
+    results: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        # the best window: on a shared machine the others also measure the neighbours. On CPU the process's
+        # own CPU time (one thread) is the figure: other processes on the machine do not inflate it
+        best = min(v.cpu_windows) if device.type == "cpu" else min(v.windows)
+        res: dict[str, Any] = {"variant": v.name, "ms_per_step": best, "wall_ms_per_step": min(v.windows),
+                               "median_wall_ms_per_step": statistics.median(v.windows), "windows_ms": v.windows,
+                               "cpu_windows_ms": v.cpu_windows}
+        if breakdown and v.stepper.alloc:
+            timer = Timer(device)
+            if isinstance(v.method, AdaLora):
+                alloc_obj = v.stepper.model.base_model.rankallocator
+                for attr in ("update_ipt", "mask_to_budget", "mask_using_rank_pattern"):
+                    timer.wrap(alloc_obj, attr, f"peft.{attr}")
+                timer.wrap(v.method, "kept_ranks", "harness.kept_ranks")
+            _sync(device)
+            t0 = timer.clock()
+            v.run(batches, args.steps, timer)
+            res["breakdown_ms_per_step"] = {k: ms / args.steps for k, ms in sorted(timer.ms.items())}
+            res["breakdown_total_ms_per_step"] = 1000 * (timer.clock() - t0) / args.steps
+        results[v.name] = res
+    return results
+
+
+def whole_run(results: dict[str, dict[str, Any]], *, tinit: float, tfinal: float, deltaT: int) -> Optional[float]:
+    """AdaLoRA time / LoRA time over a run with these phase fractions (the paper's per-epoch comparison)."""
+    key = f"adalora_budget_dT{deltaT}"
+    if key not in results:
+        return None
+    budget = 1 - tinit - tfinal
+    ada = (tinit * results["adalora_warmup"]["ms_per_step"] + budget * results[key]["ms_per_step"]
+           + tfinal * results["adalora_final"]["ms_per_step"])
+    return ada / results["lora"]["ms_per_step"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the benchmark, print a table and write JSON."""
+    ap = argparse.ArgumentParser(prog="python -m harness.bench_adalora", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny_bert", help="a conf/model/*.yaml name (tiny_bert, minilm, ...)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    ap.add_argument("--init-r", type=int, default=12)
+    ap.add_argument("--target-r", type=int, default=8)
+    ap.add_argument("--deltaT", default="1,10,100", help="masking intervals of the budget phase to time")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=100, help="steps per timed window")
+    ap.add_argument("--repeats", type=int, default=3, help="timed windows per variant (the best is reported)")
+    ap.add_argument("--prologue", type=int, default=10, help="untimed steps before timing (warm-up, >= 2)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--tinit", type=float, default=0.1, help="run fractions for the whole-run estimate")
+    ap.add_argument("--tfinal", type=float, default=0.3)
+    ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    args = ap.parse_args(argv)
+    if args.prologue < 2 or args.steps < 1 or args.repeats < 1:
+        ap.error("--prologue must be >= 2 (the final-phase variant masks inside it), --steps and --repeats >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    deltas = [int(x) for x in args.deltaT.split(",") if x]
+    batches = make_batches(8, batch_size=args.batch_size, seq_len=args.seq_len, device=device)
+    variants = [
+        make_variant(args, "lora", Lora(LoraMethodConfig(r=args.init_r), BIG_T), device),
+        make_variant(args, "adalora_no_alloc_no_orth", adalora_method(args, "budget", 10), device, orth=False,
+                     alloc=False),
+        make_variant(args, "adalora_no_alloc", adalora_method(args, "budget", 10), device, alloc=False),
+        make_variant(args, "adalora_warmup", adalora_method(args, "warmup", 10), device),
+        *[make_variant(args, f"adalora_budget_dT{d}", adalora_method(args, "budget", d), device) for d in deltas],
+        make_variant(args, "adalora_final", adalora_method(args, "final", 1), device),
+    ]
+    results = time_variants(args, variants, device, batches, breakdown=not args.no_breakdown)
+    bd = not args.no_breakdown
+    base = results["lora"]["ms_per_step"]
+    for r in results.values():
+        r["overhead_vs_lora"] = r["ms_per_step"] / base - 1
+    est = {f"dT{d}": whole_run(results, tinit=args.tinit, tfinal=args.tfinal, deltaT=d) for d in deltas}
+    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    import peft
+
+    env["peft"] = peft.__version__
+    report = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "environment": env,
+              "results": results, "whole_run_ratio": est}
+
+    print(f"\nAdaLoRA vs LoRA (r = init_r = {args.init_r}) · {args.model} · {device} "
+          f"{env['gpu'] or ''} · batch {args.batch_size}×{args.seq_len}")
+    print(f"{'variant':<28}{'ms/step':>10}{'vs LoRA':>10}")
+    for r in results.values():
+        print(f"{r['variant']:<28}{r['ms_per_step']:>10.2f}{100 * r['overhead_vs_lora']:>+9.1f}%")
+    for k, v in est.items():
+        if v is not None:
+            print(f"whole run (t_i={args.tinit}, t_f={args.tfinal}, ΔT={k[2:]}): AdaLoRA/LoRA = {v:.3f} "
+                  f"({100 * (v - 1):+.1f}%)")
+    if bd:
+        print("\nsynchronised breakdown, ms/step:")
+        for r in results.values():
+            if "breakdown_ms_per_step" in r:
+                parts = " ".join(f"{k}={v:.2f}" for k, v in r["breakdown_ms_per_step"].items())
+                print(f"  {r['variant']:<24} total={r['breakdown_total_ms_per_step']:.2f} {parts}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

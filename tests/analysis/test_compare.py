@@ -1,0 +1,382 @@
+"""Comparison tables: means and intervals over seeds, layouts, formats, best marks, Pareto, curves, CLI, W&B."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import math
+import sys
+import types
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from analysis import compare
+from analysis.__main__ import build_parser
+from analysis.__main__ import main as cli
+from harness.metrics import METRICS
+
+# ------------------------------------------------------------------------------------------ synthetic runs
+
+PARAMS = {"full": 22_713_986, "lora": 332_546, "dora": 359_402, "adalora": 502_170}
+
+
+def write_run(root: Path, name: str, *, method: str = "lora", task: str = "sst2", seed: int = 0,
+              budget: Optional[int] = 8, value: float = 0.9, status: str = "done", metric: str = "accuracy",
+              lr: Optional[float] = None, model: str = "minilm", wandb: bool = False, group: str = "sweep",
+              steps: tuple[int, ...] = (10, 20), train_seconds: float = 10.0, memory: int = 2**30,
+              effective: Optional[int] = None) -> Path:
+    """A run folder as the harness writes it (run.json, summary.json, metrics.jsonl) without training."""
+    d = root / name
+    d.mkdir(parents=True)
+    mcfg: dict[str, Any] = {"name": method, "lr": lr or 5e-4, "targets": ["Wq", "Wv"], "layers": None}
+    if method in ("lora", "dora"):
+        mcfg["r"] = budget
+    elif method == "adalora":
+        mcfg.update(target_r=budget, init_r=math.ceil(1.5 * budget))
+    config = {"method": mcfg, "model": {"name": model, "max_length": 128}, "task": {"name": task},
+              "train": {"max_steps": steps[-1], "batch_size": 32, "grad_accum": 1, "eval_every": steps[0],
+                        "lr": None, "progress": False, "bf16": True},
+              "tracking": {"wandb": wandb, "mode": "offline" if wandb else "disabled", "project": "lora-harness",
+                           "entity": None, "group": None, "tags": []},
+              "seed": seed, "budget": budget}
+    h = f"{method}{task}{seed}{budget}{lr}{model}"
+    rec = {"status": status, "started": 1_700_000_000.0 + seed, "ended": 1_700_000_100.0 + seed, "pid": 1,
+           "host": "elsewhere", "name": name, "group": group, "method": method, "task": task, "model": model,
+           "seed": seed, "config_hash": f"{abs(hash(h)):016x}"[:16], "config": config, "total_steps": steps[-1],
+           "environment": {"python": "3.11.7", "torch": "2.4.0", "transformers": "4.45.0", "peft": "0.13.0",
+                           "harness": "0.1.0", "platform": "Linux-x86_64", "host": "h", "device": "cpu"},
+           "git": {"commit": "0123456789abcdef", "dirty": False}, "error": None if status == "done" else "boom"}
+    (d / "run.json").write_text(json.dumps(rec))
+    if status != "done":
+        return d
+    trained = PARAMS.get(method, 1000)
+    summary = {"method": method, "task": task, "model": model, "seed": seed, "main_metric": metric,
+               "main_metric_value": value, f"eval/{metric}": value, "eval/loss": 0.5, f"best/{metric}": value + 0.01,
+               "trainable_params": trained, "effective_params": effective or trained, "steps": steps[-1],
+               "train_seconds": train_seconds, "tokens": 1000 * steps[-1], "tokens_per_s": 1000 * steps[-1] / train_seconds,
+               "peak_memory_bytes": memory, "peak_memory_kind": "cpu_max_rss"}
+    (d / "summary.json").write_text(json.dumps(summary))
+    with open(d / "metrics.jsonl", "w") as f:
+        for i, s in enumerate(steps):
+            f.write(json.dumps({"step": s, "train/loss": 1.0 / (i + 1), "perf/tokens_per_s": 1000.0}) + "\n")
+            f.write(json.dumps({"step": s, f"eval/{metric}": value - 0.1 * (len(steps) - 1 - i), "eval/loss": 0.5}) + "\n")
+    return d
+
+
+#: (method, budget) → per-task accuracies of seeds 0, 1, 2
+VALUES = {
+    ("full", None): {"sst2": [0.91, 0.92, 0.90], "rte": [0.70, 0.66, 0.68]},
+    ("lora", 8): {"sst2": [0.90, 0.91, 0.93], "rte": [0.64, 0.67, 0.61]},
+    ("dora", 8): {"sst2": [0.92, 0.92, 0.93], "rte": [0.69, 0.70, 0.71]},
+    ("adalora", 8): {"sst2": [0.89, 0.90, 0.88], "rte": [0.60, 0.62, 0.61]},
+}
+
+
+def make_sweep(root: Path, *, failed: bool = True, wandb: bool = False) -> Path:
+    """4 methods × 2 tasks × 3 seeds of synthetic runs (+ one failed run)."""
+    sweep = root / "sweep"
+    i = 0
+    for (method, budget), per_task in VALUES.items():
+        for task, vals in per_task.items():
+            for seed, v in enumerate(vals):
+                write_run(sweep, f"{i}_{method}_{task}_s{seed}", method=method, task=task, seed=seed, budget=budget,
+                          value=v, wandb=wandb, train_seconds=10.0 + seed + (30 if method == "full" else 0),
+                          memory=(3 if method == "full" else 1) * 2**30,
+                          effective=400_000 if method == "adalora" else None)
+                i += 1
+    if failed:
+        write_run(sweep, f"{i}_lora_sst2_s9", method="lora", task="sst2", seed=9, status="failed")
+    return sweep
+
+
+@pytest.fixture()
+def sweep(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ long table
+
+def test_long_table_means_and_t_intervals(sweep: Path) -> None:
+    runs, skipped, _ = compare.load_inputs([sweep])
+    assert len(runs) == 24
+    assert [p.name for p, _ in skipped] == ["24_lora_sst2_s9"] and "failed" in skipped[0][1]
+    long = compare.compare(runs)
+    assert len(long) == 8
+    for (method, budget), per_task in VALUES.items():
+        for task, vals in per_task.items():
+            row = long[(long.method == method) & (long.task == task)].iloc[0]
+            lo, hi = st.t.interval(0.95, 2, loc=np.mean(vals), scale=st.sem(vals))
+            assert row["mean"] == pytest.approx(np.mean(vals))
+            assert row["low"] == pytest.approx(lo) and row["high"] == pytest.approx(hi)
+            assert row["n"] == 3 and row["seeds"] == "0,1,2" and row["interval"] == "t"
+            assert row["budget"] == budget and row["metric"] == "accuracy" and row["higher_is_better"]
+            assert row["train_seconds"] == pytest.approx(11.0 + (30 if method == "full" else 0))
+            assert row["trainable_params"] == PARAMS[method]
+    # rows ordered full, lora, dora, adalora within a task
+    assert list(long[long.task == "sst2"].method) == ["full", "lora", "dora", "adalora"]
+
+
+def test_bootstrap_and_best_eval(sweep: Path) -> None:
+    runs, _, _ = compare.load_inputs([sweep])
+    long = compare.compare(runs, kind="bootstrap", which="best")
+    row = long[(long.method == "lora") & (long.task == "sst2")].iloc[0]
+    assert row["mean"] == pytest.approx(np.mean([0.91, 0.92, 0.94]))
+    assert row["interval"] == "bootstrap" and row["low"] >= 0.91 - 1e-9 and row["high"] <= 0.94 + 1e-9
+
+
+def test_single_seed_has_no_interval_and_says_so(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", method="lora", value=0.8)
+    runs, _, _ = compare.load_inputs([tmp_path])
+    long = compare.compare(runs)
+    assert long.iloc[0]["n"] == 1 and math.isnan(long.iloc[0]["low"])
+    text = compare.table_text(runs, layout="long")
+    assert "– (n=1)" in text and "single seed have no interval" in text
+
+
+def test_best_marks_follow_direction(tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(tmp_path, f"l{seed}", method="lora", task="stsb", seed=seed, value=0.30 + seed * 0.01, metric="mse",
+                  train_seconds=5.0)
+        write_run(tmp_path, f"d{seed}", method="dora", task="stsb", seed=seed, value=0.20 + seed * 0.01, metric="mse",
+                  train_seconds=9.0)
+    runs, _, _ = compare.load_inputs([tmp_path])
+    long = compare.compare(runs)
+    best = compare.best_mask(long)
+    dora = long.index[long.method == "dora"][0]
+    lora = long.index[long.method == "lora"][0]
+    assert not long.loc[dora, "higher_is_better"]
+    assert best.loc[dora, "mean"] and not best.loc[lora, "mean"]  # lower mse wins
+    assert best.loc[lora, "train_seconds"] and not best.loc[dora, "train_seconds"]
+    md = compare.table_text(runs)
+    assert "MSE ↓" in md and "**0.2050 ±" in md
+
+
+def test_wide_layout_paper_table(sweep: Path) -> None:
+    runs, _, _ = compare.load_inputs([sweep])
+    w = compare.wide(compare.compare(runs))
+    assert list(w.method) == ["full", "lora", "dora", "adalora"]
+    assert w.attrs["tasks"] == ["sst2", "rte"] or set(w.attrs["tasks"]) == {"sst2", "rte"}
+    dora = w[w.method == "dora"].iloc[0]
+    assert dora["avg"] == pytest.approx((np.mean([0.92, 0.92, 0.93]) + np.mean([0.69, 0.70, 0.71])) / 2)
+    ada = w[w.method == "adalora"].iloc[0]
+    assert ada["trainable_params"] == PARAMS["adalora"] and ada["effective_params"] == 400_000
+    md = compare.table_text(runs)
+    lines = md.splitlines()
+    assert lines[0].startswith("| Method | Params trained / effective |") and "SST-2 (Acc ↑)" in lines[0]
+    assert "RTE (Acc ↑)" in lines[0] and "Avg ↑" in lines[0]
+    dora_line = next(line for line in lines if line.startswith("| DoRA r=8"))
+    assert "**0.9233 ± " in dora_line and "**0.7000 ± " in dora_line  # best sst2 and rte and avg
+    assert "AdaLoRA b=8 | 502K / 400K" in md
+    assert "Student-t" in md and "Seeds per cell: 3" in md
+
+
+def test_average_needs_every_task(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", method="lora", task="sst2", value=0.9)
+    write_run(tmp_path, "b", method="lora", task="rte", value=0.6)
+    write_run(tmp_path, "c", method="dora", task="sst2", value=0.91)
+    runs, _, _ = compare.load_inputs([tmp_path])
+    w = compare.wide(compare.compare(runs)).set_index("method")
+    assert w.loc["lora", "avg"] == pytest.approx(0.75) and math.isnan(w.loc["dora", "avg"])
+
+
+def test_formats(sweep: Path) -> None:
+    runs, _, _ = compare.load_inputs([sweep])
+    tex = compare.table_text(runs, fmt="latex")
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\textbf{" in tex and "$\\pm$" in tex
+    assert "$\\uparrow$" in tex
+    csv = compare.table_text(runs, fmt="csv", layout="long")
+    from io import StringIO
+
+    back = pd.read_csv(StringIO(csv))
+    assert len(back) == 8 and {"mean", "low", "high", "n", "higher_is_better", "best", "peak_memory_bytes"} <= set(back.columns)
+    assert back["best"].sum() == 2  # one best per task
+    wide_csv = pd.read_csv(StringIO(compare.table_text(runs, fmt="csv")))
+    assert {"sst2", "sst2_low", "sst2_high", "sst2_n", "rte", "avg"} <= set(wide_csv.columns)
+    long_md = compare.table_text(runs, layout="long")
+    header = long_md.splitlines()[0]
+    for col in ("Task", "Method", "Metric", "Mean", "95% CI (t)", "Seeds", "Train s ↓", "Tokens/s ↑",
+                "Peak memory ↓ (CPU max RSS)", "Params trained / effective ↓"):
+        assert col in header
+    pct = compare.table_text(runs, scale=100.0, digits=2)
+    assert "92.33 ±" in pct
+
+
+def test_variants_split_configurations(tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(tmp_path, f"a{seed}", method="lora", seed=seed, lr=1e-3, value=0.8)
+        write_run(tmp_path, f"b{seed}", method="lora", seed=seed, lr=5e-4, value=0.7)
+    runs, _, _ = compare.load_inputs([tmp_path])
+    long = compare.compare(runs)
+    assert sorted(long["variant"]) == ["method.lr=0.0005", "method.lr=0.001"]
+    assert set(long["n"]) == {2}
+    assert "LoRA r=8 (method.lr=0.001)" in compare.table_text(runs)
+
+
+def test_repeated_configuration_counts_once(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "s1", "a", seed=0, value=0.8)
+    write_run(tmp_path / "s2", "a", seed=0, value=0.9)
+    assert json.loads((a / "run.json").read_text())["config_hash"]
+    runs, _, _ = compare.load_inputs([tmp_path / "s1", tmp_path / "s2"])
+    long = compare.compare(runs)
+    assert long.iloc[0]["n"] == 1 and long.iloc[0]["mean"] == pytest.approx(0.9)
+
+
+def test_directions() -> None:
+    for name, m in METRICS.items():
+        assert compare.higher_is_better(name) == m.higher_is_better
+        assert compare.higher_is_better(f"eval/{name}") == m.higher_is_better
+    assert compare.higher_is_better("pearson_spearman")
+    for lower in ("eval/loss", "train_seconds", "peak_memory_bytes", "trainable_params", "forgetting"):
+        assert not compare.higher_is_better(lower)
+    assert compare.higher_is_better("tokens_per_s")
+
+
+def test_pareto_front() -> None:
+    x = [1, 2, 3, 4, 2]
+    y = [0.5, 0.7, 0.6, 0.9, 0.7]
+    assert compare.pareto_front(x, y).tolist() == [True, True, False, True, True]
+    assert compare.pareto_front(x, y, y_higher=False).tolist() == [True, False, False, False, False]
+    assert compare.pareto_front([1, float("nan")], [1, 2]).tolist() == [True, False]
+
+
+def test_curves_mean_over_seeds(sweep: Path) -> None:
+    runs, _, metrics = compare.load_inputs([sweep])
+    cur = compare.curves(runs, metrics)
+    c = cur[(cur.method == "dora") & (cur.task == "rte")].set_index("step")
+    assert list(c.index) == [10, 20] and set(c["n"]) == {3}
+    assert c.loc[20, "mean"] == pytest.approx(0.70) and c.loc[10, "mean"] == pytest.approx(0.60)
+    lo, hi = st.t.interval(0.95, 2, loc=0.70, scale=st.sem([0.69, 0.70, 0.71]))
+    assert c.loc[20, "low"] == pytest.approx(lo) and c.loc[20, "high"] == pytest.approx(hi)
+
+
+def test_plots_return_axes(sweep: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import compare as pc
+
+    runs, _, metrics = compare.load_inputs([sweep])
+    long = compare.compare(runs)
+    for x in ("trainable_params", "train_seconds", "peak_memory_bytes"):
+        ax = pc.pareto(long, x=x, task="rte")
+        assert ax.get_xscale() == ("log" if x == "trainable_params" else "linear")
+        assert any(line.get_label() == "Pareto frontier" for line in ax.get_lines())
+        assert len(ax.containers) == 4  # one error bar per configuration
+        plt.close(ax.figure)
+    ax = pc.learning_curves(compare.curves(runs, metrics), task="sst2")
+    assert len(ax.get_lines()) == 4 and len(ax.collections) == 4  # mean lines and bands
+    assert ax.get_xlabel() == "step"
+    plt.close(ax.figure)
+    _, given = plt.subplots()
+    assert pc.pareto(long, task="sst2", ax=given) is given
+    plt.close(given.figure)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def test_cli_table(sweep: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli(["table", str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("| Method |") and "DoRA r=8" in out
+    assert "left out 1 run(s)" in err and "24_lora_sst2_s9: status failed: boom" in err
+    assert cli(["table", str(sweep), "--layout", "long", "--format", "latex", "--interval", "bootstrap"]) == 0
+    out, _ = capsys.readouterr()
+    assert "\\begin{table}" in out and "bootstrap" in out
+    target = tmp_path / "t" / "table.csv"
+    assert cli(["table", str(sweep), "--format", "csv", "-o", str(target), "--plots", str(tmp_path / "plots")]) == 0
+    assert pd.read_csv(target).shape[0] == 4
+    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert "pareto_minilm_sst2.png" in names and "pareto_minilm_sst2.pdf" in names and "curves_minilm_rte.pdf" in names
+
+
+def test_cli_no_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path, "x", status="failed")
+    assert cli(["table", str(tmp_path)]) == 1
+    assert cli(["table", str(tmp_path / "nope")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ W&B
+
+class _FakeWandb(types.ModuleType):
+    """Records what the table command logs."""
+
+    def __init__(self) -> None:
+        super().__init__("wandb")
+        self.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+        self.inits: list[dict[str, Any]] = []
+        self.logged: list[dict[str, Any]] = []
+        self.artifacts: list[Any] = []
+        fake = self
+
+        class Table:
+            def __init__(self, dataframe: pd.DataFrame) -> None:
+                self.dataframe = dataframe
+
+        class Artifact:
+            def __init__(self, name: str, type: str, description: str = "") -> None:  # noqa: A002
+                self.name, self.type, self.entries = name, type, {}
+
+            def add(self, obj: Any, name: str) -> None:
+                self.entries[name] = obj
+
+        class Run:
+            dir = "/fake/run"
+
+            def log(self, d: dict[str, Any]) -> None:
+                fake.logged.append(d)
+
+            def log_artifact(self, a: Any) -> None:
+                fake.artifacts.append(a)
+
+            def finish(self) -> None:
+                pass
+
+        self.teardown = lambda: None
+
+        self.Table, self.Artifact, self._Run = Table, Artifact, Run
+
+    def init(self, **kw: Any) -> Any:
+        self.inits.append(kw)
+        return self._Run()
+
+
+def test_table_logged_to_wandb_when_sweep_tracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = make_sweep(tmp_path, failed=False, wandb=True)
+    build_parser()  # import every subcommand module (and what they import) before wandb is faked
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    assert cli(["table", str(sweep)]) == 0
+    assert len(fake.inits) == 1
+    init = fake.inits[0]
+    assert init["group"] == "sweep" and init["job_type"] == "analysis" and init["mode"] == "offline"
+    assert Path(init["dir"]) == sweep.resolve()
+    assert set(fake.logged[0]) == {"comparison/long", "comparison/wide"}
+    art = fake.artifacts[0]
+    assert art.type == "comparison-table" and art.name == "comparison-sweep"
+    long = art.entries["comparison_long"].dataframe
+    assert len(long) == 8 and {"mean", "low", "high", "n"} <= set(long.columns)
+    # --wandb off, and untracked sweeps log nothing
+    fake.inits.clear()
+    assert cli(["table", str(sweep), "--wandb", "off"]) == 0
+    assert fake.inits == []
+    plain = make_sweep(tmp_path / "plain", failed=False)
+    assert cli(["table", str(plain)]) == 0
+    assert fake.inits == []
+
+
+def test_table_logged_to_real_offline_wandb(tmp_path: Path) -> None:
+    pytest.importorskip("wandb")
+    sweep = make_sweep(tmp_path, failed=False, wandb=True)
+    assert cli(["table", str(sweep)]) == 0
+    runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].glob("files/media/table/comparison/long_*.table.json"))
+    assert tables, "the comparison table was not written"
+    data = json.loads(tables[0].read_text())
+    assert "mean" in data["columns"] and len(data["data"]) == 8
+    raw = next(runs[0].glob("*.wandb")).read_bytes()
+    assert b"comparison-table" in raw and b"sweep" in raw

@@ -1,0 +1,81 @@
+"""``python -m analysis figures adalora``: PNG + PDF + CSV from run folders and from a PEFT result file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from analysis import figures_adalora as F
+from analysis.plots import adalora as P
+from tests.analysis.test_ranks import FINAL_A, FINAL_B, PEFT_FILE, make_run
+
+matplotlib.use("Agg")
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    F.add_arguments(parser)
+    return F.main(parser.parse_args(list(argv)))
+
+
+def test_registered_as_figures_adalora() -> None:
+    from analysis.__main__ import COMMANDS
+
+    assert (("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps") in COMMANDS
+
+
+def test_peft_json_heatmap_and_per_type_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("--from-peft-json", str(PEFT_FILE), "--out", str(tmp_path)) == 0
+    stem = "adalora_llama-3.2-3B-rank32"
+    for suffix in ("_heatmap.png", "_heatmap.pdf", "_final_ranks.csv", "_by_type.csv", "_shares.csv"):
+        assert (tmp_path / f"{stem}{suffix}").stat().st_size > 0, suffix
+    rp = json.loads(PEFT_FILE.read_text())["run_info"]["peft_config"]["rank_pattern"]
+    by_type = pd.read_csv(tmp_path / f"{stem}_by_type.csv").set_index("row")
+    assert by_type.loc["Wq", "total"] == sum(sum(v) for k, v in rp.items() if ".q_proj." in k) == 701
+    assert by_type.loc["Wv", "total"] == sum(sum(v) for k, v in rp.items() if ".v_proj." in k) == 1091
+    cells = pd.read_csv(tmp_path / f"{stem}_final_ranks.csv")
+    assert len(cells) == 56 and cells.groupby("row")["mean"].sum().to_dict() == {"Wq": 701, "Wv": 1091}
+    out = capsys.readouterr().out
+    assert "FFN n/a" in out and "top agrees" in out
+
+
+def test_runs_all_figures_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0_adalora_s0", seed=0, final=FINAL_A)
+    make_run(sweep / "1_adalora_s1", seed=1, final=FINAL_B)
+    assert cli(str(sweep), "--steps", "4,14,20") == 0
+    out = sweep / "figures"
+    stem = "adalora_rte_tiny_b4_T20"
+    for kind in ("heatmap", "steps", "time"):
+        assert (out / f"{stem}_{kind}.png").stat().st_size > 0 and (out / f"{stem}_{kind}.pdf").stat().st_size > 0
+    for kind in ("final_ranks", "shares", "verdict", "by_type", "steps", "rank_over_time", "budget"):
+        assert (out / f"{stem}_{kind}.csv").is_file(), kind
+    cells = pd.read_csv(out / f"{stem}_final_ranks.csv")
+    wo = cells[(cells["row"] == "Wo") & (cells["layer"] == 2)].iloc[0]
+    assert wo["mean"] == 4.5 and wo["n"] == 2 and wo["min"] == 4 and wo["max"] == 5
+    verdict = pd.read_csv(out / f"{stem}_verdict.csv")
+    assert "FFN agrees" in verdict["verdict"].iloc[0]
+    assert "rte_tiny_b4_T20 (2 runs)" in capsys.readouterr().out
+
+
+def test_no_input_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli() == 2
+
+
+def test_plot_functions_take_and_return_axes() -> None:
+    import matplotlib.pyplot as plt
+
+    mean = pd.DataFrame([[1.0, 2.0], [0.0, float("nan")]], index=["Wq", "Wf2"], columns=[0, 1])
+    std = pd.DataFrame([[0.5, 0.0], [0.0, float("nan")]], index=mean.index, columns=mean.columns)
+    n = pd.DataFrame(2, index=mean.index, columns=mean.columns)
+    fig, ax = plt.subplots()
+    assert P.rank_heatmap(mean, std, n, ax=ax) is ax
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["0\n±0.0", "1\n±0.5", "2\n±0.0"]  # NaN (not adapted) has no label; rank 0 is drawn
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""``python -m analysis figures dora``: the files it writes, bad files named, W&B logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from harness.run_record import RunRecord
+from harness.snapshots import step_file
+from tests.harness.test_snapshots import snapshot_run
+
+
+def make_sweep(root: Path, *, methods: tuple[str, ...] = ("full", "lora", "dora"), seeds: tuple[int, ...] = (0, 1),
+               wandb: bool = False, lr: float = 1e-4) -> list[Path]:
+    """Run folders (run.json done + snapshots at steps 2, 4, 6) as a sweep leaves them, without training."""
+    dirs = []
+    for method in methods:
+        for seed in seeds:
+            d = root / f"{method}_s{seed}_lr{lr:g}"
+            snapshot_run(d / "snapshots", method, steps=(2, 4, 6))
+            rec = RunRecord(d)
+            rec.start(method=method, seed=seed, task="sst2", model="tiny_bert", group=root.name,
+                      total_steps=6, config={"method": {"name": method, "lr": lr}, "train": {"lr": None},
+                              "tracking": {"wandb": wandb, "mode": "offline" if wandb else "disabled", "project": "t"}})
+            rec.done()
+            dirs.append(d)
+    return dirs
+
+
+def test_figure_files_table_and_paper_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_sweep(tmp_path / "sweep")
+    out = tmp_path / "fig"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "100", "--out", str(out)]) == 0
+    for name in ("dora_fig2_Wq_row.png", "dora_fig2_Wq_row.pdf", "dora_fig2_Wq_col.png", "dora_fig2_Wq_col.pdf",
+                 "dora_fig2_Wq_points.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
+        assert (out / name).stat().st_size > 0, name
+    points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
+    assert len(points) == 3 * 2 * 2 * 3  # methods × seeds × layers × checkpoints (step 0 left out)
+    assert set(points["checkpoint"]) == {1, 2, 3} and set(points["type"]) == {"Wq"}
+    stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
+    assert set(zip(stats["method"], stats["axis"])) == {(m, a) for m in ("full", "lora", "dora") for a in ("row", "col")}
+    assert (stats["bootstrap"] == "seeds, then points").all()
+    md = (out / "dora_fig2_Wq.md").read_text()
+    assert "| FT |" in md and "-0.62" in md and "+0.83" in md and "-0.31" in md
+    assert "Pearson r" in capsys.readouterr().out
+
+
+def test_value_matrices_and_one_axis(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,))
+    out = tmp_path / "fig"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--type", "value", "--axis", "col", "--boot", "50",
+                 "--out", str(out)]) == 0
+    assert (out / "dora_fig2_Wv_col.png").is_file() and not (out / "dora_fig2_Wv_row.png").exists()
+
+
+def test_a_corrupt_file_is_named_and_the_figure_still_comes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dirs = make_sweep(tmp_path / "sweep", methods=("lora", "dora"), seeds=(0,))
+    bad = dirs[0] / "snapshots" / step_file(4)
+    bad.write_bytes(bad.read_bytes()[:100])
+    missing = dirs[1] / "snapshots" / "meta.json"
+    missing.unlink()
+    out = tmp_path / "fig"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "50", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert str(bad) in err and str(missing) in err
+    points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
+    assert set(points["step"]) == {2, 6} and set(points["method"]) == {"lora"}
+    assert str(bad) in (out / "dora_fig2_Wq.md").read_text()
+
+
+def test_nothing_to_draw_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,))
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--type", "Wx", "--out", str(tmp_path / "f")]) == 1
+    assert "no snapshot points of matrix type 'Wx'" in capsys.readouterr().err
+
+
+def test_logged_to_wandb_offline_as_image_and_table(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,), wandb=True)
+    out = tmp_path / "fig"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "20", "--axis", "row", "--out", str(out)]) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].rglob("*.png")) and list(runs[0].rglob("*.table.json"))
+
+
+def test_a_method_run_at_several_lrs_gets_a_panel_per_lr(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "sweep", methods=("full",), seeds=(0,), lr=5e-5)
+    make_sweep(tmp_path / "sweep", methods=("full",), seeds=(0,), lr=2e-4)
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,), lr=5e-4)
+    out = tmp_path / "fig"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "20", "--axis", "row", "--out", str(out)]) == 0
+    stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
+    assert list(stats["panel"]) == ["full lr=5e-05", "full lr=0.0002", "lora"]
+    assert "| FT lr=0.0002 |" in (out / "dora_fig2_Wq.md").read_text()
