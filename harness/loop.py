@@ -1,6 +1,10 @@
 """The training loop, top to bottom: AdamW, warm-up + linear decay, accumulation, periodic eval.
 
-No host sync in the hot path: losses stay on the device and are read every ``log_every`` steps.
+No host sync in the hot path on CUDA: losses stay on the device and are read every ``log_every`` steps
+(on the CPU, where a read costs nothing, a non-finite loss stops the run at the step it appears).
+Every ``Checkpointing.every`` steps the whole training state (trainable weights, optimizer, scheduler, RNG
+states, data position, loop counters, the method's and the callbacks' own state) goes to a checkpoint, and a
+run given a checkpoint continues from it exactly: on the CPU the result equals an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from harness import checkpoint as ckpt_io
 from harness import metrics as metric_fns
 from harness.config import TrainConfig
 from harness.distributed import DistContext
@@ -38,6 +43,25 @@ class Callback(Protocol):
 
     def on_train_end(self, model: nn.Module, step: int, logger: MetricLogger) -> None: ...
 
+    # optional, for checkpoints: ``state_dict() -> dict`` (plain values and tensors) and
+    # ``load_state_dict(state)``, called before ``on_train_start`` when a run resumes
+
+
+class Stopped(Exception):
+    """Training stopped on request (SIGTERM) after writing a checkpoint; re-running the command resumes."""
+
+
+@dataclass
+class Checkpointing:
+    """How the loop checkpoints and resumes. ``save(step, tree)`` writes a checkpoint (rank 0 only);
+    ``resume`` is the tree of the checkpoint to continue from; ``stop()`` true asks for a checkpoint at the
+    end of the current step and a :class:`Stopped` exception (preemption notice)."""
+
+    every: int = 0  # optimizer steps between checkpoints; 0 = none
+    save: Optional[Callable[[int, dict[str, Any]], None]] = None
+    resume: Optional[dict[str, Any]] = None
+    stop: Callable[[], bool] = lambda: False
+
 
 @dataclass
 class LoopResult:
@@ -50,6 +74,9 @@ class LoopResult:
     steps: int
     peak_memory_bytes: int
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: Optional[int] = None
+    checkpoints: int = 0
+    checkpoint_seconds: float = 0.0
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -114,11 +141,14 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
 def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Encoded, cfg: TrainConfig,
           total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
           metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
-          callbacks: Sequence[Callback] = (), dist_ctx: DistContext = DistContext()) -> LoopResult:
+          callbacks: Sequence[Callback] = (), dist_ctx: DistContext = DistContext(),
+          checkpointing: Checkpointing = Checkpointing()) -> LoopResult:
     """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end.
 
     Callbacks see the model before the first step (step 0), after every optimizer step (after
     ``method.after_optimizer_step``, before ``zero_grad``, so gradients are still there) and at the end.
+    With ``checkpointing.resume`` the loop continues after the checkpoint's step (callbacks get their state
+    back through ``load_state_dict`` before ``on_train_start``).
     """
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
@@ -128,6 +158,10 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     batches = TrainBatches(len(train_enc), cfg.batch_size, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     ctx = dist_ctx
+    ck = checkpointing
+    resume = ck.resume
+    if resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
+        _restore_training(resume, model, optimizer, scheduler, batches, method, callbacks)
     fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
     if device.type == "cuda":
@@ -149,12 +183,43 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     tokens_dev = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
     terms_sum: dict[str, torch.Tensor] = {}
+    # divergence watch, on the device: the first step whose loss or gradient norm was not finite (0: none)
+    first_bad = torch.zeros((), dtype=torch.long, device=device)
     n_in_window = 0
-    window_start = time.perf_counter()
+    start = 0
+    train_before = 0.0  # train seconds of the attempts before a resume
+    window_before = 0.0
+    n_ckpt, ckpt_seconds = 0, 0.0
+    if resume is not None:
+        lp = resume["loop"]
+        start, best, final, tokens, n_in_window = resume["step"], lp["best"], lp["final"], lp["tokens"], lp["n_in_window"]
+        tokens_dev = lp["tokens_dev"].to(device)
+        loss_sum = lp["loss_sum"].to(device)
+        terms_sum = {k: v.to(device) for k, v in lp["terms_sum"].items()}
+        train_before, window_before = lp["train_seconds"], lp["window_seconds"]
+        ckpt_io.set_rng_state(resume["rng"])  # last: nothing between here and the next step draws
+        log.info("resumed after step %d of %d", start, total_steps)
+    window_start = time.perf_counter() - window_before
     eval_seconds = 0.0
-    t0 = time.perf_counter()
-    progress = _progress(total_steps, cfg.progress)
-    for step in range(1, total_steps + 1):
+    t0 = time.perf_counter() - train_before
+    progress = _progress(total_steps, cfg.progress, initial=start)
+
+    def check_finite(step: int) -> None:
+        bad = int(first_bad)
+        if bad:
+            raise RunFailed(f"train/loss or gradient norm is not finite at step {bad}: the run diverged "
+                            f"(lower the lr: method.lr / train.lr, or clip: train.max_grad_norm)")
+
+    def guarded(fn: Callable[[], Any]) -> Any:
+        """Run a method/callback hook; its error on diverged weights is reported as the divergence."""
+        try:
+            return fn()
+        except Exception:
+            check_finite(step)
+            raise
+
+    step = start
+    for step in range(start + 1, total_steps + 1):
         for _ in range(cfg.grad_accum):
             idx = ctx.shard(next(batches))
             batch = to_device(collate(train_enc, idx, pad_id), device)
@@ -167,17 +232,22 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
                 terms_sum[k] = terms_sum.get(k, 0) + v / cfg.grad_accum
             (loss / cfg.grad_accum).backward()
             loss_sum += tl / cfg.grad_accum
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(tl), step, first_bad)
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(norm), step, first_bad)
+        if device.type == "cpu":  # free here: stop before a non-finite update reaches the weights
+            check_finite(step)
         optimizer.step()
         scheduler.step()
-        method.after_optimizer_step(model, step)  # AdaLoRA: update_and_allocate, before zero_grad
+        guarded(lambda: method.after_optimizer_step(model, step))  # AdaLoRA: update_and_allocate, before zero_grad
         for cb in callbacks:
-            cb.on_step(model, step, logger)
+            guarded(lambda: cb.on_step(model, step, logger))
         optimizer.zero_grad(set_to_none=True)
         n_in_window += 1
 
         if step % cfg.log_every == 0 or step == total_steps:
+            check_finite(step)
             mean_loss = float(ctx.mean(loss_sum)) / n_in_window
             if not math.isfinite(mean_loss):
                 raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
@@ -187,7 +257,7 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
             row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
                    "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n_in_window}
             row.update({k: float(ctx.mean(torch.as_tensor(v))) / n_in_window for k, v in terms_sum.items()})
-            row.update(method.log_metrics(model))
+            row.update(guarded(lambda: method.log_metrics(model)))
             logger.log(row, step)
             progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
             loss_sum.zero_()
@@ -204,12 +274,68 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
                 best = dict(final)
             eval_seconds += time.perf_counter() - e0
             window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
+
+        stop = ck.stop()
+        if step < total_steps and ((ck.every and step % ck.every == 0) or stop):
+            c0 = time.perf_counter()
+            check_finite(step)  # never checkpoint a diverged state
+            if ctx.main and ck.save is not None:
+                now = time.perf_counter()
+                tree = {
+                    "step": step,
+                    "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "data": {"epoch": batches.epoch, "offset": batches.offset, "n": batches.n,
+                             "batch_size": batches.batch_size, "seed": batches.seed},
+                    "loop": {"best": best, "final": final, "tokens": tokens, "tokens_dev": tokens_dev,
+                             "loss_sum": loss_sum, "terms_sum": terms_sum, "n_in_window": n_in_window,
+                             "train_seconds": now - t0 - eval_seconds, "window_seconds": now - window_start},
+                    "method": method.state_dict(model),
+                    "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+                    "rng": ckpt_io.rng_state(),
+                }
+                ck.save(step, tree)
+            n_ckpt += 1
+            spent = time.perf_counter() - c0
+            ckpt_seconds += spent
+            eval_seconds += spent  # checkpoint time counts in neither speed nor train time
+            window_start += spent
+            if stop:
+                progress.close()
+                raise Stopped(f"stopped on request after step {step}; a checkpoint was written, re-run the "
+                              f"same command to continue")
     progress.close()
     for cb in callbacks:
-        cb.on_train_end(model, total_steps, logger)
+        guarded(lambda: cb.on_train_end(model, total_steps, logger))
     train_seconds = time.perf_counter() - t0 - eval_seconds
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
-    return LoopResult(final, best, train_seconds, tokens, total_steps, peak)
+    return LoopResult(final, best, train_seconds, tokens, total_steps, peak, resumed_from=resume["step"] if resume else None,
+                      checkpoints=n_ckpt, checkpoint_seconds=ckpt_seconds)
+
+
+def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      batches: TrainBatches, method: Method, callbacks: Sequence[Callback]) -> None:
+    """Put a checkpoint's state back into freshly built training objects (RNG states: by the caller)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    saved = tree["model"]
+    if set(saved) != set(params) or any(saved[n].shape != params[n].shape for n in params):
+        diff = sorted(set(saved) ^ set(params)) or [n for n in params if saved[n].shape != params[n].shape]
+        raise RunFailed(f"the checkpoint does not match this model ({len(diff)} trainable tensors differ, e.g. "
+                        f"{diff[0]}); start over with train.resume=never")
+    data = tree["data"]
+    if (data["n"], data["batch_size"], data["seed"]) != (batches.n, batches.batch_size, batches.seed):
+        raise RunFailed("the checkpoint's data stream differs from this run's; start over with train.resume=never")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n])
+    optimizer.load_state_dict(tree["optimizer"])
+    scheduler.load_state_dict(tree["scheduler"])
+    batches.seek(data["epoch"], data["offset"])
+    method.load_state_dict(model, tree["method"])
+    for cb, state in zip(callbacks, tree["callbacks"]):
+        if state is not None and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(state)
 
 
 def _better(a: float, b: float, metric: str) -> bool:
@@ -223,7 +349,7 @@ def _cpu_peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, initial: int = 0) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)

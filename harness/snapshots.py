@@ -125,15 +125,19 @@ def spectral_norm(delta: torch.Tensor, *, iters: int = POWER_ITERS, block: int =
 
     Exact (to rounding) when rank(ΔW) ≤ ``block`` (LoRA, and AdaLoRA up to r = 16); otherwise a lower bound
     that converges like (σ_{block+1}/σ_1)^(2·iters). Uses its own generator: the training RNG is untouched.
+    A matrix with non-finite entries (a diverged run) gets NaN, never an error: the loop reports divergence.
     """
     G, out, inp = delta.shape
     k = min(block, out, inp)
+    finite = torch.isfinite(delta).all(dim=-1).all(dim=-1)  # (G,)
+    delta = torch.where(finite.view(-1, 1, 1), delta, torch.zeros((), dtype=delta.dtype, device=delta.device))
     gen = torch.Generator(device=delta.device).manual_seed(seed)
     q = torch.randn(G, inp, k, generator=gen, device=delta.device, dtype=delta.dtype)
     for _ in range(iters):
         q = torch.linalg.qr(delta @ q).Q
         q = torch.linalg.qr(delta.mT @ q).Q
-    return torch.linalg.svdvals(delta @ q)[..., 0]
+    sigma = torch.linalg.svdvals(delta @ q)[..., 0]
+    return torch.where(finite, sigma, torch.full_like(sigma, math.nan))
 
 
 def summarize(w0: torch.Tensor, w: torch.Tensor, *,
@@ -161,7 +165,7 @@ def summarize(w0: torch.Tensor, w: torch.Tensor, *,
     fro = torch.linalg.norm(delta, dim=(-2, -1))
     rel = fro / torch.linalg.norm(w0, dim=(-2, -1)).clamp_min(tiny)
     sigma = spectral_norm(delta, iters=1 if low_rank else POWER_ITERS)
-    stable = torch.where(sigma > 0, fro**2 / sigma.clamp_min(tiny) ** 2, torch.zeros_like(fro))
+    stable = torch.where(fro == 0, torch.zeros_like(fro), fro**2 / sigma.clamp_min(tiny) ** 2)  # NaN stays NaN
     stats = torch.stack([out["row_dm"].abs().mean(-1), out["row_dd"].mean(-1), out["col_dm"].abs().mean(-1),
                          out["col_dd"].mean(-1), fro, rel, stable], dim=-1)
     return stats, out
@@ -289,17 +293,21 @@ def step_file(step: int) -> str:
     return f"step_{step:08d}.safetensors"
 
 
-def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copy many small device tensors to the host with one transfer per dtype (one sync, not hundreds)."""
+def _to_cpu(tensors: dict[str, torch.Tensor], *, small: int = 1 << 20) -> dict[str, torch.Tensor]:
+    """Copy device tensors to the host: the small ones (< ``small`` elements) in one transfer per dtype (one
+    sync, not hundreds), the large ones (W0, full matrices) one by one (no device-side concatenated copy)."""
     out: dict[str, torch.Tensor] = {}
     by_dtype: dict[torch.dtype, list[str]] = {}
     for k, t in tensors.items():
-        by_dtype.setdefault(t.dtype, []).append(k)
+        if t.numel() >= small or t.device.type == "cpu":
+            out[k] = t.detach().to("cpu", copy=True).contiguous()
+        else:
+            by_dtype.setdefault(t.dtype, []).append(k)
     for dtype, keys in by_dtype.items():
         flat = torch.cat([tensors[k].reshape(-1) for k in keys]).cpu()
         for k, piece in zip(keys, torch.split(flat, [tensors[k].numel() for k in keys])):
             out[k] = piece.view(tensors[k].shape).clone()  # safetensors refuses tensors sharing storage
-    return out
+    return {k: out[k] for k in tensors}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -313,6 +313,11 @@ class TrainBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
 
+    def seek(self, epoch: int, offset: int) -> None:
+        """Continue the stream at ``(epoch, offset)`` (a resumed run)."""
+        self.epoch, self.offset = int(epoch), int(offset)
+        self._perm = self._permutation(self.epoch)
+
     def __next__(self) -> np.ndarray:
         if self.offset >= self.n:
             self.epoch += 1

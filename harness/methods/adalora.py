@@ -419,6 +419,39 @@ class AdaLora(Method):
         tensors = {k: v.float().cpu().contiguous() for k, v in scores.items()}
         save_file(tensors, str(folder / f"step_{step:07d}.safetensors"))
 
+    # -- checkpoints (harness.loop) -------------------------------------------------------------------
+
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """PEFT's allocator state — the sensitivity/uncertainty averages Ī, Ū (and the last I) per parameter,
+        the rank pattern of the final phase — and this method's records. The current masks are the zeros of
+        ``lora_E``, saved with the weights."""
+        self._flush()
+        alloc = self._allocator
+        return {
+            "ipt": dict(alloc.ipt), "exp_avg_ipt": dict(alloc.exp_avg_ipt), "exp_avg_unc": dict(alloc.exp_avg_unc),
+            "rank_pattern": alloc.peft_config.rank_pattern,
+            "calls": self.calls, "last_step": self._last_step, "under_budget": list(self._under_budget),
+            "header_written": self._header_written,
+            "records": [dict(vars(r)) for r in self.records],
+        }
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the records file is rewritten to the checkpoint's records."""
+        alloc = self._allocator
+        device = next(p.device for _, p in self._e_params)
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(alloc, key, {n: t.to(device) for n, t in state[key].items()})
+        alloc.peft_config.rank_pattern = state["rank_pattern"]
+        self.calls, self._last_step = int(state["calls"]), int(state["last_step"])
+        self._under_budget = list(state["under_budget"])
+        self.records = [AllocationRecord(**r) for r in state["records"]]
+        self._pending.clear()
+        self._header_written = False
+        if self.run_dir is not None:
+            (Path(self.run_dir) / RANKS_FILE).unlink(missing_ok=True)
+            if state["header_written"]:
+                self._write([])
+
     # -- end of run ----------------------------------------------------------------------------------
 
     def finish(self, model: nn.Module) -> dict[str, Any]:

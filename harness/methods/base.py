@@ -16,7 +16,8 @@ class Method:
     """A fine-tuning method. Subclasses live in one file each and register themselves by name.
 
     Lifecycle: ``validate_config`` (no model) → ``__init__(cfg, total_steps)`` → ``wrap(model, ...)`` →
-    per optimizer step ``after_optimizer_step`` (before ``zero_grad``) → ``finish`` → ``save``.
+    per optimizer step ``after_optimizer_step`` (before ``zero_grad``) → ``finish`` → ``save``. A method with
+    state of its own beyond the weights (AdaLoRA's importance averages) saves it with ``state_dict``.
     """
 
     name: ClassVar[str] = ""
@@ -47,6 +48,13 @@ class Method:
     def log_metrics(self, model: nn.Module) -> dict[str, float]:
         """Method-specific metrics at a logging step (may sync the device)."""
         return {}
+
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """The method's own training state beyond the weights (plain values and tensors), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s state into a freshly wrapped model (weights are already loaded)."""
 
     def finish(self, model: nn.Module) -> dict[str, Any]:
         """Final checks and summary entries; raise RunFailed when the run is invalid."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from harness.families import MatrixRef
 from harness.models import load_model
 from harness.run import plan, run
 from harness.snapshots import (FACTORS, FULL_SUMMARY, STATS, SnapshotCallback, find_tracked, merged_weight,
-                               schedule_steps, select, spectral_norm, step_file)
+                               schedule_steps, select, spectral_norm, step_file, summarize)
 from tests.conftest import TINY, compose_cfg, method_args
 
 ADAPTERS = ("lora", "dora", "adalora")
@@ -272,3 +273,11 @@ def test_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert r["step_ms"] > 0 and r["snapshot_ms"] > 0 and r["schedule_snapshots"] == 5
         assert r["schedule_pct_of_training"] > 0
     assert "| dora |" in res["markdown"]
+
+
+def test_non_finite_weights_give_nan_summaries_not_an_error() -> None:
+    w0 = torch.randn(2, 6, 5, dtype=torch.float64)
+    w = w0.clone()
+    w[1, 2, 3] = math.nan
+    stats, _ = summarize(w0, w + 0.1)
+    assert torch.isfinite(stats[0]).all() and torch.isnan(stats[1]).all()
