@@ -79,6 +79,8 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
     Returns the run's folder, or None when W&B is off or failed (a warning; never an error).
     """
     tr = _tracking(points)
+    if mode == "off":
+        return None
     if mode == "auto":
         if not tr.get("wandb") or tr.get("mode") == "disabled":
             return None

@@ -41,7 +41,7 @@ class Runs:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -56,8 +56,9 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
     for run_dir in find_runs(paths):
         try:
             rec = read_status(run_dir)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8, not an object
             skipped.append((run_dir, f"run.json unreadable: {e}"))
+            log.warning("%s: run.json unreadable (%s); left out", run_dir, e)
             continue
         status = rec.get("status", "unknown")
         if status != "done" and not include_unfinished:
@@ -67,9 +68,14 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
         if (run_dir / "summary.json").is_file():
             try:
                 summary = _read_json(run_dir / "summary.json")
-            except (OSError, json.JSONDecodeError) as e:
+                if not isinstance(summary, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as e:
                 skipped.append((run_dir, f"summary.json unreadable: {e}"))
+                log.warning("%s: summary.json unreadable (%s); left out", run_dir, e)
                 continue
+        elif status == "done":
+            log.warning("%s: status done but summary.json is missing (partial run folder?); no final metrics", run_dir)
         cfg = rec.get("config", {})
         method_cfg = cfg.get("method", {})
         row = {
@@ -101,12 +107,17 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """``metrics.jsonl`` of one run as a DataFrame (one row per logged step; a torn last line is dropped)."""
     path = Path(run_dir) / "metrics.jsonl"
     rows = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # bad bytes make that line unreadable, not the file
         for i, line in enumerate(f):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("%s: line %d is not JSON (torn write?); skipped", path, i + 1)
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                log.warning("%s: line %d is not a JSON object; skipped", path, i + 1)
     return pd.DataFrame(rows)
 
 

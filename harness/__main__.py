@@ -39,6 +39,19 @@ def groups() -> dict[str, list[str]]:
     return out
 
 
+def _not_a_preset(word: str, known: dict[str, str]) -> str:
+    """The message for a bare word that names no preset: a group name, a typo of a preset, or neither."""
+    import difflib
+
+    g = groups()
+    if word in g:
+        return (f"'{word}': not a preset; to choose a {word} write {word}=<option> (options: {', '.join(g[word])}), "
+                f"with '=' and no spaces")
+    close = difflib.get_close_matches(word, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"'{word}': not a preset; {hint}presets are {sorted(known)} (or use key=value overrides)"
+
+
 def map_bare_words(argv: list[str]) -> list[str]:
     """Replace each bare word (no '=', not a flag or a flag's value) with ``experiment=<word>``."""
     from harness.errors import ConfigError
@@ -50,11 +63,51 @@ def map_bare_words(argv: list[str]) -> list[str]:
         bare = not tok.startswith("-") and "=" not in tok and prev not in _VALUE_FLAGS
         if bare and not (prev == "--info" and tok in _INFO_VALUES):
             if tok not in known:
-                raise ConfigError(f"'{tok}': not a preset; presets are {sorted(known)} (or use key=value overrides)")
+                raise ConfigError(_not_a_preset(tok, known))
             tok = f"experiment={tok}"
         out.append(tok)
         prev = tok
     return out
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """Flags (and their values) before the overrides: Hydra's parser rejects ``a=1 -m b=1,2`` otherwise."""
+    flags: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("-") and "=" not in tok:
+            flags.append(tok)
+            takes = tok in _VALUE_FLAGS or (tok in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in _INFO_VALUES)
+            if takes and i + 1 < len(argv):
+                flags.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(tok)
+        i += 1
+    return flags + rest
+
+
+def check_flags(argv: list[str]) -> None:
+    """Hydra's own argument parser, but an error is one ConfigError line instead of a usage screen."""
+    from hydra._internal.utils import get_args_parser
+
+    from harness.errors import ConfigError
+
+    if "--version" in argv:
+        return
+    parser = get_args_parser()
+
+    def error(message: str) -> None:
+        raise ConfigError(f"{message} (python -m harness --help lists the flags and options)")
+
+    parser.error = error  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    modes = [f for f, on in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                             ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)}: use one of them at a time (e.g. --cfg job without -m)")
 
 
 def help_text() -> str:
@@ -88,22 +141,38 @@ def help_text() -> str:
 
 
 def _one_line(e: BaseException) -> str:
+    """A Hydra/OmegaConf error as one line that names the key or the override and the fix."""
+    import re
+
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, OverrideParseException):
+        return (f"'{e.override}': cannot parse this override ({e.message.splitlines()[0]}); write key=value, and "
+                f"quote values holding spaces or brackets, e.g. 'key=[1,2]'")
     text = " ".join(s.strip() for s in str(e).splitlines() if s.strip())
-    return text or type(e).__name__
+    if isinstance(e, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+        opts = re.search(r"Available options in '[^']+':\s*(.*?)\s*(Config search path|$)", text)
+        if m:
+            choices = f"; choose one of: {', '.join(opts.group(1).split())}" if opts else ""
+            return f"{m.group(1)}={m.group(2)}: no such option in conf/{m.group(1)}/{choices}"
+    return re.sub(r"\s*Config search path:.*$", "", text) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from harness.errors import HarnessError
+    from harness.redact import redact
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return 0
     try:
-        argv = map_bare_words(argv)
+        argv = flags_first(map_bare_words(argv))
+        check_flags(argv)
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(redact(f"error: {e}"), file=sys.stderr)
         return 2
     rank = int(os.environ.get("RANK", "0"))
     if rank > 0:  # torchrun: only rank 0 keeps a run folder (its path is broadcast to the others)
@@ -119,23 +188,36 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness import app, sweeper
 
+    from harness.loop import Stopped
+
     sys.argv = [sys.argv[0] if sys.argv else "harness", *argv]
     app.USER_ERRORS.clear()
+    app.RESULTS.clear()
+    sweeper.LAST_SWEEP.clear()
     try:
         app.main()
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(redact(f"error: {e}"), file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(redact(f"error: {_one_line(e)}"), file=sys.stderr)
         return 2
+    except SystemExit as e:  # Hydra's argument parser already printed its message
+        return e.code if isinstance(e.code, int) else 2
+    except Stopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to continue from the last checkpoint", file=sys.stderr)
+        return 130
     if app.USER_ERRORS:
-        print(f"error: {app.USER_ERRORS[0]}", file=sys.stderr)
+        print(redact(f"error: {app.USER_ERRORS[0]}"), file=sys.stderr)
         return 2
-    bad = [r for r in sweeper.LAST_SWEEP if r.get("status") != "done"]
+    results = sweeper.LAST_SWEEP or app.RESULTS  # a sweep's jobs may have run in other processes
+    bad = [r for r in results if r.get("status") != "done"]
     if bad:
         for r in bad:
-            print(f"{r.get('status')}: {r.get('run_dir')}: {r.get('error')}", file=sys.stderr)
+            print(redact(f"{r.get('status')}: {r.get('run_dir')}: {r.get('error')}"), file=sys.stderr)
         return 1
     return 0
 

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: user errors of single runs in this process (the CLI prints them and exits with status 2)
 USER_ERRORS: list[HarnessError] = []
+#: outcome of every job run in this process: status done | failed | invalid, run_dir, error, skipped
+RESULTS: list[dict[str, Any]] = []
 
 
 def register_sweeper() -> None:
@@ -38,25 +40,28 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """One job. In a sweep a failing job is recorded and reported, and the others go on."""
+    """One job. A failing run is recorded (run.json, error.txt) and reported in one line; in a sweep the
+    other jobs go on."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     name = hc.job.override_dirname or str(cfg.method.name)
     group = Path(hc.sweep.dir).name if multirun else None
     job = OmegaConf.to_container(cfg, resolve=False)
-    if not multirun:
-        try:
-            return run(job, run_dir, name=name, group=group)
-        except HarnessError as e:  # reported by the CLI as one line (exit 2), not through Hydra's job report
-            USER_ERRORS.append(e)
-            return {"status": "invalid", "error": str(e)}
     try:
-        summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num)
-        return {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary["main_metric_value"]}
+        summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num if multirun else None)
+        result = {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary.get("main_metric_value"),
+                  "skipped": bool(summary.get("skipped"))}
     except HarnessError as e:
-        log.error("job %s: %s", name, e)
-        return {"status": "invalid", "run_dir": str(run_dir), "error": str(e)}
+        if not multirun:  # reported by the CLI as one line (exit 2), not through Hydra's job report
+            USER_ERRORS.append(e)
+        else:
+            log.error("job %s: %s", name, e)
+        result = {"status": "invalid", "run_dir": str(run_dir), "error": str(e)}
     except Exception as e:  # noqa: BLE001 - one failing job never stops the sweep
-        log.exception("job %s failed", name)
-        return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(e).__name__}: {e}"}
+        from harness.run import describe_failure
+
+        result = {"status": "failed", "run_dir": str(run_dir), "error": describe_failure(e)}
+        log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / "error.txt")
+    RESULTS.append(result)
+    return result

@@ -164,7 +164,8 @@ class Loaded:
     path: Path
 
 
-def _read(folder: Path) -> Loaded:
+def read(folder: Path) -> Loaded:
+    """The checkpoint in ``folder`` (ValueError when its tensor file does not match its checksum)."""
     doc = json.loads((folder / STATE).read_text())
     if doc.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"format_version {doc.get('format_version')} (this harness reads {FORMAT_VERSION})")
@@ -181,7 +182,7 @@ def latest(run_dir: Path) -> Optional[Loaded]:
         return None
     for folder in sorted((p for p in root.iterdir() if p.name.startswith("step_")), reverse=True):
         try:
-            return _read(folder)
+            return read(folder)
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("%s: unusable checkpoint (%s); trying an older one", folder, e)
     return None

@@ -77,6 +77,10 @@ class TrainConfig:
     device: str = "auto"
     save_model: bool = True
     progress: bool = True
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (checkpoints/ in the run folder); 0 = off
+    checkpoint_minutes: float = 10.0  # also a checkpoint once this many minutes passed since the last; 0 = off
+    resume: str = "auto"  # auto: continue a killed/failed run of the same config from its checkpoint | never
+    force: bool = False  # re-run even when the run folder says done for the same config
 
 
 @dataclass
@@ -89,6 +93,7 @@ class TrackingConfig:
     entity: Optional[str] = None
     group: Optional[str] = None  # default: the sweep folder's name
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 60.0  # seconds W&B may take to start (online: reaching the server) before it is skipped
 
 
 @dataclass
@@ -171,6 +176,9 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"{extra[0]}: unknown top-level key; known keys are {sorted(allowed - {'hydra'})}")
     if "method" not in cfg or cfg.method is None or "name" not in cfg.method:
         raise ConfigError("method: no method selected; pass method=<name> (full, lora, dora, adalora)")
+    budget = cfg.get("budget")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
+        raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {budget!r}")
     method_cls = get_method(str(cfg.method.name))
     typed = RunConfig(method=_typed_group(method_cls.config_cls, cfg.method, "method"))
     for key, schema in _GROUPS.items():
@@ -217,6 +225,11 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.model.max_length > 0, "model.max_length", f"must be > 0, got {cfg.model.max_length}")
     tr = cfg.tracking
     _check(tr.mode in ("offline", "online", "disabled"), "tracking.mode", f"offline, online or disabled, got '{tr.mode}'")
+    _check(tr.init_timeout > 0, "tracking.init_timeout", f"must be > 0 seconds, got {tr.init_timeout}")
+    _check(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0 steps (0 = no checkpoints), got {t.checkpoint_every}")
+    _check(t.checkpoint_minutes >= 0, "train.checkpoint_minutes",
+           f"must be >= 0 minutes (0 = no timed checkpoints), got {t.checkpoint_minutes}")
+    _check(t.resume in RESUME_MODES, "train.resume", f"auto or never, got '{t.resume}'")
     m = cfg.method
     _check(m.lr > 0, "method.lr", f"must be > 0, got {m.lr}")
     _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
@@ -241,15 +254,38 @@ def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
         _check(not bad, "snapshot.layers", f"{bad} not adapted by this run (method.layers={list(m.layers)})")
 
 
+RESUME_MODES = ("auto", "never")
+#: train keys that do not change a run's result (left out of its config hash)
+NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force")
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain-dict form of a typed config (JSON-serialisable)."""
     return dataclasses.asdict(cfg)
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that determines a run's result (tracking and the budget alias excluded)."""
+    """Hash of everything that determines a run's result (tracking, the budget alias and the train keys of
+    :data:`NOT_HASHED_TRAIN_KEYS` excluded: a run resumed, forced or checkpointed differently is the same run)."""
     d = to_dict(cfg)
     d.pop("tracking", None)
     d.pop("budget", None)
-    d["train"].pop("progress", None)
+    for key in NOT_HASHED_TRAIN_KEYS:
+        d["train"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_hash(*, _root_: Any) -> str:
+    """``${run_hash:}``: the first 8 hex digits of the job's config hash, for folder names that re-running the
+    same configuration finds again ("unchecked" for a config that does not validate: the run reports why)."""
+    try:
+        d = OmegaConf.to_container(_root_, resolve=False)
+        assert isinstance(d, dict)
+        d.pop("hydra", None)
+        return config_hash(to_typed(d))[:8]
+    except Exception:  # noqa: BLE001 - the run itself reports a bad config, with the key
+        return "unchecked"
+
+
+if not OmegaConf.has_resolver("run_hash"):
+    OmegaConf.register_new_resolver("run_hash", _run_hash)

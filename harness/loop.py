@@ -47,8 +47,9 @@ class Callback(Protocol):
     # ``load_state_dict(state)``, called before ``on_train_start`` when a run resumes
 
 
-class Stopped(Exception):
-    """Training stopped on request (SIGTERM) after writing a checkpoint; re-running the command resumes."""
+class Stopped(BaseException):
+    """Training stopped on request (SIGTERM) after writing a checkpoint; re-running the command resumes.
+    A BaseException, like KeyboardInterrupt: a sweep stops too (the machine is going away)."""
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Checkpointing:
     end of the current step and a :class:`Stopped` exception (preemption notice)."""
 
     every: int = 0  # optimizer steps between checkpoints; 0 = none
+    minutes: float = 0.0  # also one when this many minutes passed since the last (or the start); 0 = none
     save: Optional[Callable[[int, dict[str, Any]], None]] = None
     resume: Optional[dict[str, Any]] = None
     stop: Callable[[], bool] = lambda: False
@@ -202,9 +204,11 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     window_start = time.perf_counter() - window_before
     eval_seconds = 0.0
     t0 = time.perf_counter() - train_before
+    last_ckpt = time.perf_counter()
     progress = _progress(total_steps, cfg.progress, initial=start)
 
-    def check_finite(step: int) -> None:
+    def check_finite() -> None:
+        """Raise RunFailed naming the first step whose loss or gradient norm was not finite (syncs the device)."""
         bad = int(first_bad)
         if bad:
             raise RunFailed(f"train/loss or gradient norm is not finite at step {bad}: the run diverged "
@@ -215,7 +219,7 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
         try:
             return fn()
         except Exception:
-            check_finite(step)
+            check_finite()
             raise
 
     step = start
@@ -237,7 +241,7 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
             norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(norm), step, first_bad)
         if device.type == "cpu":  # free here: stop before a non-finite update reaches the weights
-            check_finite(step)
+            check_finite()
         optimizer.step()
         scheduler.step()
         guarded(lambda: method.after_optimizer_step(model, step))  # AdaLoRA: update_and_allocate, before zero_grad
@@ -247,7 +251,7 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
         n_in_window += 1
 
         if step % cfg.log_every == 0 or step == total_steps:
-            check_finite(step)
+            check_finite()
             mean_loss = float(ctx.mean(loss_sum)) / n_in_window
             if not math.isfinite(mean_loss):
                 raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
@@ -276,9 +280,10 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
             window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
 
         stop = ck.stop()
-        if step < total_steps and ((ck.every and step % ck.every == 0) or stop):
+        timed = ck.minutes > 0 and time.perf_counter() - last_ckpt >= 60 * ck.minutes
+        if step < total_steps and ((ck.every and step % ck.every == 0) or timed or stop):
             c0 = time.perf_counter()
-            check_finite(step)  # never checkpoint a diverged state
+            check_finite()  # never checkpoint a diverged state
             if ctx.main and ck.save is not None:
                 now = time.perf_counter()
                 tree = {
@@ -297,7 +302,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
                 }
                 ck.save(step, tree)
             n_ckpt += 1
-            spent = time.perf_counter() - c0
+            last_ckpt = time.perf_counter()
+            spent = last_ckpt - c0
             ckpt_seconds += spent
             eval_seconds += spent  # checkpoint time counts in neither speed nor train time
             window_start += spent

@@ -2,18 +2,28 @@
 
 Everything that can be checked without weights is checked first (config, data files, schedule, target
 modules on a meta-device model); only then is the run folder marked ``running`` and the model loaded.
+
+A run folder that already holds a record of the same configuration (same config hash) is not started
+blindly (:func:`attempt_for`): ``done`` → skipped (``train.force=true`` runs it again); crashed, killed
+or failed → another attempt, continuing from the latest checkpoint (``train.resume=auto``) or from
+scratch; a record of a *different* configuration is never overwritten without ``train.force=true``.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import math
+import os
 import random
 import re
+import shutil
 import signal
+import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,18 +31,20 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from harness import checkpoint as ckpt_io
 from harness import distributed
 from harness.config import RunConfig, config_hash, to_dict, to_typed, validate
 from harness.errors import ConfigError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
-from harness.loop import train
+from harness.loop import Checkpointing, train
 from harness.methods import get_method
 from harness.methods.base import Method, trainable_parameters
 from harness.models import load_model, load_tokenizer, meta_model, model_config
-from harness.run_record import RunRecord, environment, write_json_atomic
-from harness.snapshots import SnapshotCallback
+from harness.redact import install_log_filter, redact
+from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
+from harness.snapshots import SnapshotCallback, select
 from harness.tasks import TaskData, encode, load_task
-from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger
+from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, truncate_metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +77,8 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
     conf = model_config(typed.model, data.num_labels, data.problem)
     family = family_for(conf.model_type)
     targets = resolve_targets(meta_model(conf), family, list(typed.method.targets), typed.method.layers)
+    if typed.snapshot.enabled:
+        select(targets, typed.snapshot)  # snapshot.types/layers keep at least one matrix
     return Plan(typed, data, total, method, conf, family, targets)
 
 
@@ -88,16 +102,110 @@ class _Terminated(Exception):
     pass
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated(f"terminated by signal {signum}")
+class _StopRequest:
+    """SIGTERM (a preemption notice): inside the training loop, finish the step, write a checkpoint and stop
+    (:class:`harness.loop.Stopped`); elsewhere, stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_loop = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if not self.in_loop:
+            raise _Terminated(f"terminated by signal {signum}")
+
+
+#: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, and wandb/)
+RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR,
+                 "adalora_ranks.jsonl", "adalora_scores", "adapter", "model")
+
+
+@dataclass
+class Attempt:
+    """What to do in a run folder: ``new`` run, ``skip`` a done one, ``restart`` from scratch, ``resume``."""
+
+    kind: str
+    previous: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[ckpt_io.Loaded] = None
+    summary: Optional[dict[str, Any]] = None
+
+
+def attempt_for(run_dir: Path, c: RunConfig) -> Attempt:
+    """Decide from the folder's run.json what this run does there (see the module docstring).
+
+    Raises ConfigError when the folder holds another configuration's record (without ``train.force``) or
+    when a live process on this host is running this run now.
+    """
+    if not (run_dir / "run.json").is_file():
+        return Attempt("new")
+    try:
+        prev = read_status(run_dir)
+    except (OSError, ValueError) as e:
+        log.warning("%s: run.json unreadable (%s); starting the run over", run_dir, e)
+        return Attempt("restart")
+    h, old = config_hash(c), prev.get("config_hash")
+    force, status = c.train.force, prev.get("status")
+    if old != h:
+        if not force:
+            raise ConfigError(
+                f"{run_dir}: holds a run of another configuration (config hash {old}, this one {h}); use another "
+                f"folder (hydra.run.dir=... or hydra.sweep.dir=...) or pass train.force=true to replace it")
+        return Attempt("restart")  # another run's record: replaced, its attempts not carried over
+    if status == "running":
+        if prev.get("host") in (None, socket.gethostname()):
+            raise ConfigError(
+                f"{run_dir}: process {prev.get('pid')} on this host is running this run now; wait for it to end "
+                f"or stop it (kill {prev.get('pid')}) before running it again")
+        log.warning("%s: run.json says running on host %s, which cannot be checked from here; taking it over",
+                    run_dir, prev.get("host"))
+    if status == "done" and not force:
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+            return Attempt("skip", prev, summary=summary)
+        except (OSError, ValueError) as e:
+            log.warning("%s: says done but summary.json is unreadable (%s); running it again", run_dir, e)
+            return Attempt("restart", prev)
+    if force or status == "done" or c.train.resume == "never":
+        return Attempt("restart", prev)
+    ck = ckpt_io.latest(run_dir)
+    return Attempt("resume", prev, checkpoint=ck) if ck is not None else Attempt("restart", prev)
+
+
+def _clear(run_dir: Path, keep_for_resume: bool) -> None:
+    """Remove an earlier attempt's outputs (all of them; or, when resuming, only its final outputs — the
+    checkpoint, the metrics up to it, the snapshots and AdaLoRA records are cut back by their owners)."""
+    names = ("summary.json", "error.txt", "adapter", "model") if keep_for_resume else RUN_ARTIFACTS
+    for name in names:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def describe_failure(e: BaseException, run_dir: Optional[Path] = None) -> str:
+    """One line for run.json: the error, with the fix where it is known (a full disk)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" while writing {e.filename}" if e.filename else (f" while writing into {run_dir}" if run_dir else "")
+        return (f"disk full{where} ({errno.errorcode.get(e.errno, e.errno)}): free space or move the run "
+                f"(hydra.run.dir=...), then re-run the same command to continue from the last checkpoint; files "
+                f"written before are intact")
+    text = redact(" ".join(str(e).split()))
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str] = None,
         group: Optional[str] = None, job_num: Optional[int] = None) -> dict[str, Any]:
-    """Train one configuration; write run.json, metrics.jsonl, summary.json and the adapter into ``run_dir``."""
+    """Train one configuration; write run.json, metrics.jsonl, summary.json and the adapter into ``run_dir``.
+
+    A run already done in ``run_dir`` returns its recorded summary with ``"skipped": True``.
+    """
+    install_log_filter()
     p = plan(cfg)
     c = p.cfg
     ctx = distributed.from_env()
+    run_dir = Path(run_dir)
     if ctx.enabled:
         if c.train.batch_size % ctx.world:
             raise ConfigError(f"train.batch_size: the global batch {c.train.batch_size} must divide by the "
@@ -105,30 +213,79 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
         run_dir = Path(distributed.broadcast_str(ctx, str(run_dir)))
         device = torch.device("cuda", ctx.local_rank) if c.train.device != "cpu" and torch.cuda.is_available() \
             else torch.device("cpu")
-        if not ctx.main:
-            return _train_and_record(p, run_dir, device, NullLogger(), ctx)
     else:
         device = pick_device(c.train.device, job_num)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    attempt: Optional[Attempt] = None
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            attempt = attempt_for(run_dir, c)
+        except ConfigError as e:
+            distributed.broadcast_str(ctx, "error")
+            raise e
+        verdict = attempt.kind if attempt.checkpoint is None else f"resume:{attempt.checkpoint.path}"
+    verdict = distributed.broadcast_str(ctx, verdict if ctx.main else "")
+    if not ctx.main:  # other ranks follow rank 0's decision; only rank 0 keeps records
+        if verdict in ("skip", "error"):
+            return {}
+        resume = ckpt_io.read(Path(verdict.split(":", 1)[1])) if verdict.startswith("resume:") else None
+        return _train_and_record(p, run_dir, device, NullLogger(), ctx, resume=resume)
+    assert attempt is not None
+    if attempt.kind == "skip":
+        log.info("%s: already done (config hash %s); skipped — pass train.force=true to run it again",
+                 run_dir, config_hash(c))
+        return {**(attempt.summary or {}), "skipped": True}
+    resume = attempt.checkpoint
+    if attempt.kind != "new":  # only a folder known to hold a run record is cleaned (never a user's own folder)
+        _clear(run_dir, keep_for_resume=resume is not None)
+    if resume is not None:
+        dropped = truncate_metrics(run_dir / "metrics.jsonl", resume.step)
+        log.info("%s: resuming after step %d (attempt %d; %d metric rows after it dropped)", run_dir, resume.step,
+                 int(attempt.previous.get("attempt", 1)) + 1, dropped)
+    elif attempt.kind == "restart":
+        log.info("%s: earlier attempt %s (%s); starting over", run_dir, attempt.previous.get("status", "unreadable"),
+                 attempt.previous.get("error") or "no checkpoint to continue from")
     record = RunRecord(run_dir)
     resolved = to_dict(c)
-    record.start(
+    fields = dict(
         name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
         seed=c.seed, config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
     )
+    if not attempt.previous:
+        record.start(**fields)
+    else:
+        record.restart(attempt.previous, resumed_from=resume.step if resume else None, **fields)
     write_json_atomic(run_dir / "config.json", resolved)
-    sinks: list[MetricLogger] = [JsonlLogger(run_dir / "metrics.jsonl")]
+    jsonl = JsonlLogger(run_dir / "metrics.jsonl")
+    sinks: list[MetricLogger] = [jsonl]
     if c.tracking.wandb and c.tracking.mode != "disabled":
-        sinks.append(WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group,
-                                 job_type=c.method.name, config=resolved))
+        wb = WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group, job_type=c.method.name,
+                         config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None)
+        sinks.append(wb)
+        if wb.run_id:
+            record.update(wandb_id=wb.run_id)
     logger = MultiLogger(sinks)
-    old_handler = _install_sigterm()
+    stop = _StopRequest()
+    old_handler = _install_sigterm(stop)
+
+    def save_checkpoint(step: int, tree: dict[str, Any]) -> None:
+        jsonl.sync()  # the metrics up to this step are on disk before the checkpoint that claims them
+        saved = ckpt_io.save(run_dir, step, tree)
+        record.checkpointed(step)
+        log.debug("checkpoint after step %d: %.1f MB in %.3f s", step, saved.bytes / 1e6, saved.seconds)
+
     try:
-        summary = _train_and_record(p, run_dir, device, logger, ctx)
+        summary = _train_and_record(p, run_dir, device, logger, ctx, resume=resume, save=save_checkpoint,
+                                    stop=stop)
     except BaseException as e:
-        record.failed(f"{type(e).__name__}: {e}")
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        reason = describe_failure(e, run_dir)
+        log.error("run failed: %s", reason)
+        try:
+            record.failed(reason)
+            write_text_atomic(run_dir / "error.txt", traceback.format_exc())
+        except OSError as e2:  # e.g. the disk is still full: the record then reads as crashed
+            log.error("could not record the failure in %s: %s", run_dir, e2)
         logger.close(exit_code=1)
         raise
     finally:
@@ -136,15 +293,33 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
             signal.signal(signal.SIGTERM, old_handler)
     logger.summary(summary)
     logger.close()
+    record.data.pop("checkpoint", None)
     record.done()
+    ckpt_io.remove(run_dir)  # a finished run needs no checkpoint
     return summary
 
 
-def _install_sigterm() -> Any:
+def _install_sigterm(handler: Any) -> Any:
     try:
-        return signal.signal(signal.SIGTERM, _on_sigterm)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (some launchers)
         return None
+
+
+def _save_atomic(method: Method, model: torch.nn.Module, out: Path) -> None:
+    """``method.save`` into a temporary folder, then renamed into place: no half-saved adapter/model."""
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    old = out.with_name(f".{out.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        method.save(model, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.device, *, adapters: bool) -> None:
@@ -163,7 +338,8 @@ def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.devic
 
 
 def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: MetricLogger,
-                      ctx: distributed.DistContext) -> dict[str, Any]:
+                      ctx: distributed.DistContext, *, resume: Optional[ckpt_io.Loaded] = None,
+                      save: Any = None, stop: Optional[_StopRequest] = None) -> dict[str, Any]:
     c = p.cfg
     seed_everything(c.seed)
     tokenizer = load_tokenizer(c.model)
@@ -181,17 +357,26 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     snapshots = (SnapshotCallback(c.snapshot, p.targets, run_dir / "snapshots", total_steps=p.total_steps,
                                   method=c.method.name) if c.snapshot.enabled and ctx.main else None)
     t_start = time.time()
-    result = train(
-        model, p.method, train_enc=train_enc, dev_enc=dev_enc, cfg=c.train, total_steps=p.total_steps,
-        lr=c.train.lr or c.method.lr, seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
-        problem=p.data.problem, metric_names=p.data.metrics, main_metric=p.data.main_metric, logger=logger,
-        callbacks=[snapshots] if snapshots is not None else [], dist_ctx=ctx,
-    )
+    checkpointing = Checkpointing(every=c.train.checkpoint_every, minutes=c.train.checkpoint_minutes, save=save,
+                                  resume=resume.tree if resume is not None else None,
+                                  stop=(lambda: stop.requested) if stop is not None else (lambda: False))
+    if stop is not None:
+        stop.in_loop = True
+    try:
+        result = train(
+            model, p.method, train_enc=train_enc, dev_enc=dev_enc, cfg=c.train, total_steps=p.total_steps,
+            lr=c.train.lr or c.method.lr, seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
+            problem=p.data.problem, metric_names=p.data.metrics, main_metric=p.data.main_metric, logger=logger,
+            callbacks=[snapshots] if snapshots is not None else [], dist_ctx=ctx, checkpointing=checkpointing,
+        )
+    finally:
+        if stop is not None:
+            stop.in_loop = False
     extra = p.method.finish(model)
     if not ctx.main:
         return {}
     if c.train.save_model:
-        p.method.save(model, run_dir / ("model" if c.method.name == "full" else "adapter"))
+        _save_atomic(p.method, model, run_dir / ("model" if c.method.name == "full" else "adapter"))
     summary: dict[str, Any] = {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
         "main_metric": p.data.main_metric,
@@ -208,6 +393,9 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "tokens_per_s": result.tokens / result.train_seconds if result.train_seconds > 0 else None,
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
+        "resumed_from": result.resumed_from,
+        "checkpoints": result.checkpoints,
+        "checkpoint_seconds": result.checkpoint_seconds,
         **extra,
         **(snapshots.summary() if snapshots is not None else {}),
     }

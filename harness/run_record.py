@@ -1,4 +1,10 @@
-"""The run folder's record: ``run.json`` (status, environment, config hash) written atomically."""
+"""The run folder's record: ``run.json`` (status, environment, config hash) written atomically.
+
+Status: ``running`` → ``done`` | ``failed`` (with the error). A ``running`` record whose process is gone
+reads as ``crashed`` (:func:`read_status`). A re-run of a crashed or failed run is a new *attempt* in the
+same folder: ``attempt`` counts them and ``resumed_from`` lists the checkpoint step each one continued
+from (None: started over); ``checkpoint`` names the latest checkpoint's step.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,27 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness.redact import redact, redact_obj
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temporary file + fsync + rename, so a reader never sees half a file; secret
+    values of the environment are masked (harness.redact). A failed write leaves no temporary behind."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(redact(text))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file + rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(redact_obj(obj), indent=2, default=str))
 
 
 def git_info() -> dict[str, Any]:
@@ -70,8 +87,24 @@ class RunRecord:
         self.data: dict[str, Any] = {}
 
     def start(self, **fields: Any) -> None:
-        self.data = {"status": "running", "started": time.time(), "pid": os.getpid(), **fields}
+        """A new run: status running, this process and host, attempt 1."""
+        self.data = {"status": "running", "started": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                     "proc_start": _proc_start(os.getpid()), "attempt": 1, "resumed_from": [], **fields}
         self.data.setdefault("git", git_info())
+        write_json_atomic(self.path, self.data)
+
+    def restart(self, previous: dict[str, Any], *, resumed_from: int | None, **fields: Any) -> None:
+        """Another attempt of the same run in this folder (after a kill or a failure), from a checkpoint's
+        step or from scratch (``resumed_from=None``); the earlier attempt's end and error are kept."""
+        prev = {k: previous.get(k) for k in ("status", "started", "ended", "error", "host", "pid")}
+        history = list(previous.get("attempts", [])) + [prev]
+        self.start(**fields)
+        self.data.update(started=previous.get("started", self.data["started"]), attempt=len(history) + 1,
+                         attempts=history, resumed_from=list(previous.get("resumed_from", [])) + [resumed_from],
+                         restarted=time.time())
+        self.data.pop("checkpoint", None)
+        if resumed_from is not None:
+            self.data["checkpoint"] = {"step": resumed_from}
         write_json_atomic(self.path, self.data)
 
     def update(self, **fields: Any) -> None:
@@ -84,26 +117,46 @@ class RunRecord:
     def failed(self, error: str) -> None:
         self.update(status="failed", ended=time.time(), error=error)
 
+    def checkpointed(self, step: int) -> None:
+        """The latest checkpoint is the one after ``step``."""
+        self.update(checkpoint={"step": step, "time": time.time()})
+
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The run.json of a run folder; a ``running`` run whose process is gone on this host is ``crashed``."""
     path = run_dir / "run.json"
     if not path.is_file():
         return {"status": "missing"}
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
     if data.get("status") == "running" and data.get("host", socket.gethostname()) == socket.gethostname():
         pid = data.get("pid")
-        if pid and not _alive(int(pid)):
+        if pid and not _alive(int(pid), data.get("proc_start")):
             data["status"] = "crashed"
             data["error"] = "the process ended without recording an end (killed or crashed)"
     return data
 
 
-def _alive(pid: int) -> bool:
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks after boot, from /proc), to tell it from a later one with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    if pid == os.getpid():
+        return False  # this process reads its own earlier (in-process) attempt: that one is over
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if started is not None:
+        now = _proc_start(pid)
+        return now is None or now == started
     return True

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -281,11 +282,26 @@ def checksum(data: bytes) -> str:
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file + fsync + rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary behind
+        raise
+
+
+def write_index_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The index as parquet through a temporary file + rename (removed again if the write fails)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def step_file(step: int) -> str:
@@ -354,6 +370,7 @@ class SnapshotCallback:
         self.meta: dict[str, Any] = {}
         self._writer: Optional[ThreadPoolExecutor] = None
         self._pending: list[Future[None]] = []
+        self._resume: Optional[dict[str, Any]] = None  # set by load_state_dict: continue, don't start over
 
     # -- Callback protocol --------------------------------------------------------------------------------
 
@@ -386,6 +403,9 @@ class SnapshotCallback:
             "stats": list(STATS),
             "complete": False,
         }
+        if self._resume is not None:
+            self._restore(self._resume)
+            return
         host = _to_cpu(self.w0)
         self.w0_seconds = time.perf_counter() - t0
         self._submit(self._write_w0, host)
@@ -497,10 +517,7 @@ class SnapshotCallback:
         for r in rows:
             r.update(checksum=digest, bytes=n)
         self.rows.extend(rows)
-        path = self.out_dir / INDEX_FILE
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        pd.DataFrame(self.rows).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        write_index_atomic(self.out_dir / INDEX_FILE, self.rows)
 
     def _raise_failed(self) -> None:
         """Re-raise the first error of a finished write (a full disk stops the run at the next snapshot)."""
@@ -526,6 +543,47 @@ class SnapshotCallback:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+
+    # -- resume (checkpoints of harness.loop) ---------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the index rows and steps written so far (after draining the writer)."""
+        self.wait()
+        return {"rows": [dict(r) for r in self.rows], "taken": list(self.taken), "seconds": list(self.seconds),
+                "w0_seconds": self.w0_seconds, "write_seconds": self.write_seconds,
+                "bytes_written": self.bytes_written, "w0": dict(self.meta["w0"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` at ``on_train_start`` instead of starting over."""
+        self._resume = state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Files and index back to the checkpoint: later steps' files (and half-written temporaries) removed,
+        the index rewritten to the checkpoint's rows, full FT's W0 read back from its (checksummed) file."""
+        self._resume = None
+        self.rows = [dict(r) for r in state["rows"]]
+        self.taken, self.seconds = list(state["taken"]), list(state["seconds"])
+        self.w0_seconds, self.write_seconds = state["w0_seconds"], state["write_seconds"]
+        self.bytes_written = state["bytes_written"]
+        self.meta["w0"] = dict(state["w0"])
+        keep = {step_file(s) for s in self.taken}
+        for f in self.out_dir.glob("step_*.safetensors"):
+            if f.name not in keep:
+                f.unlink()
+        for f in self.out_dir.glob(".*.tmp*"):
+            f.unlink()
+        full = [tr for tr in self.tracked if tr.kind == "full"]
+        if full:
+            path = self.out_dir / W0_FILE
+            data = path.read_bytes()
+            if checksum(data) != self.meta["w0"]["checksum"]:
+                raise RuntimeError(f"{path}: checksum mismatch; cannot resume this run's snapshots (train.resume=never)")
+            w0 = st_load(data)
+            for tr in full:
+                self.w0[tr.ref.name] = w0[tr.ref.name].to(tr.base.weight.device, tr.base.weight.dtype)
+        write_index_atomic(self.out_dir / INDEX_FILE, self.rows)
+        write_json_atomic(self.out_dir / META_FILE, self.meta)
+        log.info("snapshots: resumed after step %d (steps %s on disk)", max(self.taken), self.taken)
 
     def summary(self) -> dict[str, Any]:
         """Entries for the run's summary.json: what was snapshotted and what it cost."""

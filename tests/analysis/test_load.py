@@ -1,0 +1,84 @@
+"""Loading run folders that are corrupt or partial: each bad file and run is reported by name, the others load."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_metrics, load_runs
+from tests.analysis.test_compare import write_run
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """Two good runs and one run per kind of damage."""
+    root = tmp_path / "sweep"
+    write_run(root, "good0", seed=0)
+    write_run(root, "good1", seed=1, value=0.8)
+    (write_run(root, "torn_record", seed=2) / "run.json").write_text('{"status": "done", "seed": ')
+    (write_run(root, "latin1_record", seed=3) / "run.json").write_bytes(b'{"status": "d\xe9ne"}')
+    (write_run(root, "list_record", seed=4) / "run.json").write_text("[1, 2]")
+    (write_run(root, "torn_summary", seed=5) / "summary.json").write_text('{"eval/accuracy": 0.')
+    (write_run(root, "no_summary", seed=6) / "summary.json").unlink()
+    write_run(root, "failed", seed=7, status="failed")
+    return root
+
+
+def test_bad_runs_are_named_and_the_others_load(sweep: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    runs = load_runs([sweep])
+    why = {Path(p).name: reason for p, reason in runs.skipped}
+    assert set(why) == {"torn_record", "latin1_record", "list_record", "torn_summary", "failed"}
+    for name in ("torn_record", "latin1_record", "list_record"):
+        assert why[name].startswith("run.json unreadable")
+    assert why["torn_summary"].startswith("summary.json unreadable")
+    assert why["failed"] == "status failed: boom"
+    loaded = sorted(Path(p).name for p in runs.table["run_dir"])
+    assert loaded == ["good0", "good1", "no_summary"]  # a done run without summary.json is kept, and reported
+    assert any("no_summary" in r.getMessage() and "summary.json is missing" in r.getMessage() for r in caplog.records)
+    assert runs.table.set_index("seed").loc[1, "eval/accuracy"] == 0.8
+
+
+def test_metrics_with_torn_non_utf8_and_odd_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = write_run(tmp_path, "r")
+    with open(d / "metrics.jsonl", "ab") as f:
+        f.write(b'{"step": 30, "train/loss": 0.1}\n')
+        f.write(b'{"step": 31, "note": "caf\xe9"}\n')  # a byte that is not UTF-8 is replaced; the row is kept
+        f.write(b"[1, 2]\n")
+        f.write(b'{"step": 40, "train/lo')  # torn by a kill
+    caplog.set_level(logging.WARNING)
+    df = load_metrics(d)
+    assert df["step"].max() == 31 and len(df) == 4 + 2
+    assert "caf\ufffd" in set(df["note"].dropna())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("metrics.jsonl: line 7 is not a JSON object" in m for m in messages)
+    assert any("metrics.jsonl: line 8 is not JSON" in m for m in messages)
+
+
+def test_table_command_reports_and_continues(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis.__main__ import main
+
+    out = tmp_path / "table.md"
+    assert main(["table", str(sweep), "-o", str(out), "--wandb", "off"]) == 0
+    err = capsys.readouterr().err
+    assert "left out 5 run(s)" in err and "torn_record" in err and "latin1_record" in err
+    assert "LoRA r=8" in out.read_text()
+
+
+def test_corrupt_snapshot_file_is_named(tmp_path: Path) -> None:
+    from analysis.decomposition import open_snapshots
+    from harness.run import run
+    from tests.conftest import TINY, compose_cfg
+
+    run(compose_cfg([*TINY, "method=lora"]), tmp_path)
+    snaps = open_snapshots(tmp_path)
+    target = tmp_path / "snapshots" / snaps.index["file"].iloc[-1]
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    problems = snaps.verify()
+    assert len(problems) == 1 and target.name in problems[0] and "checksum" in problems[0]
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"

@@ -1,0 +1,191 @@
+"""The bad-input catalogue: every case exits with status 2 and one ``error:`` line naming the key or file and
+the fix, prints no traceback, and leaves no run folder that looks done.
+
+Cases run the CLI in process (``harness.__main__.main``, ~0.3 s each); a few go through a real subprocess to
+prove that nothing reaches the terminal but the one line. Cases already in test_cli.py are not repeated.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.__main__ import main
+from tests.conftest import GLUE, ROOT
+
+BASE = ["model=tiny_bert", "tracking=none", "train.max_steps=4", "task.max_train_samples=32",
+        "task.max_eval_samples=16", "train.progress=false"]
+
+
+def write_files(d: Path) -> None:
+    """The bad data files of the catalogue (and a good one to pair them with)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ok.csv").write_text("text,label\nhello,0\nworld,1\n")
+    (d / "wrong_columns.csv").write_text("sentence,label\nhello,0\nworld,1\n")
+    (d / "empty.csv").write_text("")
+    (d / "header_only.csv").write_text("text,label\n")
+    (d / "dev_label_5.csv").write_text("text,label\nhello,0\nworld,5\n")
+    (d / "latin1.csv").write_bytes("text,label\nh\xe9llo,0\nworld,1\n".encode("latin-1"))
+    (d / "one_label.csv").write_text("text,label\nhello,0\nworld,0\n")
+    (d / "data.txt").write_text("text\tlabel\nhi\t1\n")
+    (d / "torn.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b", \n')
+    (d / "words.csv").write_text("text,label\nhello,high\nworld,low\n")
+    for name, train, dev in (("glue_no_dev", None, False), ("glue_label_2", "sentence\tlabel\nok\t1\nbad\t2\n", True),
+                             ("glue_columns", "text\tlabel\nok\t1\n", True)):
+        sst = d / name / "SST-2"
+        sst.mkdir(parents=True, exist_ok=True)
+        (sst / "train.tsv").write_text(train or (GLUE / "SST-2" / "train.tsv").read_text())
+        if dev:
+            (sst / "dev.tsv").write_text(train or "")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the arguments (``{d}`` = the folder of bad files), what the line must name, the fix."""
+
+    id: str
+    args: tuple[str, ...]
+    names: str  # the key, option or file the error line names
+    fix: str  # a piece of the fix the error line gives
+
+
+def custom(train: str, dev: str = "ok.csv", *more: str) -> tuple[str, ...]:
+    return ("task=custom", f"task.train_file={{d}}/{train}", f"task.dev_file={{d}}/{dev}", *more)
+
+
+CASES = [
+    # -- configuration values
+    Case("max_steps_zero", ("train.max_steps=0",), "train.max_steps", "must be > 0"),
+    Case("warmup_above_1", ("train.warmup_ratio=1.5",), "train.warmup_ratio", "[0, 1)"),
+    Case("device_unknown", ("train.device=tpu",), "train.device", "auto, cpu or cuda"),
+    Case("grad_accum_zero", ("train.grad_accum=0",), "train.grad_accum", "positive integer"),
+    Case("checkpoint_every_negative", ("train.checkpoint_every=-1",), "train.checkpoint_every", "0 = no checkpoints"),
+    Case("checkpoint_minutes_negative", ("train.checkpoint_minutes=-1",), "train.checkpoint_minutes",
+         "0 = no timed checkpoints"),
+    Case("resume_unknown", ("train.resume=maybe",), "train.resume", "auto or never"),
+    Case("force_not_bool", ("train.force=maybe",), "train.force", "not a valid bool"),
+    Case("tracking_mode_unknown", ("tracking.mode=bogus",), "tracking.mode", "offline, online or disabled"),
+    Case("wandb_timeout_zero", ("tracking.init_timeout=0",), "tracking.init_timeout", "must be > 0"),
+    Case("snapshot_schedule_unknown", ("snapshot.schedule=weekly",), "snapshot.schedule", "'every'"),
+    Case("snapshot_step_zero", ("snapshot.steps=[0]",), "snapshot.steps", "count from 1"),
+    Case("snapshot_type_unknown", ("snapshot.types=[Wz]",), "snapshot.types", "keep none"),
+    Case("train_samples_zero", ("task.max_train_samples=0",), "task.max_train_samples", "must be > 0"),
+    Case("max_length_zero", ("model.max_length=0",), "model.max_length", "must be > 0"),
+    Case("budget_zero", ("budget=0",), "budget", "positive integer"),
+    Case("budget_not_a_number", ("budget=abc",), "budget", "positive integer"),
+    Case("seed_float", ("seed=1.5",), "seed", "must be an integer"),
+    Case("dropout_above_1", ("method.dropout=1.5",), "method.dropout", "[0, 1)"),
+    Case("adalora_budget_above_initial", ("method=adalora", "method.init_r=12", "method.target_r=20"),
+         "method.target_r", "set init_r >= target_r"),
+    Case("adalora_budget_equals_initial", ("method=adalora", "method.init_r=6", "method.target_r=6"),
+         "method.init_r", "set init_r > target_r"),
+    Case("adalora_beta_1", ("method=adalora", "method.beta1=1.0"), "method.beta1", "(0, 1)"),
+    Case("adalora_deltaT_zero", ("method=adalora", "method.deltaT=0"), "method.deltaT", "positive integer"),
+    Case("layer_out_of_range", ("method.layers=[99]",), "method.layers", "layers 0..1"),
+    Case("unknown_top_level_key", ("+foo=1",), "foo", "known keys are"),
+    Case("unknown_group_option", ("task=nosuchtask",), "task=nosuchtask", "choose one of: cola"),
+    Case("unknown_task_name", ("task.name=mnli",), "task.name", "GLUE tasks"),
+    Case("model_path_missing", ("model=hf", "model.name=/nonexistent/model"), "model.name",
+         "a local folder with config.json"),
+    Case("unknown_launcher", ("hydra/launcher=nosuch",), "hydra/launcher=nosuch", "choose one of: basic"),
+    Case("override_syntax", ("train.lr=[1,",), "train.lr=[1,", "write key=value"),
+    # -- command-line words
+    Case("group_name_as_word", ("method", "lora"), "'method'", "write method=<option>"),
+    Case("preset_typo", ("sweeps",), "'sweeps'", "did you mean sweep?"),
+    Case("unknown_flag", ("--bogus",), "--bogus", "--help lists the flags"),
+    Case("two_modes", ("-m", "method=lora,dora", "--cfg", "job"), "--multirun and --cfg", "one of them at a time"),
+    Case("one_bad_job_in_a_grid", ("-m", "train.lr=1e-3,-1"), "train.lr", "[sweep job:"),
+    # -- data files
+    Case("custom_without_files", ("task=custom",), "task.train_file", "needs both"),
+    Case("wrong_columns", custom("wrong_columns.csv"), "wrong_columns.csv", "set task.text_columns"),
+    Case("missing_text_column", custom("ok.csv", "ok.csv", "task.text_columns=[text,other]"), "ok.csv",
+         "missing column(s) ['other']"),
+    Case("empty_file", custom("empty.csv"), "empty.csv", "needs a header line and data rows"),
+    Case("header_only", custom("header_only.csv"), "header_only.csv", "no data rows"),
+    Case("dev_label_out_of_range", custom("ok.csv", "dev_label_5.csv"), "dev_label_5.csv", "fix the file"),
+    Case("not_utf8", custom("latin1.csv"), "latin1.csv", "re-encode the file as UTF-8"),
+    Case("single_label", custom("one_label.csv", "one_label.csv"), "one_label.csv", "two or more"),
+    Case("unknown_extension", custom("data.txt"), "data.txt", "use .csv, .tsv or .jsonl"),
+    Case("torn_jsonl", custom("torn.jsonl"), "torn.jsonl", "cannot parse"),
+    Case("regression_words", custom("words.csv", "words.csv", "task.problem=regression"), "words.csv",
+         "must be numeric"),
+    Case("dev_file_missing", custom("ok.csv", "nope.csv"), "nope.csv", "existing CSV or JSONL"),
+    Case("glue_without_dev_split", ("task.glue_dir={d}/glue_no_dev",), "SST-2/dev.tsv", "must hold"),
+    Case("glue_label_out_of_range", ("task.glue_dir={d}/glue_label_2",), "SST-2/train.tsv", "outside ['0', '1']"),
+    Case("glue_wrong_columns", ("task.glue_dir={d}/glue_columns",), "SST-2/train.tsv", "set task.text_columns"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bad_inputs")
+    write_files(d)
+    return d
+
+
+def no_done_folder(root: Path) -> None:
+    """Nothing under ``root`` looks like a finished run (no run.json at all: rejected before any start)."""
+    assert not list(root.rglob("run.json")), list(root.rglob("run.json"))
+    assert not list(root.rglob("summary.json"))
+
+
+def test_catalogue_is_large_and_distinct() -> None:
+    assert len(CASES) >= 25
+    assert len({c.id for c in CASES}) == len(CASES) and len({c.args for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, bad_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # a sweep's default folder would go here
+    args = [a.replace("{d}", str(bad_dir)) for a in case.args]
+    rc = main([*BASE, *args, f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2, err[-2000:]
+    assert len(lines) == 1, err[-2000:]
+    assert case.names in lines[0] and case.fix in lines[0], lines[0]
+    assert "Traceback" not in err
+    no_done_folder(tmp_path)
+
+
+def test_a_folder_holding_another_run_is_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    assert main([*BASE, "snapshot=none", f"hydra.run.dir={run_dir}"]) == 0
+    before = (run_dir / "run.json").read_text()
+    capsys.readouterr()
+    assert main([*BASE, "snapshot=none", "method=dora", f"hydra.run.dir={run_dir}"]) == 2
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and str(run_dir) in line[0] and "train.force=true" in line[0]
+    assert (run_dir / "run.json").read_text() == before  # the other run's record is untouched
+
+
+SUBPROCESS = ["not_utf8", "override_syntax", "unknown_group_option"]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS)
+def test_real_process_prints_one_line_only(case_id: str, bad_dir: Path, tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    args = [a.replace("{d}", str(bad_dir)) for a in case.args]
+    env = {**os.environ, "GLUE_DIR": str(GLUE)}
+    r = subprocess.run([sys.executable, "-m", "harness", *BASE, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error:") and case.names in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [r.stderr.strip().splitlines()[-1]], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    no_done_folder(tmp_path)
+
+
+def describe() -> str:
+    """The catalogue as a Markdown list (for the closing note)."""
+    return "\n".join(f"- `{c.id}`: `{' '.join(c.args)}` → names `{c.names}`, fix “{c.fix}”" for c in CASES)
+
+
+if __name__ == "__main__":
+    print(describe())
