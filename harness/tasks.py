@@ -194,7 +194,9 @@ def _read_user_file(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; it needs a header line and data rows") from None
     except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+        shape = ("each line must be one JSON object with the text and label fields" if path.suffix in (".jsonl", ".json")
+                 else "each row needs the same number of fields as the header")
+        raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]}); {shape}") from None
     raise DataError(f"{path}: unknown extension '{path.suffix}'; use .csv, .tsv or .jsonl")
 
 

@@ -111,7 +111,7 @@ CASES = [
     Case("not_utf8", custom("latin1.csv"), "latin1.csv", "re-encode the file as UTF-8"),
     Case("single_label", custom("one_label.csv", "one_label.csv"), "one_label.csv", "two or more"),
     Case("unknown_extension", custom("data.txt"), "data.txt", "use .csv, .tsv or .jsonl"),
-    Case("torn_jsonl", custom("torn.jsonl"), "torn.jsonl", "cannot parse"),
+    Case("torn_jsonl", custom("torn.jsonl"), "torn.jsonl", "each line must be one JSON object"),
     Case("regression_words", custom("words.csv", "words.csv", "task.problem=regression"), "words.csv",
          "must be numeric"),
     Case("dev_file_missing", custom("ok.csv", "nope.csv"), "nope.csv", "existing CSV or JSONL"),
