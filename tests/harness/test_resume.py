@@ -336,3 +336,59 @@ def test_divergence_stops_at_the_step_and_is_never_checkpointed(tmp_path: Path) 
     assert rec["status"] == "failed" and "not finite at step 2" in rec["error"]
     got = ck.latest(tmp_path)
     assert got is not None and got.step == 1  # the last finite state, not the diverged one
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_killed_and_resumed(tmp_path: Path) -> None:
+    """Two processes (gloo on CPU), dropout off: the resumed run equals the uninterrupted one."""
+    from tests.harness.test_distributed import ARGS
+
+    args = [*ARGS, "method=lora", "train.max_steps=80", "train.checkpoint_every=4", "train.log_every=1",
+            "snapshot=none"]
+    env = {**os.environ, "GLUE_DIR": str(GLUE), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "harness", *args]
+
+    def launch(run_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+        return subprocess.Popen([*torchrun, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+
+    ref = launch(tmp_path / "ref")
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    proc = launch(tmp_path / "res", stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while last_step(tmp_path / "res") < 10 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # the launcher and both workers (in sessions of their own)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    assert last_step(tmp_path / "res") < 80, "the run ended before the kill"
+    again = launch(tmp_path / "res")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    rec = read(tmp_path / "res" / "run.json")
+    assert rec["status"] == "done" and rec["world_size"] == 2 and rec["resumed_from"][0] >= 8
+    assert metric_rows(tmp_path / "ref") == metric_rows(tmp_path / "res")
+    wa, wb = weights(tmp_path / "ref"), weights(tmp_path / "res")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
