@@ -23,10 +23,9 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import find_runs
+from analysis.load import find_runs, load_runs
 from harness.families import FAMILIES, MATRIX_TYPES, classify
 from harness.methods.adalora import RANKS_FILE, budget_formula
-from harness.run_record import read_status
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +69,24 @@ def read_rank_file(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def load_allocations(paths: Iterable[str | Path], *, include_unfinished: bool = False) -> pd.DataFrame:
     """Long frame over every AdaLoRA run at or below ``paths`` (runs not ``done`` are left out unless asked)."""
+    paths = list(paths)
+    runs = load_runs(paths, include_unfinished=include_unfinished)
+    for run_dir, why in runs.skipped:
+        log.info("%s: %s; left out", run_dir, why)
     frames = []
-    for run_dir in find_runs(paths):
-        f = run_dir / RANKS_FILE
+    for row in runs.table.to_dict("records") if not runs.table.empty else []:
+        f = Path(row["run_dir"]) / RANKS_FILE
         if not f.is_file():
-            continue
-        rec = read_status(run_dir)
-        if rec.get("status") != "done" and not include_unfinished:
-            log.info("%s: status %s; left out", run_dir, rec.get("status"))
             continue
         header, df = read_rank_file(f)
         if df.empty:
             continue
-        df.insert(0, "run_dir", str(run_dir))
-        df["seed"] = rec.get("seed")
-        df["task"] = rec.get("task")
-        df["model"] = rec.get("model")
+        df.insert(0, "run_dir", row["run_dir"])
+        for key in ("seed", "task", "model"):
+            df[key] = row[key]
         df["target_r"] = header.get("target_r")
         df["total_steps"] = header.get("total_steps")
-        df["status"] = rec.get("status")
+        df["status"] = row["status"]
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"no AdaLoRA rank records ({RANKS_FILE}) under {list(map(str, paths))}")

@@ -25,7 +25,6 @@ import logging
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Iterable, Optional, Sequence
 import pandas as pd
 
 from analysis import compare
-from analysis.table import add_common, report_skipped, slug
+from analysis.table import add_common, load_finished, slug
 
 log = logging.getLogger(__name__)
 
@@ -374,18 +373,14 @@ def main(args: argparse.Namespace) -> int:
     """Build ``<output>/index.html`` (+ figures/, table.md|tex|csv); 1 when no finished run was found."""
     import matplotlib.pyplot as plt
 
-    runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
-                                                 peft_task=args.peft_task)
-    report_skipped(skipped)
-    if runs.empty:
-        print("error: no finished runs to report on", file=sys.stderr)
+    loaded = load_finished(args, "report on")
+    if loaded is None:
         return 1
+    runs, skipped, metrics, opts = loaded
     out = Path(args.output)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     scale = 100.0 if args.percent else 1.0
-    opts = dict(metric=args.metric, which="best" if args.best else "final", kind=args.interval,
-                confidence=args.confidence)
     long = compare.compare(runs, **opts)
     cur = compare.curves(runs, metrics, metric=args.metric, kind=args.interval, confidence=args.confidence)
 

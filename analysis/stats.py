@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,19 +46,25 @@ def _clean(values: Iterable[float]) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def _values_or_degenerate(values: Iterable[float]) -> tuple[np.ndarray, Optional[Interval]]:
+    """The finite values (n,), and the interval to return as is when n < 2 (none: compute one)."""
+    a = _clean(values)
+    if len(a) == 0:
+        return a, Interval(math.nan, math.nan, math.nan, 0, math.nan, "no values")
+    if len(a) == 1:
+        return a, Interval(float(a[0]), math.nan, math.nan, 1, math.nan, "n=1: no interval")
+    return a, None
+
+
 def t_interval(values: Iterable[float], *, confidence: float = 0.95) -> Interval:
     """Student-t interval of the mean: mean ± t_{(1+c)/2, n-1} · s / √n (s with ddof=1); none for n < 2.
 
     Equal to ``scipy.stats.t.interval(confidence, n-1, loc=mean, scale=sem)``.
     """
-    a = _clean(values)
-    n = len(a)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, math.nan, "no values")
-    mean = float(a.mean())
-    if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, math.nan, "n=1: no interval")
-    std = float(a.std(ddof=1))
+    a, degenerate = _values_or_degenerate(values)
+    if degenerate is not None:
+        return degenerate
+    n, mean, std = len(a), float(a.mean()), float(a.std(ddof=1))
     half = float(_st.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, std, "t")
 
@@ -70,13 +76,10 @@ def bootstrap_interval(values: Iterable[float], *, confidence: float = 0.95, n_r
     With few seeds the percentile bootstrap is narrower than the t-interval (it ignores that ``s`` is
     itself estimated); prefer ``t`` for n < 10.
     """
-    a = _clean(values)
-    n = len(a)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, math.nan, "no values")
-    mean = float(a.mean())
-    if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, math.nan, "n=1: no interval")
+    a, degenerate = _values_or_degenerate(values)
+    if degenerate is not None:
+        return degenerate
+    n, mean = len(a), float(a.mean())
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))
     means = a[idx].mean(axis=1)  # (n_resamples,)

@@ -58,16 +58,26 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
             print(f"  {path}: {why}", file=sys.stderr)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Load, compare, print (or write); 1 when no finished run was found."""
+def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.DataFrame, list[tuple[Path, str]], Any, dict[str, Any]]]:
+    """(runs, runs left out, metrics, comparison options) from the arguments of :func:`add_common`, the runs
+    left out listed on stderr; None after an error line when no run finished (nothing ``to {purpose}``)."""
     runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
                                                  peft_task=args.peft_task)
     report_skipped(skipped)
     if runs.empty:
-        print("error: no finished runs to compare", file=sys.stderr)
-        return 1
+        print(f"error: no finished runs to {purpose}", file=sys.stderr)
+        return None
     opts = dict(metric=args.metric, which="best" if args.best else "final", kind=args.interval,
                 confidence=args.confidence)
+    return runs, skipped, metrics, opts
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load, compare, print (or write); 1 when no finished run was found."""
+    loaded = load_finished(args, "compare")
+    if loaded is None:
+        return 1
+    runs, _, metrics, opts = loaded
     text = compare.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
                               scale=100.0 if args.percent else 1.0, **opts)
     if args.output:

@@ -3,8 +3,13 @@
     python -m harness.bench                                   # MiniLM on CPU, all methods
     python -m harness.bench --model bert-base --device cuda   # GPU presets built from a config
     python -m harness.bench --model llama-1b --device cuda --batch 8 --seq 1024
+    python -m harness.bench --plain ...                       # the harness loop with PEFT's own code paths
 
-Prints a Markdown table and writes JSON (``--out``). Not part of the test run.
+The bare loop is what a user writes with PEFT: its own DoRA/AdaLoRA code, its input casting to the fp32
+adapters, frozen weights in bf16 under autocast, fused AdamW, no compile. The harness column runs the
+harness's training loop with the chosen options (defaults: the harness's defaults; ``--plain`` turns off
+everything the harness adds, so the ratio measures the loop alone). Prints a Markdown table and writes
+JSON (``--out``). Not part of the test run.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.config import MethodConfig, ModelConfig, TrainConfig
+from harness.config import COMPILE_MODES, TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.loop import make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
+from harness.run import speed_up
 from harness.tasks import Encoded
+from harness.tracking import NullLogger
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +50,38 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def method_config(name: str, r: int) -> MethodConfig:
-    """The method's schema with r (LoRA/DoRA) or target_r = r, init_r = 1.5·r (AdaLoRA)."""
+def method_config(name: str, r: int, *, dropout: float, fused: bool) -> MethodConfig:
+    """The method's schema with r (LoRA/DoRA) or target_r = r, init_r = 1.5·r (AdaLoRA, masking every step)."""
     cls = get_method(name).config_cls
     kw: dict[str, Any] = {"targets": list(MATRIX_TYPES)}
     if name in ("lora", "dora"):
-        kw["r"] = r
+        kw.update(r=r, dropout=dropout)
     if name == "adalora":
-        kw.update(target_r=r, init_r=(3 * r + 1) // 2, deltaT=1, tinit=0.0, tfinal=0.0)
+        kw.update(target_r=r, init_r=(3 * r + 1) // 2, deltaT=1, tinit=0.0, tfinal=0.0, dropout=dropout)
+    if name in ("dora", "adalora"):
+        kw["fused"] = fused
     return cls(**kw)
 
 
-def build(model_key: str, method: str, r: int, steps: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    """Model wrapped by the method, on the device."""
-    mcfg = ModelConfig(**MODELS[model_key])
-    conf = model_config(mcfg, 2, "classification")
+def build(model_key: str, method: str, steps: int, device: torch.device, mcfg: MethodConfig,
+          tcfg: Optional[TrainConfig]) -> tuple[nn.Module, Any]:
+    """Model wrapped by the method, on the device; ``tcfg`` None: the bare setting (frozen weights in bf16
+    on CUDA, nothing else), else the harness's GPU options of ``tcfg`` (:func:`harness.run.speed_up`)."""
+    model_cfg = ModelConfig(**MODELS[model_key])
+    conf = model_config(model_cfg, 2, "classification")
     conf._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    model = load_model(mcfg, conf)
+    model = load_model(model_cfg, conf)
     fam = family_for(conf.model_type)
     targets = resolve_targets(model, fam, list(MATRIX_TYPES))
-    m = get_method(method)(method_config(method, r), steps)
+    m = get_method(method)(mcfg, steps)
     model = m.wrap(model, targets, fam.head).to(device)
-    if dtype != torch.float32:
+    if tcfg is not None:
+        speed_up(model, tcfg, fam, device, adapters=method != "full")
+    elif device.type == "cuda":
         for p in model.parameters():
             if not p.requires_grad:
-                p.data = p.data.to(dtype)
+                p.data = p.data.to(torch.bfloat16)
     return model, m
 
 
@@ -115,39 +128,43 @@ def bare_step_ms(model: nn.Module, method: Any, batch: dict[str, torch.Tensor], 
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-class _Capture:
-    def __init__(self) -> None:
+class _Enough(Exception):
+    """The last timed window is in: stop before the loop's final evaluation (a compiled model would
+    compile its eval graph too)."""
+
+
+class _Capture(NullLogger):
+    """Keeps the rows with a step time; raises :class:`_Enough` at ``last_step``."""
+
+    def __init__(self, last_step: int) -> None:
         self.rows: list[dict[str, float]] = []
+        self.last_step = last_step
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if "perf/s_per_step" in metrics:
             self.rows.append(metrics)
-
-    def summary(self, values: dict[str, Any]) -> None:
-        pass
-
-    def close(self, exit_code: int = 0) -> None:
-        pass
+        if step >= self.last_step:
+            raise _Enough
 
 
-def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, batch: int, steps: int, warmup: int,
-                    device: torch.device, bf16: bool) -> float:
-    """ms/step of the harness loop (logging every ``steps``; the first window is warm-up)."""
-    cap = _Capture()
-    cfg = TrainConfig(max_steps=warmup + steps, batch_size=batch, eval_every=10**9, log_every=warmup,
-                      bf16=bf16, progress=False, max_grad_norm=0.0)
+def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainConfig, steps: int, warmup: int,
+                    device: torch.device) -> float:
+    """ms/step of the harness loop (logging every ``warmup`` steps; the first window is warm-up)."""
+    cap = _Capture(warmup + steps)
     tiny_dev = Encoded(enc.input_ids[:1], None, enc.labels[:1])
     method.total_steps = warmup + steps
-    train(model, method, train_enc=enc, dev_enc=tiny_dev, cfg=cfg, total_steps=warmup + steps, lr=1e-4, seed=0,
-          device=device, pad_id=0, problem="classification", metric_names=("accuracy",), main_metric="accuracy",
-          logger=cap)
-    timed = [r for r in cap.rows[1:]]
-    return float(np.mean([r["perf/s_per_step"] for r in timed])) * 1e3
+    try:
+        train(model, method, train_enc=enc, dev_enc=tiny_dev, cfg=cfg, total_steps=warmup + steps, lr=1e-4,
+              seed=0, device=device, pad_id=0, problem="classification", metric_names=("accuracy",),
+              main_metric="accuracy", logger=cap)
+    except _Enough:
+        pass
+    return float(np.mean([r["perf/s_per_step"] for r in cap.rows[1:]])) * 1e3
 
 
 @dataclass
 class Row:
-    """One benchmark result."""
+    """One benchmark result (memory: peak allocated on CUDA)."""
 
     model: str
     method: str
@@ -159,44 +176,57 @@ class Row:
     tokens_per_s: float
     mfu: Optional[float]
     peak_memory_gib: Optional[float]
+    peak_memory_gib_bare: Optional[float]
     trainable_params: int
 
 
+def _peak_gib(device: torch.device) -> Optional[float]:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _fresh(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, steps: int, warmup: int,
-              device: torch.device, bf16: bool) -> Row:
+              device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool) -> Row:
     """Bare loop and harness loop on fresh copies of the same model; same batch shape."""
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    model, m = build(model_key, method, r, warmup + steps, device, dtype)
+    total = warmup + steps
+    model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=False), None)
     vocab = model.config.vocab_size
-    enc = synthetic(batch * (warmup + steps + 1), seq, vocab)
+    enc = synthetic(batch * (total + 1), seq, vocab)
     b = {"input_ids": torch.tensor(enc.input_ids[:batch], device=device),
          "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device),
          "labels": torch.tensor(enc.labels[:batch], device=device)}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    _fresh(device)
     ms_bare = bare_step_ms(model, m, b, steps, warmup, device, bf16 and device.type == "cuda")
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    peak_bare = _peak_gib(device)
     fpt = flops_per_token(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del model
-    model, m = build(model_key, method, r, warmup + steps, device, dtype)
-    ms_h = harness_step_ms(model, m, enc, batch=batch, steps=steps, warmup=warmup, device=device,
-                           bf16=bf16 and device.type == "cuda")
+    del model, m
+    _fresh(device)
+    model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=fused), tcfg)
+    ms_h = harness_step_ms(model, m, enc, cfg=tcfg, steps=steps, warmup=warmup, device=device)
+    peak = _peak_gib(device)
     tokens = batch * seq
     mfu = fpt * tokens / (ms_h / 1e3) / PEAK_BF16_FLOPS if device.type == "cuda" else None
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return Row(model_key, method, batch, seq, ms_bare, ms_h, ms_bare / ms_h, tokens / (ms_h / 1e3), mfu, peak, trainable)
+    del model, m
+    _fresh(device)
+    return Row(model_key, method, batch, seq, ms_bare, ms_h, ms_bare / ms_h, tokens / (ms_h / 1e3), mfu, peak,
+               peak_bare, trainable)
 
 
 def markdown(rows: list[Row]) -> str:
     """The results as a Markdown table."""
-    out = ["| model | method | batch×seq | bare ms/step | harness ms/step | bare/harness | tokens/s | MFU | peak GiB | trainable |",
+    out = ["| model | method | batch×seq | bare ms/step | harness ms/step | bare/harness | tokens/s | MFU "
+           "| peak GiB (bare) | trainable |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "–"
-        mem = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "–"
+        mem = (f"{r.peak_memory_gib:.1f} ({r.peak_memory_gib_bare:.1f})" if r.peak_memory_gib is not None
+               and r.peak_memory_gib_bare is not None else "–")
         out.append(f"| {r.model} | {r.method} | {r.batch}×{r.seq} | {r.ms_bare:.1f} | {r.ms_harness:.1f} | "
                    f"{r.ratio_bare_over_harness:.2f} | {r.tokens_per_s:,.0f} | {mfu} | {mem} | {r.trainable_params:,} |")
     return "\n".join(out)
@@ -207,24 +237,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm", choices=sorted(MODELS))
     ap.add_argument("--methods", default="full,lora,dora,adalora")
-    ap.add_argument("--r", type=int, default=8, help="LoRA/DoRA rank; AdaLoRA target_r (init_r = 1.5·r)")
+    ap.add_argument("--r", type=int, default=16, help="LoRA/DoRA rank; AdaLoRA target_r (init_r = 1.5·r)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="adapter dropout (PEFT's default: 0)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-bf16", action="store_true", help="keep float32 weights on GPU")
+    ap.add_argument("--plain", action="store_true",
+                    help="harness loop with PEFT's own code paths: no fused DoRA/AdaLoRA, PEFT's input casting, no compile")
+    ap.add_argument("--compile", default="none", choices=COMPILE_MODES, help="train.compile")
+    ap.add_argument("--compile-mode", default=None, choices=TORCH_COMPILE_MODES, help="train.compile_mode")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     bf16 = device.type == "cuda" and not args.no_bf16
+    tcfg = TrainConfig(max_steps=args.warmup + args.steps, batch_size=args.batch, eval_every=10**9,
+                       log_every=args.warmup, bf16=bf16, progress=False, max_grad_norm=0.0,
+                       cast_adapter_inputs=args.plain, compile="none" if args.plain else args.compile,
+                       compile_mode=None if args.plain else args.compile_mode)
     rows = []
     for method in args.methods.split(","):
         if method not in METHODS:
             ap.error(f"--methods: unknown method '{method}'; registered: {sorted(METHODS)}")
         rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
-                              warmup=args.warmup, device=device, bf16=bf16))
+                              warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
+                              fused=not args.plain))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown(rows))

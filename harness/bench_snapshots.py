@@ -31,6 +31,7 @@ from harness.config import ModelConfig, SnapshotConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.methods import get_method
 from harness.snapshots import SnapshotCallback, schedule_steps
+from harness.tracking import NullLogger
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
     cb = SnapshotCallback(cfg, targets, folder, total_steps=total, method=method)
     _sync(device)
     t0 = time.perf_counter()
-    cb.on_train_start(model, _NullLogger())  # W0 + the step-0 snapshot (their files: on the writer thread)
+    cb.on_train_start(model, NullLogger())  # W0 + the step-0 snapshot (their files: on the writer thread)
     _sync(device)
     start_ms = (time.perf_counter() - t0) * 1e3
     cb.wait()
@@ -140,7 +141,7 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
     for k in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        cb.snapshot(10_000_000 + k, _NullLogger())
+        cb.snapshot(10_000_000 + k, NullLogger())
         _sync(device)
         snap_ms.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
@@ -171,17 +172,6 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
         torch.cuda.reset_peak_memory_stats(device)
     shutil.rmtree(folder, ignore_errors=True)
     return res
-
-
-class _NullLogger:
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def summary(self, values: dict[str, Any]) -> None:
-        pass
-
-    def close(self, exit_code: int = 0) -> None:
-        pass
 
 
 def markdown(results: list[dict[str, Any]], header: dict[str, Any]) -> str:

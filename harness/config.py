@@ -72,7 +72,10 @@ class TrainConfig:
     log_every: int = 10
     bf16: bool = True  # autocast on CUDA only
     bf16_frozen: bool = True  # on CUDA with bf16: adapter methods keep frozen weights in bf16 (trained ones fp32)
-    compile: bool = False  # torch.compile each transformer layer (CUDA)
+    cast_adapter_inputs: bool = False  # PEFT's cast of a layer input to the adapter dtype (fp32); false: bf16 AMP
+    compile: str = "none"  # torch.compile (CUDA): none | layers (each transformer layer) | model (whole model)
+    compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead | max-autotune | ...
+    pad_to_multiple: int = 0  # pad each batch's length up to a multiple of this (static shapes for compile); 0 = off
     gradient_checkpointing: bool = False
     device: str = "auto"
     save_model: bool = True
@@ -229,6 +232,10 @@ def validate(cfg: RunConfig) -> None:
     _check(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0 steps (0 = no checkpoints), got {t.checkpoint_every}")
     _check(t.checkpoint_minutes >= 0, "train.checkpoint_minutes",
            f"must be >= 0 minutes (0 = no timed checkpoints), got {t.checkpoint_minutes}")
+    _check(t.compile in COMPILE_MODES, "train.compile", f"one of {', '.join(COMPILE_MODES)}, got '{t.compile}'")
+    _check(t.compile_mode is None or t.compile_mode in TORCH_COMPILE_MODES, "train.compile_mode",
+           f"null or one of {', '.join(TORCH_COMPILE_MODES)}, got '{t.compile_mode}'")
+    _check(t.pad_to_multiple >= 0, "train.pad_to_multiple", f"must be >= 0 (0 = pad to the longest), got {t.pad_to_multiple}")
     _check(t.resume in RESUME_MODES, "train.resume", f"auto or never, got '{t.resume}'")
     m = cfg.method
     _check(m.lr > 0, "method.lr", f"must be > 0, got {m.lr}")
@@ -255,6 +262,8 @@ def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
 
 
 RESUME_MODES = ("auto", "never")
+COMPILE_MODES = ("none", "layers", "model")
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: train keys that do not change a run's result (left out of its config hash)
 NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force")
 

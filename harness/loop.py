@@ -118,7 +118,7 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> torch
 
 @torch.no_grad()
 def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, device: torch.device,
-             problem: str, metric_names: tuple[str, ...], autocast: Any) -> dict[str, float]:
+             problem: str, metric_names: tuple[str, ...], autocast: Any, pad_multiple: int = 0) -> dict[str, float]:
     """Score the whole split: predictions (N,) against labels (N,)."""
     was_training = model.training
     model.eval()
@@ -127,7 +127,7 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
     losses = []
     for start in range(0, len(enc), batch_size):
         idx = order[start : start + batch_size]
-        batch = to_device(collate(enc, idx, pad_id), device)
+        batch = to_device(collate(enc, idx, pad_id, pad_multiple), device)
         labels = batch.pop("labels")
         with autocast():
             logits = model(**batch).logits.float()
@@ -171,7 +171,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
 
     def run_eval(step: int) -> dict[str, float]:
         res = evaluate(model, dev_enc, batch_size=cfg.eval_batch_size, pad_id=pad_id, device=device,
-                       problem=problem, metric_names=metric_names, autocast=autocast)
+                       problem=problem, metric_names=metric_names, autocast=autocast,
+                       pad_multiple=cfg.pad_to_multiple)
         logger.log({f"eval/{k}": v for k, v in res.items()}, step)
         log.info("step %d eval %s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()))
         return res
@@ -226,7 +227,7 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     for step in range(start + 1, total_steps + 1):
         for _ in range(cfg.grad_accum):
             idx = ctx.shard(next(batches))
-            batch = to_device(collate(train_enc, idx, pad_id), device)
+            batch = to_device(collate(train_enc, idx, pad_id, cfg.pad_to_multiple), device)
             tokens_dev += batch["attention_mask"].sum()
             with autocast():
                 outputs = fwd(**batch)

@@ -323,18 +323,29 @@ def _save_atomic(method: Method, model: torch.nn.Module, out: Path) -> None:
 
 
 def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.device, *, adapters: bool) -> None:
-    """GPU options: frozen weights in bf16 (adapter methods), per-layer ``torch.compile``."""
-    if device.type != "cuda":
-        return
-    if adapters and t.bf16 and t.bf16_frozen:
-        for prm in model.parameters():
-            if not prm.requires_grad and prm.dtype == torch.float32:
-                prm.data = prm.data.to(torch.bfloat16)
-    if t.compile:
+    """Speed options. With bf16 on CUDA: frozen weights in bf16 (adapter methods) and PEFT's input casting
+    to the adapter dtype off (adapter matmuls in bf16 under autocast, fp32 master weights). On any device:
+    ``torch.compile`` of each transformer layer or of the whole model."""
+    if device.type == "cuda" and adapters and t.bf16:
+        if t.bf16_frozen:
+            for prm in model.parameters():
+                if not prm.requires_grad and prm.dtype == torch.float32:
+                    prm.data = prm.data.to(torch.bfloat16)
+        if not t.cast_adapter_inputs:
+            for mod in model.modules():
+                if hasattr(mod, "cast_input_dtype_enabled"):  # PEFT's BaseTunerLayer
+                    mod.cast_input_dtype_enabled = False
+    kw = {"mode": t.compile_mode} if t.compile_mode else {}
+    if t.compile == "layers":
         pattern = re.compile(family.layer_prefix[:-2] + "$")  # "...layer.(\d+)\." -> "...layer.(\d+)$"
         for name, mod in model.named_modules():
             if pattern.match(name):
-                mod.compile()
+                mod.compile(**kw)
+    elif t.compile == "model":
+        if t.pad_to_multiple == 0:
+            log.warning("train.compile=model with batch lengths that vary: every new length compiles again; "
+                        "set train.pad_to_multiple (e.g. 64)")
+        model.compile(dynamic=False, **kw)
 
 
 def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: MetricLogger,

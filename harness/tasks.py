@@ -278,10 +278,13 @@ def encode(split: Split, tokenizer: Any, max_length: int) -> Encoded:
     return Encoded(enc["input_ids"], enc.get("token_type_ids"), split.labels)
 
 
-def collate(enc: Encoded, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the examples ``idx`` to the longest one: input_ids/attention_mask (B, L), labels (B,)."""
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int, multiple: int = 0) -> dict[str, torch.Tensor]:
+    """Pad the examples ``idx`` to the longest one (rounded up to ``multiple`` if > 0):
+    input_ids/attention_mask (B, L), labels (B,)."""
     seqs = [enc.input_ids[i] for i in idx]
     L = max(len(s) for s in seqs)
+    if multiple > 0:
+        L = -(-L // multiple) * multiple
     ids = np.full((len(seqs), L), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), L), dtype=np.int64)
     for j, s in enumerate(seqs):
