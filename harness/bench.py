@@ -15,6 +15,7 @@ JSON (``--out``). Not part of the test run.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import platform
@@ -71,7 +72,8 @@ def build(model_key: str, method: str, steps: int, device: torch.device, mcfg: M
     conf = model_config(model_cfg, 2, "classification")
     conf._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    model = load_model(model_cfg, conf)
+    with torch.device(device if model_cfg.from_config is not None else "cpu"):  # random init: on the device
+        model = load_model(model_cfg, conf)
     fam = family_for(conf.model_type)
     targets = resolve_targets(model, fam, list(MATRIX_TYPES))
     m = get_method(method)(mcfg, steps)
@@ -185,6 +187,8 @@ def _peak_gib(device: torch.device) -> Optional[float]:
 
 
 def _fresh(device: torch.device) -> None:
+    """Drop compiled graphs (they hold the last model) and cached blocks; reset the peak."""
+    torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -258,22 +262,33 @@ def main(argv: Optional[list[str]] = None) -> int:
                        log_every=args.warmup, bf16=bf16, progress=False, max_grad_norm=0.0,
                        cast_adapter_inputs=args.plain, compile="none" if args.plain else args.compile,
                        compile_mode=None if args.plain else args.compile_mode)
-    rows = []
-    for method in args.methods.split(","):
+    methods = args.methods.split(",")
+    for method in methods:
         if method not in METHODS:
             ap.error(f"--methods: unknown method '{method}'; registered: {sorted(METHODS)}")
-        rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
-                              warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
-                              fused=not args.plain))
+    rows, failed = [], {}
+    for method in methods:
+        try:
+            rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
+                                  warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
+                                  fused=not args.plain))
+        except Exception as e:  # one method failing (e.g. a compile error) leaves the others measured
+            log.exception("%s failed", method)
+            failed[method] = f"{type(e).__name__}: {e}"
+            gc.collect()
+            _fresh(device)
+            continue
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown(rows))
+    for method, err in failed.items():
+        print(f"{method}: failed: {err}")
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
            else platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     if args.out:
         args.out.write_text(json.dumps({"env": env, "args": vars(args) | {"out": str(args.out)},
-                                        "rows": [asdict(r) for r in rows]}, indent=2))
-    return 0
+                                        "rows": [asdict(r) for r in rows], "failed": failed}, indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

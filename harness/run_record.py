@@ -9,6 +9,7 @@ from (None: started over); ``checkpoint`` names the latest checkpoint's step.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
@@ -16,10 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import harness
 from harness.redact import redact, redact_obj
+
+log = logging.getLogger(__name__)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -40,6 +43,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file + rename, so a reader never sees half a file."""
     write_text_atomic(path, json.dumps(redact_obj(obj), indent=2, default=str))
+
+
+def write_report(path: Optional[Path], report: Any) -> None:
+    """A benchmark's JSON report (atomically, its folder created); nothing when ``path`` is None."""
+    if path is None:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(path), report)
+    log.info("wrote %s", path)
 
 
 def git_info() -> dict[str, Any]:

@@ -49,6 +49,17 @@ def _glue_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def one_thread() -> Any:
+    """Tiny models on a shared 2-core machine: one torch thread is several times faster than two."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_cfg() -> Any:
     """Factory: composed config of a tiny-model run plus extra overrides."""
     return lambda *extra: compose_cfg([*TINY, *extra])

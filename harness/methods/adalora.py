@@ -35,6 +35,7 @@ from harness.errors import ConfigError, RunFailed
 from harness.families import MatrixRef
 from harness.methods import register
 from harness.methods.base import Method, trainable_parameters
+from harness.methods.fast_adalora import install_fused_adalora, rank_pattern_lists
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class AdaLoraMethodConfig(MethodConfig):
 
     ``scores_every`` > 0 saves the triplet importance scores every that many steps of the budget phase
     (``adalora_scores/step_XXXXXXX.safetensors``, one (init_r,) vector per matrix), for inspection.
+
+    ``fused`` (default) runs the harness's own allocator and orthogonality term
+    (:mod:`harness.methods.fast_adalora`: a few multi-tensor kernels per step, no host sync while masking),
+    equivalent to PEFT's within the tests (masks and importance averages bit-identical on the CPU and an H200,
+    the loss equal to rounding); false runs PEFT's own.
     """
 
     name: str = "adalora"
@@ -64,6 +70,7 @@ class AdaLoraMethodConfig(MethodConfig):
     beta2: float = 0.85
     orth_reg_weight: float = 0.1
     scores_every: int = 0
+    fused: bool = True
 
 
 def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
@@ -258,6 +265,8 @@ class AdaLora(Method):
             task_type="SEQ_CLS",
         )
         peft_model = get_peft_model(model, peft_cfg)
+        if cfg.fused:
+            install_fused_adalora(peft_model)
         self._e_params = [(n, p) for n, p in peft_model.named_parameters() if "lora_E" in n]
         self._allocator = peft_model.base_model.rankallocator
         by_name = {t.name: t for t in targets}
@@ -429,7 +438,7 @@ class AdaLora(Method):
         alloc = self._allocator
         return {
             "ipt": dict(alloc.ipt), "exp_avg_ipt": dict(alloc.exp_avg_ipt), "exp_avg_unc": dict(alloc.exp_avg_unc),
-            "rank_pattern": alloc.peft_config.rank_pattern,
+            "rank_pattern": rank_pattern_lists(alloc),
             "calls": self.calls, "last_step": self._last_step, "under_budget": list(self._under_budget),
             "header_written": self._header_written,
             "records": [dict(vars(r)) for r in self.records],
@@ -497,6 +506,12 @@ class AdaLora(Method):
             "adalora/allocation": [[rec.step, rec.budget, rec.kept] for rec in self.records],
             "adalora/records_file": RANKS_FILE if self.run_dir is not None else None,
         }
+
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        """PEFT's ``save_pretrained``, the rank pattern as lists first (the fused allocator keeps it on the
+        device until the final mask)."""
+        rank_pattern_lists(self._allocator)
+        super().save(model, out_dir)
 
     def effective_parameters(self, model: nn.Module) -> int:
         """Σ final rank·(d_in + d_out + 1) over adapted matrices + the other trained parameters."""

@@ -28,13 +28,7 @@ from tests.conftest import CONF, TINY, compose_cfg
 N_MATRICES = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread is several times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_plan(*extra: str, steps: int = 20) -> Plan:
@@ -392,10 +386,14 @@ def test_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert set(res) == {"lora", "adalora_no_alloc_no_orth", "adalora_no_alloc", "adalora_warmup",
                         "adalora_budget_dT1", "adalora_final"}
     assert res["lora"]["overhead_vs_lora"] == 0 and all(r["ms_per_step"] > 0 for r in res.values())
-    assert "peft.update_ipt" in res["adalora_warmup"]["breakdown_ms_per_step"]
-    assert {"peft.mask_to_budget", "harness.kept_ranks"} <= set(res["adalora_budget_dT1"]["breakdown_ms_per_step"])
-    assert "peft.mask_using_rank_pattern" in res["adalora_final"]["breakdown_ms_per_step"]
+    assert "alloc.update_ipt" in res["adalora_warmup"]["breakdown_ms_per_step"]
+    assert {"alloc.mask_to_budget", "harness.kept_ranks"} <= set(res["adalora_budget_dT1"]["breakdown_ms_per_step"])
+    assert "alloc.mask_using_rank_pattern" in res["adalora_final"]["breakdown_ms_per_step"]
     assert rep["whole_run_ratio"]["dT1"] > 0
+    parts = rep["parts"]
+    assert set(parts) == {"update_and_allocate/warmup", "update_and_allocate/budget", "update_and_allocate/final",
+                          "orth_reg/forward_backward"}
+    assert all(r["peft_ms"] > 0 and r["fused_ms"] > 0 and r["peft_syncs"] is None for r in parts.values())
 
 
 @pytest.mark.gpu
