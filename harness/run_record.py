@@ -25,19 +25,24 @@ from harness.redact import redact, redact_obj
 log = logging.getLogger(__name__)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary file + fsync + rename, so a reader never sees half a file; secret
-    values of the environment are masked (harness.redact). A failed write leaves no temporary behind."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file + fsync + rename, so a reader never sees half a file. A failed write
+    (a full disk) leaves no temporary behind."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(redact(text))
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` of UTF-8 text whose secret environment values are masked (harness.redact)."""
+    write_bytes_atomic(path, redact(text).encode("utf-8"))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

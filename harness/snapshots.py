@@ -45,7 +45,7 @@ from torch import nn
 from harness.config import SnapshotConfig
 from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES, MatrixRef
-from harness.run_record import write_json_atomic
+from harness.run_record import write_bytes_atomic, write_json_atomic
 from harness.tracking import MetricLogger
 
 log = logging.getLogger(__name__)
@@ -279,20 +279,6 @@ def checksum(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file + fsync + rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary behind
-        raise
-
-
 def write_index_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """The index as parquet through a temporary file + rename (removed again if the write fails)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -513,7 +499,9 @@ class SnapshotCallback:
         write_json_atomic(self.out_dir / META_FILE, self.meta)
 
     def _write_step(self, fname: str, host: dict[str, torch.Tensor], rows: list[dict[str, Any]], step: int) -> None:
-        digest, n = self._write_file(fname, host, {"format": "pt", "step": str(step)})
+        # one metadata key: safetensors writes a dict of several in random order, so equal tensors would give
+        # files with different checksums; the step is in the file name and the index
+        digest, n = self._write_file(fname, host, {"format": "pt"})
         for r in rows:
             r.update(checksum=digest, bytes=n)
         self.rows.extend(rows)

@@ -36,6 +36,7 @@ from harness.families import MatrixRef
 from harness.methods import register
 from harness.methods.base import Method, trainable_parameters
 from harness.methods.fast_adalora import install_fused_adalora, rank_pattern_lists
+from harness.run_record import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -421,12 +422,12 @@ class AdaLora(Method):
         scores = self.triplet_scores()
         if not scores:
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         folder = Path(self.run_dir) / SCORES_DIR
         folder.mkdir(exist_ok=True)
         tensors = {k: v.float().cpu().contiguous() for k, v in scores.items()}
-        save_file(tensors, str(folder / f"step_{step:07d}.safetensors"))
+        write_bytes_atomic(folder / f"step_{step:07d}.safetensors", save(tensors))
 
     # -- checkpoints (harness.loop) -------------------------------------------------------------------
 

@@ -75,6 +75,18 @@ def snapshot_run(out: Path, method: str, *, steps: tuple[int, ...] = (3, 6), cfg
     return model, cb, logger
 
 
+def test_equal_weights_give_equal_files_and_checksums(tmp_path: Path) -> None:
+    """Two snapshot runs of the same weights write byte-identical files (deterministic headers)."""
+    for d in ("a", "b"):
+        snapshot_run(tmp_path / d, "lora")
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.safetensors"))
+    assert len(files) >= 3
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    index = [pd.read_parquet(tmp_path / d / "index.parquet") for d in ("a", "b")]
+    assert index[0]["checksum"].tolist() == index[1]["checksum"].tolist()
+
+
 # -- schedule ------------------------------------------------------------------------------------------------
 
 def test_schedules_always_end_with_the_final_step() -> None:
