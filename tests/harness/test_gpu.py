@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from peft import AdaLoraConfig, LoraConfig, get_peft_model
+from peft.tuners.lora.dora import DoraLinearLayer
 from transformers import BertConfig, BertForSequenceClassification
 
 from harness.methods.fast_adalora import install_fused_adalora
@@ -50,22 +51,25 @@ def batch() -> dict[str, torch.Tensor]:
 
 
 def test_fused_dora_matches_peft_under_bf16_autocast() -> None:
+    """Gradients of the fused DoRA under the GPU settings are as close to an fp32 reference as PEFT's are."""
     peft_model = get_peft_model(tiny_bert(), LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, use_dora=True))
     with torch.no_grad():
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
                 p.normal_(std=0.05)  # B = 0 at init would make the norm trivially ||W0||
-    fused = copy.deepcopy(peft_model)
-    assert install_fused_dora(fused) == 8
-    out = {}
-    for name, model in (("peft", gpu_settings(peft_model)), ("fused", gpu_settings(fused))):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**batch()).loss
-        loss.backward()
-        out[name] = (loss.detach().float(), {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad})
-    assert out["fused"][0] == pytest.approx(float(out["peft"][0]), rel=2e-2)
-    for n, g in out["peft"][1].items():  # bf16 (PEFT: norm in bf16; fused: in fp32): close, not equal
-        assert torch.allclose(out["fused"][1][n], g, rtol=5e-2, atol=5e-3 * float(g.abs().max())), n
+    fused, reference = copy.deepcopy(peft_model), copy.deepcopy(peft_model).to(CUDA)
+    n_dora = sum(type(m) is DoraLinearLayer for m in fused.modules())
+    assert install_fused_dora(fused) == n_dora > 0
+    grads = {}
+    for name, model, amp in (("peft", gpu_settings(peft_model), True), ("fused", gpu_settings(fused), True),
+                             ("fp32", reference, False)):
+        with torch.autocast(CUDA.type, dtype=torch.bfloat16, enabled=amp):
+            model(**batch()).loss.backward()
+        grads[name] = {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+    rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    for n, ref in grads["fp32"].items():
+        err_peft, err_fused = rel(grads["peft"][n], ref), rel(grads["fused"][n], ref)
+        assert err_fused <= max(2 * err_peft, 2e-2), (n, err_fused, err_peft)
 
 
 def test_fused_adalora_masks_equal_peft_on_cuda() -> None:
