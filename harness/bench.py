@@ -187,8 +187,10 @@ def _peak_gib(device: torch.device) -> Optional[float]:
 
 
 def _fresh(device: torch.device) -> None:
-    """Drop compiled graphs (they hold the last model) and cached blocks; reset the peak."""
+    """Drop compiled graphs (they hold the last model), collect reference cycles (a PEFT model in one would
+    stay allocated and count in the next peak), free cached blocks; reset the peak."""
     torch._dynamo.reset()
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -275,7 +277,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         except Exception as e:  # one method failing (e.g. a compile error) leaves the others measured
             log.exception("%s failed", method)
             failed[method] = f"{type(e).__name__}: {e}"
-            gc.collect()
             _fresh(device)
             continue
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
