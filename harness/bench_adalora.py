@@ -58,7 +58,6 @@ from omegaconf import OmegaConf
 from peft.tuners.adalora.layer import RankAllocator
 from peft.tuners.adalora.model import AdaLoraModel
 
-from harness.run_record import write_report
 from harness.bench_snapshots import LLAMA_1B
 from harness.config import ModelConfig
 from harness.families import family_for, resolve_targets
@@ -67,6 +66,7 @@ from harness.methods.base import Method
 from harness.methods.fast_adalora import FusedAdaLoraModel, FusedRankAllocator, install_fused_adalora
 from harness.methods.lora import Lora, LoraMethodConfig
 from harness.models import load_model, meta_model, model_config
+from harness.run_record import write_report
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -26,8 +26,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
 
-from harness.run_record import write_report
 from harness.methods.fast_dora import install_fused_dora
+from harness.run_record import write_report
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
