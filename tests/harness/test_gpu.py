@@ -93,7 +93,8 @@ def test_fused_adalora_masks_equal_peft_on_cuda() -> None:
 
 def test_compiled_run_with_cuda_graphs(tiny_cfg: Any, tmp_path: Path) -> None:
     """train.compile=model with CUDA graphs (reduce-overhead) finishes and learns like the eager run."""
-    base = ["method=lora", "train.pad_to_multiple=32", "train.device=cuda", "train.max_steps=12"]
+    base = ["method=lora", "train.pad_to_multiple=32", "train.device=cuda", "train.max_steps=12", "method.dropout=0",
+            "+model.from_config.hidden_dropout_prob=0", "+model.from_config.attention_probs_dropout_prob=0"]
     eager = run(tiny_cfg(*base), tmp_path / "eager")
     graphs = run(tiny_cfg(*base, "train.compile=model", "train.compile_mode=reduce-overhead"), tmp_path / "graphs")
     assert json.loads((tmp_path / "graphs" / "run.json").read_text())["status"] == "done"
