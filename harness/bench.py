@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import platform
 import time
@@ -34,6 +33,7 @@ from harness.loop import make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
 from harness.run import speed_up
+from harness.run_record import write_report
 from harness.tasks import Encoded
 from harness.tracking import NullLogger
 
@@ -65,9 +65,9 @@ def method_config(name: str, r: int, *, dropout: float, fused: bool) -> MethodCo
 
 
 def build(model_key: str, method: str, steps: int, device: torch.device, mcfg: MethodConfig,
-          tcfg: Optional[TrainConfig]) -> tuple[nn.Module, Any]:
+          tcfg: Optional[TrainConfig], *, bf16: bool = True) -> tuple[nn.Module, Any]:
     """Model wrapped by the method, on the device; ``tcfg`` None: the bare setting (frozen weights in bf16
-    on CUDA, nothing else), else the harness's GPU options of ``tcfg`` (:func:`harness.run.speed_up`)."""
+    on CUDA with ``bf16``, nothing else), else the harness's options of ``tcfg`` (:func:`harness.run.speed_up`)."""
     model_cfg = ModelConfig(**MODELS[model_key])
     conf = model_config(model_cfg, 2, "classification")
     conf._attn_implementation = "sdpa"
@@ -80,7 +80,7 @@ def build(model_key: str, method: str, steps: int, device: torch.device, mcfg: M
     model = m.wrap(model, targets, fam.head).to(device)
     if tcfg is not None:
         speed_up(model, tcfg, fam, device, adapters=method != "full")
-    elif device.type == "cuda":
+    elif device.type == "cuda" and bf16:
         for p in model.parameters():
             if not p.requires_grad:
                 p.data = p.data.to(torch.bfloat16)
@@ -200,7 +200,8 @@ def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, step
               device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool) -> Row:
     """Bare loop and harness loop on fresh copies of the same model; same batch shape."""
     total = warmup + steps
-    model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=False), None)
+    model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=False), None,
+                     bf16=bf16)
     vocab = model.config.vocab_size
     enc = synthetic(batch * (total + 1), seq, vocab)
     b = {"input_ids": torch.tensor(enc.input_ids[:batch], device=device),
@@ -286,9 +287,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{method}: failed: {err}")
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
            else platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
-    if args.out:
-        args.out.write_text(json.dumps({"env": env, "args": vars(args) | {"out": str(args.out)},
-                                        "rows": [asdict(r) for r in rows], "failed": failed}, indent=2))
+    write_report(args.out, {"env": env, "args": vars(args) | {"out": str(args.out)},
+                            "rows": [asdict(r) for r in rows], "failed": failed})
     return 1 if failed else 0
 
 

@@ -73,7 +73,7 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA only
     bf16_frozen: bool = True  # on CUDA with bf16: adapter methods keep frozen weights in bf16 (trained ones fp32)
     cast_adapter_inputs: bool = False  # PEFT's cast of a layer input to the adapter dtype (fp32); false: bf16 AMP
-    compile: str = "none"  # torch.compile (CUDA): none | layers (each transformer layer) | model (whole model)
+    compile: str = "none"  # torch.compile: none | layers (each transformer layer) | model (the whole model)
     compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead | max-autotune | ...
     pad_to_multiple: int = 0  # pad each batch's length up to a multiple of this (static shapes for compile); 0 = off
     gradient_checkpointing: bool = False
