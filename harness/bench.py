@@ -43,6 +43,8 @@ PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
 MODELS: dict[str, dict[str, Any]] = {
     "minilm": {"name": "minilm"},
+    "tiny": {"from_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                             "intermediate_size": 64, "vocab_size": 1000}},  # seconds on CPU: the bench's own test
     "bert-base": {"from_config": {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12,
                                   "num_attention_heads": 12, "intermediate_size": 3072, "vocab_size": 30522}},
     "llama-1b": {"from_config": {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22,

@@ -1,0 +1,33 @@
+"""``python -m harness.bench`` runs every method in both loops and reports what it promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.bench import main
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_bench_reports_every_method(plain: bool, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--model", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--seq", "16",
+            "--out", str(out), *(["--plain"] if plain else [])]
+    assert main(args) == 0
+    rep = json.loads(out.read_text())
+    assert [r["method"] for r in rep["rows"]] == ["full", "lora", "dora", "adalora"] and rep["failed"] == {}
+    for r in rep["rows"]:
+        assert r["ms_bare"] > 0 and r["ms_harness"] > 0
+        assert r["ratio_bare_over_harness"] == pytest.approx(r["ms_bare"] / r["ms_harness"])
+        assert r["tokens_per_s"] == pytest.approx(4 * 16 / (r["ms_harness"] / 1e3))
+    assert rep["args"]["r"] == 16 and rep["args"]["plain"] is plain
+    trainable = {r["method"]: r["trainable_params"] for r in rep["rows"]}
+    assert trainable["lora"] < trainable["dora"] < trainable["adalora"] < trainable["full"]
+
+
+def test_bench_refuses_an_unknown_method() -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--device", "cpu", "--methods", "lora,qlora"])
+    assert e.value.code == 2
