@@ -113,7 +113,9 @@ def _sync(device: torch.device) -> None:
 
 def bare_step_ms(model: nn.Module, method: Any, batch: dict[str, torch.Tensor], steps: int, warmup: int,
                  device: torch.device, bf16: bool) -> float:
-    """A minimal PEFT loop: forward with labels, backward, AdamW step, (AdaLoRA allocation), zero_grad."""
+    """A minimal PEFT loop: forward with labels, backward, AdamW step, (AdaLoRA allocation), zero_grad; in
+    training mode, as the harness (a pretrained model comes back from ``from_pretrained`` in eval mode)."""
+    model.train()
     opt = make_optimizer(model, 1e-4, 0.0, device)
     is_ada = method.name == "adalora"
     t0 = 0.0
