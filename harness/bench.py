@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import platform
 import time
@@ -25,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from harness.config import COMPILE_MODES, TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
@@ -39,18 +41,35 @@ from harness.tracking import NullLogger
 
 log = logging.getLogger(__name__)
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
+#: a Llama-style model of ~1.1B parameters (TinyLlama's shape), built from a config: no download
+LLAMA_1B: dict[str, Any] = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22,
+                            "intermediate_size": 5632, "num_attention_heads": 32, "num_key_value_heads": 4,
+                            "vocab_size": 32000, "max_position_embeddings": 2048, "pad_token_id": 0}
 MODELS: dict[str, dict[str, Any]] = {
     "minilm": {"name": "minilm"},
     "tiny": {"from_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                              "intermediate_size": 64, "vocab_size": 1000}},  # seconds on CPU: the bench's own test
     "bert-base": {"from_config": {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12,
                                   "num_attention_heads": 12, "intermediate_size": 3072, "vocab_size": 30522}},
-    "llama-1b": {"from_config": {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22,
-                                 "num_attention_heads": 32, "num_key_value_heads": 4, "intermediate_size": 5632,
-                                 "vocab_size": 32000, "max_position_embeddings": 2048, "pad_token_id": 0}},
+    "llama-1b": {"from_config": LLAMA_1B},
 }
+
+
+def model_spec(name: str) -> ModelConfig:
+    """The benchmarks' model names: ``llama-1b``, a folder holding a ``config.json`` (random init),
+    ``conf/model/<name>.yaml`` (minilm, tiny_bert, ...), else a transformers name or path."""
+    if name == "llama-1b":
+        return ModelConfig(name=name, from_config=dict(LLAMA_1B))
+    if (Path(name) / "config.json").is_file():
+        return ModelConfig(name=name, from_config=json.loads((Path(name) / "config.json").read_text()))
+    path = CONF / "model" / f"{name}.yaml"
+    if path.is_file():
+        return ModelConfig(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+    return ModelConfig(name=name)
 
 
 def method_config(name: str, r: int, *, dropout: float, fused: bool) -> MethodConfig:
@@ -106,7 +125,8 @@ def synthetic(n: int, seq: int, vocab: int, seed: int = 0) -> Encoded:
     return Encoded(ids, None, rng.integers(0, 2, n))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device (CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -121,7 +141,7 @@ def bare_step_ms(model: nn.Module, method: Any, batch: dict[str, torch.Tensor], 
     t0 = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
@@ -130,7 +150,7 @@ def bare_step_ms(model: nn.Module, method: Any, batch: dict[str, torch.Tensor], 
         if is_ada:
             model.base_model.update_and_allocate(i + 1)
         opt.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / steps * 1e3
 
 

@@ -38,7 +38,6 @@ CUDA, host syncs per call.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -54,12 +53,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from peft.tuners.adalora.layer import RankAllocator
 from peft.tuners.adalora.model import AdaLoraModel
 
-from harness.bench_snapshots import LLAMA_1B
-from harness.config import ModelConfig
+from harness.bench import model_spec, sync
 from harness.families import family_for, resolve_targets
 from harness.methods.adalora import AdaLora, AdaLoraMethodConfig
 from harness.methods.base import Method
@@ -69,23 +66,7 @@ from harness.models import load_model, meta_model, model_config
 from harness.run_record import write_report
 
 log = logging.getLogger(__name__)
-CONF = Path(__file__).resolve().parent.parent / "conf"
 BIG_T = 1_000_000  # run length for phase measurements: every measured step stays in one phase
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def model_spec(name: str) -> ModelConfig:
-    """``llama-1b``, a folder holding a ``config.json`` (random init), or ``conf/model/<name>.yaml``."""
-    if name == "llama-1b":
-        return ModelConfig(name=name, from_config=dict(LLAMA_1B))
-    if (Path(name) / "config.json").is_file():
-        return ModelConfig(name=name, from_config=json.loads((Path(name) / "config.json").read_text()))
-    spec = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"))
-    return ModelConfig(**spec)  # type: ignore[arg-type]
 
 
 def autocast_for(device: torch.device) -> Callable[[], Any]:
@@ -174,10 +155,10 @@ class Timer:
         if not self.active:
             yield
             return
-        _sync(self.device)
+        sync(self.device)
         t0 = self.clock()
         yield
-        _sync(self.device)
+        sync(self.device)
         self.ms[name] += 1000 * (self.clock() - t0)
 
     def wrap(self, obj: Any, attr: str, name: str) -> None:
@@ -243,10 +224,10 @@ def time_variants(args: argparse.Namespace, variants: list[Variant], device: tor
         v.run(batches, args.prologue)
     for _ in range(args.repeats):
         for v in variants:
-            _sync(device)
+            sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             v.run(batches, args.steps)
-            _sync(device)
+            sync(device)
             v.windows.append(1000 * (time.perf_counter() - t0) / args.steps)
             v.cpu_windows.append(1000 * (time.process_time() - c0) / args.steps)
     results: dict[str, dict[str, Any]] = {}
@@ -264,7 +245,7 @@ def time_variants(args: argparse.Namespace, variants: list[Variant], device: tor
                 for attr in ("update_ipt", "mask_to_budget", "mask_using_rank_pattern"):
                     timer.wrap(alloc_obj, attr, f"alloc.{attr}")
                 timer.wrap(v.method, "kept_ranks", "harness.kept_ranks")
-            _sync(device)
+            sync(device)
             t0 = timer.clock()
             v.run(batches, args.steps, timer)
             res["breakdown_ms_per_step"] = {k: ms / args.steps for k, ms in sorted(timer.ms.items())}
@@ -279,11 +260,11 @@ def best_ms_per_call(fn: Callable[[], Any], *, n: int, repeats: int, device: tor
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = clock()
         for _ in range(n):
             fn()
-        _sync(device)
+        sync(device)
         best = min(best, 1000 * (clock() - t0) / n)
     return best
 

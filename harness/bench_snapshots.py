@@ -14,7 +14,6 @@ training time. Prints a Markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import shutil
@@ -27,43 +26,22 @@ from typing import Any, Optional
 
 import torch
 
+from harness.bench import model_spec, sync
 from harness.config import ModelConfig, SnapshotConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.methods import get_method
+from harness.run_record import write_report
 from harness.snapshots import SnapshotCallback, schedule_steps
 from harness.tracking import NullLogger
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-#: a Llama-style model of ~1.1B parameters (TinyLlama's shape), built from a config: no download
-LLAMA_1B: dict[str, Any] = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22,
-                            "intermediate_size": 5632, "num_attention_heads": 32, "num_key_value_heads": 4,
-                            "vocab_size": 32000, "max_position_embeddings": 2048, "pad_token_id": 0}
-
-
-def _model_config(name: str) -> ModelConfig:
-    """``minilm``, ``llama-1b``, or any conf/model/<name>.yaml (e.g. tiny_bert)."""
-    if name == "llama-1b":
-        return ModelConfig(name=name, from_config=dict(LLAMA_1B))
-    path = ROOT / "conf" / "model" / f"{name}.yaml"
-    if path.is_file():
-        from omegaconf import OmegaConf
-
-        return ModelConfig(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
-    return ModelConfig(name=name)
-
-
 def _preset_steps() -> int:
     """train.max_steps of the dora_fig2 preset (the schedule whose cost is reported)."""
     from omegaconf import OmegaConf
 
     return int(OmegaConf.load(ROOT / "conf" / "experiment" / "dora_fig2.yaml").train.max_steps)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _method_config(method: str, r: int) -> Any:
@@ -120,33 +98,33 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
         step(i)
     step_ms = []
     for i in range(warmup + 1, warmup + steps + 1):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         step(i)
-        _sync(device)
+        sync(device)
         step_ms.append((time.perf_counter() - t0) * 1e3)
 
     folder = out_dir / f"{method}"
     shutil.rmtree(folder, ignore_errors=True)
     cfg = SnapshotConfig(schedule="checkpoints", num=num)
     cb = SnapshotCallback(cfg, targets, folder, total_steps=total, method=method)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     cb.on_train_start(model, NullLogger())  # W0 + the step-0 snapshot (their files: on the writer thread)
-    _sync(device)
+    sync(device)
     start_ms = (time.perf_counter() - t0) * 1e3
     cb.wait()
     start_writer_ms = cb.write_seconds * 1e3
     snap_ms, after_ms = [], []
     for k in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         cb.snapshot(10_000_000 + k, NullLogger())
-        _sync(device)
+        sync(device)
         snap_ms.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         step(warmup + steps + 1 + k)  # the next step, while the writer thread writes: its interference
-        _sync(device)
+        sync(device)
         after_ms.append((time.perf_counter() - t0) * 1e3)
         cb.wait()
     writer_ms = (cb.write_seconds * 1e3 - start_writer_ms) / repeats
@@ -241,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = []
     try:
         for method in args.methods.split(","):
-            res = bench_method(method.strip(), model_cfg=_model_config(args.model), device=device, dtype=dtype,
+            res = bench_method(method.strip(), model_cfg=model_spec(args.model), device=device, dtype=dtype,
                                batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup,
                                repeats=args.repeats, r=args.r, preset_steps=preset_steps, num=args.num, out_dir=out_dir)
             results.append(res)
@@ -254,8 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = markdown(results, header)
     print(table)
     path = args.json or ROOT / "outputs" / "bench" / f"snapshots_{args.model}_{device.type}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"setting": header, "results": results, "markdown": table}, indent=2))
+    write_report(path, {"setting": header, "results": results, "markdown": table})
     print(f"\nwrote {path}")
     return 0
 

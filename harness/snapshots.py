@@ -26,9 +26,9 @@ background thread: the training thread only computes the summaries and copies th
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,14 +280,10 @@ def checksum(data: bytes) -> str:
 
 
 def write_index_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The index as parquet through a temporary file + rename (removed again if the write fails)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """The index as parquet, through :func:`~harness.run_record.write_bytes_atomic`."""
+    buf = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buf, index=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def step_file(step: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from harness.config import TrackingConfig
+from harness.run_record import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ class NullLogger:
 def truncate_metrics(path: Path, step: int) -> int:
     """Keep the rows of ``metrics.jsonl`` up to ``step`` (a resumed run logs the later ones again); a torn
     last line is dropped. Rewritten atomically. Returns the number of rows dropped."""
-    from harness.run_record import write_text_atomic
-
     if not path.is_file():
         return 0
     kept, dropped = [], 0
