@@ -4,6 +4,7 @@
     python -m harness.bench --model bert-base --device cuda   # GPU presets built from a config
     python -m harness.bench --model llama-1b --device cuda --batch 8 --seq 1024
     python -m harness.bench --plain ...                       # the harness loop with PEFT's own code paths
+    python -m harness.bench --profile DIR ...                 # + per-kernel time tables of the harness step
 
 The bare loop is what a user writes with PEFT: its own DoRA/AdaLoRA code, its input casting to the fp32
 adapters, frozen weights in bf16 under autocast, fused AdamW, no compile. The harness column runs the
@@ -188,6 +189,23 @@ def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainCo
     return float(np.mean([r["perf/s_per_step"] for r in cap.rows[1:]])) * 1e3
 
 
+def profile_harness(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainConfig, steps: int,
+                    device: torch.device, path: Path) -> None:
+    """Run ``steps`` more harness steps of an already warm model under ``torch.profiler`` and write the ops'
+    self time (device time on CUDA), per step, sorted, to ``path``: what a step spends its time on."""
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        harness_step_ms(model, method, enc, cfg=cfg, steps=steps, warmup=cfg.log_every, device=device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = prof.key_averages()
+    total_ms = sum(getattr(e, key) for e in events) / 1e3 / (cfg.log_every + steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {path.stem}: {cfg.log_every + steps} steps profiled, {key} summed over ops = "
+                    f"{total_ms:.1f} ms/step\n" + events.table(sort_by=key, row_limit=40) + "\n")
+
+
 @dataclass
 class Row:
     """One benchmark result (memory: peak allocated on CUDA)."""
@@ -221,8 +239,10 @@ def _fresh(device: torch.device) -> None:
 
 
 def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, steps: int, warmup: int,
-              device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool) -> Row:
-    """Bare loop and harness loop on fresh copies of the same model; same batch shape."""
+              device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool,
+              profile: Optional[Path] = None) -> Row:
+    """Bare loop and harness loop on fresh copies of the same model; same batch shape. ``profile``: a folder
+    for :func:`profile_harness`'s table of the harness step (after the timing, which it does not touch)."""
     total = warmup + steps
     model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=False), None,
                      bf16=bf16)
@@ -241,6 +261,12 @@ def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, step
     model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=fused), tcfg)
     ms_h = harness_step_ms(model, m, enc, cfg=tcfg, steps=steps, warmup=warmup, device=device)
     peak = _peak_gib(device)
+    if profile is not None:
+        try:
+            profile_harness(model, m, enc, cfg=tcfg, steps=min(steps, 3), device=device,
+                            path=profile / f"{model_key}-{method}.txt")
+        except Exception:  # the timing above stands without the table
+            log.exception("%s: profiling failed", method)
     tokens = batch * seq
     mfu = fpt * tokens / (ms_h / 1e3) / PEAK_BF16_FLOPS if device.type == "cuda" else None
     del model, m
@@ -281,6 +307,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--compile", default="none", choices=COMPILE_MODES, help="train.compile")
     ap.add_argument("--compile-mode", default=None, choices=TORCH_COMPILE_MODES, help="train.compile_mode")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="folder for a per-op time table of each method's harness step (torch.profiler)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
@@ -298,7 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
                                   warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
-                                  fused=not args.plain))
+                                  fused=not args.plain, profile=args.profile))
         except Exception as e:  # one method failing (e.g. a compile error) leaves the others measured
             log.exception("%s failed", method)
             failed[method] = f"{type(e).__name__}: {e}"

@@ -14,6 +14,10 @@ per step; ``AdaLoraModel.forward`` computes the orthogonality term with a Python
   on demand (call it before ``save_pretrained`` or saving the config mid-training).
 * :class:`FusedAdaLoraModel` — PEFT's ``AdaLoraModel`` whose ``forward`` computes the orthogonality term with
   one batched matmul per group of equally shaped P (or Q) matrices.
+* :class:`FusedSVDLinear` — PEFT's ``SVDLinear`` whose forward accumulates the adapter's product into the base
+  output inside one matmul, in the base output's dtype. PEFT's ``(… @ Bᵀ) * scaling / ranknum`` divides a
+  (tokens × d_out) bf16 product by a 1-element float32 tensor, which promotes it to float32: four more
+  full-size passes forward, four backward.
 
 Both cache the adapter parameters when installed: install after the adapters exist and before training
 (moving the model with ``.to()`` keeps the parameter objects; re-creating adapter layers needs a re-install).
@@ -28,7 +32,7 @@ from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel
-from peft.tuners.adalora.layer import RankAllocator
+from peft.tuners.adalora.layer import RankAllocator, SVDLinear
 from peft.tuners.adalora.model import AdaLoraModel
 from torch import nn
 from transformers.integrations import deepspeed_config
@@ -271,8 +275,31 @@ class FusedAdaLoraModel(AdaLoraModel):
         return outputs
 
 
-def install_fused_adalora(peft_model: PeftModel) -> None:
-    """Swap ``peft_model``'s AdaLoRA allocator and model class for the fused ones (state carried over)."""
+class FusedSVDLinear(SVDLinear):
+    """PEFT's AdaLoRA ``SVDLinear`` whose forward adds x̃ (P ⊙ λ)ᵀ (c·Q)ᵀ, c = scaling / (ranknum + 1e-5), to the
+    base output with one in-place ``addmm_`` (see the module doc); the same quantity as PEFT's
+    ``result += (x̃ @ (P * λ).T @ Q.T) * scaling / (ranknum + 1e-5)``, in the base output's dtype."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """x: (..., d_in) → (..., d_out). Disabled or merged adapters: PEFT's forward."""
+        if self.disable_adapters or self.merged:
+            return super().forward(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        out = result.view(-1, result.shape[-1])  # (T, d_out), written in place as PEFT's ``+=``
+        for name in self.active_adapters:
+            if name not in self.lora_A:
+                continue
+            a, e, b = self.lora_A[name], self.lora_E[name], self.lora_B[name]  # (r, d_in), (r, 1), (d_out, r)
+            x = self._cast_input_dtype(x, a.dtype)
+            h = self.lora_dropout[name](x) @ (a * e).T  # (..., r), under autocast in its dtype
+            qc = b * (self.scaling[name] / (self.ranknum[name] + 1e-5))  # (d_out, r)
+            out.addmm_(h.reshape(-1, h.shape[-1]).to(out.dtype), qc.to(out.dtype).T)
+        return result
+
+
+def install_fused_adalora(peft_model: PeftModel, *, layers: bool = True) -> None:
+    """Swap ``peft_model``'s AdaLoRA allocator and model class for the fused ones (state carried over) and, with
+    ``layers``, the class of its ``SVDLinear`` layers for :class:`FusedSVDLinear`."""
     base = peft_model.base_model
     if not isinstance(base, AdaLoraModel):
         raise TypeError(f"install_fused_adalora: expected a PEFT AdaLoRA model, got {type(base).__name__}")
@@ -284,5 +311,9 @@ def install_fused_adalora(peft_model: PeftModel) -> None:
     base.rankallocator = FusedRankAllocator.from_allocator(base.rankallocator, base.model)
     base.__class__ = FusedAdaLoraModel
     base._orth = _orth_groups(base.model, base.trainable_adapter_name)
+    if layers:
+        for m in base.model.modules():
+            if type(m) is SVDLinear:
+                m.__class__ = FusedSVDLinear
     log.debug("fused AdaLoRA installed: %d triplet groups, %d orthogonality groups",
               len(base.rankallocator._groups), len(base._orth))

@@ -1,29 +1,33 @@
-"""A faster forward for PEFT's DoRA Linear layers, computing the same quantity as PEFT's.
+"""A faster DoRA Linear for PEFT's layers, computing the same quantity as PEFT's.
 
-PEFT's ``DoraLinearLayer.forward`` builds the d_out×d_in matrix W0 + s·B A at every step (through
-``lora_B(lora_A(eye(d_in)))``) only to take its row norms, then makes about six elementwise passes over the
-(tokens × d_out) output. :class:`FusedDoraLinearLayer` takes the row norms from the factors instead,
+PEFT's DoRA forward builds the d_out×d_in matrix W0 + s·B A at every step (through ``lora_B(lora_A(eye))``)
+only to take its row norms, makes about six elementwise passes over the (tokens × d_out) output in float32
+(the magnitude's dtype), and keeps W0 x alive for the magnitude's gradient. Here:
 
-    ||W0_i + s·(B A)_i||² = ||W0_i||² + 2s·Σ_j B_ij (W0 Aᵀ)_ij + s²·Σ_j (B A Aᵀ)_ij B_ij,
+* the row norms come from the factors (||W0_i||² cached):
+  ||W0_i + s·(B A)_i||² = ||W0_i||² + 2s·Σ_j B_ij (W0 Aᵀ)_ij + s²·Σ_j (B A Aᵀ)_ij B_ij;
+* the layer output y = g ⊙ (W0 x + s·B A x) + b (g = m / norm, the norm detached as in the paper and PEFT)
+  is one elementwise pass over the base output plus a matmul accumulated into it, in the compute dtype;
+* the backward keeps nothing of size tokens × d_out: the magnitude's gradient
+  ∂L/∂g_i = Σ_t gy_ti (W0 x_t)_i + s·Σ_t gy_ti (B A x_t)_i is taken as rowdot(W0, gyᵀ x) + s·rowdot(B, gyᵀ A x),
+  one d_out×d_in matmul (the cost of a full fine-tuning weight gradient) instead of a stored activation.
 
-(||W0_i||² cached), folds g·s (g = m / norm) into B and −(g − 1)·bias into the LoRA matmul's bias, and
-is left with two elementwise passes, (g − 1)·base + LoRA. :func:`install_fused_dora` swaps the class of
-PEFT's instances in place, so parameters, state-dict keys, merging and saving stay PEFT's.
+With dropout active PEFT's formula is y = W0 x + b + (g − 1)·W0 x̃ + g·s·B A x̃ (x̃ the dropped input); the
+same function covers it with one more matmul each way, as PEFT's. :func:`install_fused_dora` swaps the classes
+of PEFT's ``DoraLinearLayer`` and ``DoraLinearVariant`` instances in place, so parameters, state-dict keys,
+merging and saving stay PEFT's; layers it cannot handle (quantized or tensor-subclass weights, LoRA factors
+that are not bias-free ``nn.Linear``) take PEFT's forward.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import ContextManager, Optional
+from typing import Any, ContextManager, Optional
 
 import torch
-import torch.nn.functional as F
 from peft.tuners.lora.dora import DoraLinearLayer
+from peft.tuners.lora.variants import DoraLinearVariant
 from torch import Tensor, nn
-
-
-# The forward runs once per adapted matrix and step: on small models its host time is what counts, so
-# casts and autocast contexts are entered only where they change something.
 
 
 def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -53,7 +57,7 @@ def factored_row_norm(w0: Tensor, a: Tensor, b: Tensor, scaling: float, w0_sq: T
 
     w0: (d_out, d_in), a transposed view is fine; a: (r, d_in); b: (d_out, r); w0_sq: (d_out,) from
     :func:`w0_row_sq`. Returns (d_out,) in float32 (float64 for a float64 W0). A low-precision W0 is cast
-    to float32 for the W0 Aᵀ product (a transient copy, as large as W0).
+    to float32 for the W0 Aᵀ product (a transient copy, as large as W0; in bf16 the norm would be off by ~3e-4).
     """
     acc = w0_sq.dtype
     with _autocast_off(w0.device):
@@ -62,6 +66,70 @@ def factored_row_norm(w0: Tensor, a: Tensor, b: Tensor, scaling: float, w0_sq: T
         half = torch.addmm(_cast(w0, acc) @ a.T, b, a @ a.T, alpha=scaling / 2)  # (d_out, r)
         sq = torch.add(w0_sq, (b * half).sum(1), alpha=2 * scaling)
     return sq.clamp_min_(0).sqrt_()
+
+
+class _DoraLinear(torch.autograd.Function):
+    """y = result + (g − 1)·(W0 x̃) + g·s·B A x̃ with g = m / norm (norm a constant), where ``result`` = W0 x + b
+    is the base layer's output. Without dropout (x̃ = x, ``dropped`` false) this is g·result + (1 − g)·b + g·s·B A x
+    and W0 x̃ is not recomputed. Shapes: result (..., d_out); x̃ (..., d_in); w0 (d_out, d_in); bias (d_out,)
+    or None; a (r, d_in); b (d_out, r); m, norm (d_out,). Computes in ``result``'s dtype, autocast off; the
+    gradients come back in each input's dtype."""
+
+    @staticmethod
+    def forward(ctx: Any, result: Tensor, xd: Tensor, w0: Tensor, bias: Optional[Tensor], a: Tensor, b: Tensor,
+                m: Tensor, norm: Tensor, scaling: float, dropped: bool) -> Tensor:
+        cd = result.dtype
+        with _autocast_off(result.device):
+            g = m.to(norm.dtype) / norm  # (d_out,), float32 (float64)
+            x2 = _cast(xd, cd).reshape(-1, xd.shape[-1])
+            h = x2 @ _cast(a, cd).T  # (T, r)
+            bgs = _cast(b.to(g.dtype) * (g * scaling).unsqueeze(1), cd)  # (d_out, r)
+            if dropped:
+                out = torch.addmm(result.reshape(-1, result.shape[-1]), x2, _w0_scaled(w0, g - 1, cd).T)
+            elif bias is None:
+                out = (result * _cast(g, cd)).reshape(-1, result.shape[-1])
+            else:
+                out = torch.addcmul(_cast((1 - g) * bias, cd), result, _cast(g, cd)).reshape(-1, result.shape[-1])
+            out.addmm_(h, bgs.T)
+        ctx.save_for_backward(x2, h, w0, a, b, g, norm, bgs)
+        ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, m.dtype)
+        return out.view(result.shape)
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> tuple[Optional[Tensor], ...]:
+        x2, h, w0, a, b, g, norm, bgs = ctx.saved_tensors
+        cd = x2.dtype
+        x_dtype, m_dtype = ctx.dtypes
+        need = ctx.needs_input_grad
+        grads: list[Optional[Tensor]] = [None] * 10
+        with _autocast_off(gy.device):
+            gy2 = _cast(gy, cd).reshape(-1, gy.shape[-1])  # (T, d_out)
+            if need[0]:
+                grads[0] = gy if ctx.dropped else (gy * _cast(g, gy.dtype))
+            if need[3]:
+                grads[3] = gy2.to(g.dtype).sum(0) * (0 if ctx.dropped else 1 - g)
+            t = gy2 @ bgs  # (T, r): ∂L/∂(A x̃)
+            if need[1]:
+                gx = t @ _cast(a, cd)
+                if ctx.dropped:
+                    gx.addmm_(gy2, _w0_scaled(w0, g - 1, cd))
+                grads[1] = _cast(gx.view(*gy.shape[:-1], -1), x_dtype)
+            if need[4]:
+                grads[4] = _cast(t.T @ x2, a.dtype)
+            p = (gy2.T @ h).to(g.dtype)  # (d_out, r)
+            if need[5]:
+                grads[5] = _cast(p * (g * ctx.scaling).unsqueeze(1), b.dtype)
+            if need[6]:
+                # ∂L/∂g = rowdot(W0, gyᵀ x̃) + s·rowdot(B, gyᵀ A x̃); gyᵀ x̃ is d_out×d_in, made and dropped here
+                dg = (gy2.T @ x2).mul_(_cast(w0, cd)).sum(1, dtype=g.dtype)
+                dg.add_((b.to(g.dtype) * p).sum(1), alpha=ctx.scaling)
+                grads[6] = _cast(dg / norm, m_dtype)
+        return tuple(grads)
+
+
+def _w0_scaled(w0: Tensor, rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """diag(rows) · W0 in ``dtype``. w0: (d_out, d_in); rows: (d_out,)."""
+    return _cast(w0, dtype) * _cast(rows, dtype).unsqueeze(1)
 
 
 def _plain_weight(base_layer: nn.Module) -> Optional[Tensor]:
@@ -77,53 +145,13 @@ def _plain_linear(m: nn.Module) -> bool:
     return type(m) is nn.Linear and m.bias is None
 
 
-def _dora_output(ax: Tensor, b: Tensor, g: Tensor, scaling: float, base: Tensor, bias: Optional[Tensor],
-                 dtype: torch.dtype) -> Tensor:
-    """(g − 1)·(base − bias) + g·s·B (A x) in two elementwise passes (PEFT: about six).
-
-    ax: (..., r) = A x; b: (d_out, r); g: (d_out,) float32; base: (..., d_out); bias: (d_out,) or None;
-    dtype: that of g in PEFT (g − 1 is cast to it, so the result has PEFT's dtype). g·s scales the rows of
-    B and −(g − 1)·bias becomes the bias of the B matmul, to which (g − 1)·base is added. Not ``addcmul``:
-    CUDA autocast would promote its bf16 inputs with two full-size fp32 copies, and its backward multiplies
-    base by its scalar ``value`` in one more full-size pass.
-    """
-    b_scaled = _cast(b * (g * scaling).unsqueeze(1), b.dtype)
-    b_bias = None if bias is None else _cast(torch.addcmul(bias, g, bias, value=-1), b.dtype)  # −(g − 1)·bias
-    return (_cast(g - 1, dtype) * base).add_(F.linear(ax, b_scaled, b_bias))
-
-
 class FusedDoraLinearLayer(DoraLinearLayer):
-    """PEFT's ``DoraLinearLayer`` with a forward that never materialises W0 + s·B A (see the module doc).
+    """PEFT's ``DoraLinearLayer`` (its forward unchanged, used where the fused path does not apply) with a cache of
+    ||W0_i||² kept on the module (not in the state dict), keyed on the weight's storage, version counter, dtype,
+    shape and device: in-place writes to the weight or replacing it recompute it; writes through
+    ``weight.data`` bypass the version counter and are not seen."""
 
-    Falls back to PEFT's forward for a base weight that is not a plain float tensor (quantized, tensor
-    subclasses) and for LoRA factors that are not bias-free ``nn.Linear``. ``fan_in_fan_out`` (weight stored
-    as (d_in, d_out)) is supported. ||W0_i||² is cached on the module (not in the state dict), keyed on the
-    weight's storage, version counter, dtype, shape and device: in-place writes to the weight or replacing it
-    recompute it; writes through ``weight.data`` bypass the version counter and are not seen.
-    """
-
-    def forward(self, x: Tensor, *, lora_A: nn.Module, lora_B: nn.Module, scaling: float,
-                base_layer: nn.Module, base_result: Optional[Tensor] = None,
-                adapter_name: str = "default") -> Tensor:
-        """DoRA's output on top of the base layer's, as PEFT's: (g − 1)·(base_result − bias) + g·s·B A x.
-
-        x: (..., d_in), already dropped out; base_result: (..., d_out) the base layer's output with bias, or
-        None (dropout active): then W0 x is recomputed from this x, without bias. g = m / ||W0 + s·B A||_row
-        (d_out,) in float32, the norm detached; the result has PEFT's dtype (g's there: m's and x's promoted).
-        """
-        w = _plain_weight(base_layer)
-        if w is None or not (_plain_linear(lora_A) and _plain_linear(lora_B)):
-            return super().forward(x, lora_A=lora_A, lora_B=lora_B, scaling=scaling, base_layer=base_layer,
-                                   base_result=base_result, adapter_name=adapter_name)
-        w0 = w.T if self.fan_in_fan_out else w
-        norm = factored_row_norm(w0, lora_A.weight, lora_B.weight, scaling, self._w0_row_sq(w0))
-        g = self.weight / norm
-        dtype = torch.promote_types(self.weight.dtype, x.dtype)
-        if base_result is None:
-            return _dora_output(lora_A(x), lora_B.weight, g, scaling, F.linear(x, _cast(w0, x.dtype)), None, dtype)
-        return _dora_output(lora_A(x), lora_B.weight, g, scaling, base_result, base_layer.bias, dtype)
-
-    def _w0_row_sq(self, w0: Tensor) -> Tensor:
+    def w0_row_sq(self, w0: Tensor) -> Tensor:
         """:func:`w0_row_sq`, cached per (storage, version, dtype, shape, device) of W0; not under compile."""
         if torch.compiler.is_compiling():
             return w0_row_sq(w0)
@@ -135,11 +163,42 @@ class FusedDoraLinearLayer(DoraLinearLayer):
         return cached[1]
 
 
+class FusedDoraLinearVariant(DoraLinearVariant):
+    """PEFT's DoRA variant of ``lora.Linear`` whose forward runs :class:`_DoraLinear` (see the module doc)."""
+
+    @staticmethod
+    def forward(module: nn.Module, active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any) -> Tensor:
+        """The layer's output: ``result`` (the base layer's, (..., d_out)) with DoRA applied, as PEFT's.
+
+        x: (..., d_in), already cast as PEFT casts it; in training with active dropout the LoRA path and the
+        (g − 1)·W0 term see the dropped x, as in PEFT."""
+        lora_A, lora_B = module.lora_A[active_adapter], module.lora_B[active_adapter]
+        dora = module.lora_magnitude_vector[active_adapter]
+        base = module.get_base_layer()
+        w = _plain_weight(base)
+        bias = getattr(base, "bias", None)
+        if (w is None or not (_plain_linear(lora_A) and _plain_linear(lora_B)) or w.requires_grad
+                or not isinstance(dora, FusedDoraLinearLayer) or (bias is not None and bias.ndim != 1)):
+            return DoraLinearVariant.forward(module, active_adapter, x, result, **kwargs)
+        dropout = module.lora_dropout[active_adapter]
+        dropped = module.training and not isinstance(dropout, nn.Identity)
+        w0 = w.T if dora.fan_in_fan_out else w
+        scaling = module.scaling[active_adapter]
+        norm = factored_row_norm(w0, lora_A.weight, lora_B.weight, scaling, dora.w0_row_sq(w0))
+        return _DoraLinear.apply(result, dropout(x) if dropped else x, w0, bias, lora_A.weight, lora_B.weight,
+                                 dora.weight, norm, scaling, dropped)
+
+
 def install_fused_dora(model: nn.Module) -> int:
-    """Swap the class of every PEFT ``DoraLinearLayer`` in ``model`` (that exact class: not the embedding
-    or conv ones) to :class:`FusedDoraLinearLayer`. Parameters and state-dict keys are unchanged, so
-    ``save_pretrained`` / ``PeftModel.from_pretrained`` work as before. Returns how many were swapped."""
+    """Swap the class of every PEFT ``DoraLinearLayer`` in ``model`` (that exact class: not the embedding or conv
+    ones) to :class:`FusedDoraLinearLayer`, and of the ``DoraLinearVariant`` of each LoRA Linear that holds one
+    to :class:`FusedDoraLinearVariant`. Parameters and state-dict keys are unchanged, so ``save_pretrained`` /
+    ``PeftModel.from_pretrained`` work as before. Returns how many layers were swapped."""
     layers = [m for m in model.modules() if type(m) is DoraLinearLayer]
     for m in layers:
         m.__class__ = FusedDoraLinearLayer
+    for mod in model.modules():
+        for variant in getattr(mod, "lora_variant", {}).values():
+            if type(variant) is DoraLinearVariant:
+                variant.__class__ = FusedDoraLinearVariant
     return len(layers)

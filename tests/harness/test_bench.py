@@ -31,3 +31,13 @@ def test_bench_refuses_an_unknown_method() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--model", "tiny", "--device", "cpu", "--methods", "lora,qlora"])
     assert e.value.code == 2
+
+
+def test_bench_profile_writes_an_op_table_per_method(tmp_path: Path) -> None:
+    prof = tmp_path / "prof"
+    args = ["--model", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "4", "--seq", "16",
+            "--methods", "lora,adalora", "--profile", str(prof)]
+    assert main(args) == 0
+    assert sorted(p.name for p in prof.iterdir()) == ["tiny-adalora.txt", "tiny-lora.txt"]
+    text = (prof / "tiny-adalora.txt").read_text()
+    assert text.startswith("# tiny-adalora: 3 steps profiled") and "aten::addmm" in text

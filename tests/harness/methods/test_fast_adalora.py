@@ -1,9 +1,11 @@
 """The fused AdaLoRA (harness.methods.fast_adalora) equals PEFT's: importance averages and masks bit for bit on
 the CPU through warm-up, budget phase, final mask and final phase; the orthogonality term and its gradient to
-rounding; rank patterns as lists where PEFT and JSON read them; the harness's records and metrics identical."""
+rounding; rank patterns as lists where PEFT and JSON read them; the harness's records and metrics identical;
+the fused SVDLinear forward equals PEFT's to rounding and makes no float32 (tokens × d_out) tensors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,13 +14,15 @@ from typing import Any
 import pytest
 import torch
 from peft import AdaLoraConfig, PeftModel, get_peft_model
-from peft.tuners.adalora.layer import RankAllocator
+from peft.tuners.adalora.layer import RankAllocator, SVDLinear
 from peft.tuners.adalora.model import AdaLoraModel
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForSequenceClassification
 
 from harness.methods.adalora import RANKS_FILE
-from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator, install_fused_adalora,
-                                          rank_pattern_lists)
+from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator, FusedSVDLinear,
+                                          install_fused_adalora, rank_pattern_lists)
 from harness.run import run
 from tests.conftest import TINY, compose_cfg, method_args
 
@@ -44,7 +48,7 @@ def tiny_adalora(*, fused: bool, deltaT: int = 1, gamma: float = 0.5, device: st
                         task_type="SEQ_CLS")
     model = get_peft_model(tiny_bert().to(device), cfg)
     if fused:
-        install_fused_adalora(model)
+        install_fused_adalora(model, layers=False)
     return model.train()
 
 
@@ -295,6 +299,126 @@ def test_final_pattern_edited_in_place_is_applied() -> None:
     pattern[key] = [False] * len(pattern[key])
     base.rankallocator.mask_using_rank_pattern(base.model, pattern)
     assert int(torch.count_nonzero(dict(base.model.named_parameters())[key])) == 0
+
+
+# ------------------------------------------------------------------------------------------ the SVDLinear layer
+
+D_IN, D_OUT = 24, 40
+
+
+class OneLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(D_IN, D_OUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def one_svd_linear(*, fused: bool, dropout: float = 0.0) -> PeftModel:
+    """AdaLoRA r = 6 on one Linear (seed 0), P, λ, Q all random and one triplet masked (λ = 0)."""
+    torch.manual_seed(0)
+    cfg = AdaLoraConfig(init_r=6, target_r=3, lora_alpha=8, lora_dropout=dropout, target_modules=["lin"],
+                        total_step=10)
+    model = get_peft_model(OneLinear(), cfg)
+    lin = model.base_model.model.lin
+    with torch.no_grad():
+        for p in (lin.lora_A.default, lin.lora_E.default, lin.lora_B.default):
+            p.normal_(std=0.3)
+        lin.lora_E.default[2] = 0
+    if fused:
+        install_fused_adalora(model)
+        assert type(lin) is FusedSVDLinear
+    return model
+
+
+def layer_forward_backward(model: PeftModel, x: torch.Tensor, probe: torch.Tensor,
+                           mode: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Output, and the gradients of x and every trainable parameter for the loss Σ y·probe (dropout masks
+    seeded the same); the forward and backward run under the dispatch ``mode`` if one is given."""
+    x = x.detach().clone().requires_grad_(True)
+    torch.manual_seed(7)
+    with mode or contextlib.nullcontext():
+        y = model(x)
+        (y * probe).sum().backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    return y.detach(), {"x": x.grad.detach(), **grads}
+
+
+@pytest.mark.parametrize("mode", ["train", "train_dropout", "eval"])
+def test_svd_linear_output_and_gradients_equal_peft(mode: str) -> None:
+    dropout = 0.3 if mode == "train_dropout" else 0.0
+    ref, fused = (one_svd_linear(fused=f, dropout=dropout).train(mode != "eval") for f in (False, True))
+    x = torch.randn(3, 5, D_IN, generator=torch.Generator().manual_seed(3))
+    probe = torch.randn(3, 5, D_OUT, generator=torch.Generator().manual_seed(1))
+    (y_ref, g_ref), (y_fused, g_fused) = (layer_forward_backward(m, x, probe) for m in (ref, fused))
+    torch.testing.assert_close(y_fused, y_ref, rtol=1e-5, atol=1e-6)
+    assert g_ref.keys() == g_fused.keys() and any("lora_E" in k for k in g_ref)
+    for k in g_ref:
+        torch.testing.assert_close(g_fused[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
+class FullSizeOutputs(TorchDispatchMode):
+    """Records the dtype of every op output with ``numel`` elements (the tokens × d_out tensors)."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.dtypes = numel, []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.numel() == self.numel:
+                self.dtypes.append(t.dtype)
+        return out
+
+
+def test_svd_linear_under_bf16_autocast_stays_bf16_and_matches_peft() -> None:
+    """The harness's CUDA setting on CPU (bf16 frozen W0, float32 adapters, input cast off, bf16 autocast):
+    PEFT's ``/ ranknum`` makes float32 (tokens × d_out) tensors forward and backward, the fused layer none and
+    fewer full-size tensors in all; output and gradients within 1% of PEFT's."""
+    models = [one_svd_linear(fused=f) for f in (False, True)]
+    for m in models:
+        lin = m.base_model.model.lin
+        lin.base_layer.to(torch.bfloat16)
+        lin.cast_input_dtype_enabled = False
+    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(3)).bfloat16()
+    probe = torch.randn(64, D_OUT, generator=torch.Generator().manual_seed(1)).bfloat16()
+    results, modes = [], []
+    for m in models:
+        mode = FullSizeOutputs(64 * D_OUT)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(layer_forward_backward(m, x, probe, mode))
+        modes.append(mode.dtypes)
+    (y_ref, g_ref), (y_fused, g_fused) = results
+    assert y_ref.dtype == y_fused.dtype == torch.bfloat16
+    assert torch.float32 in modes[0] and torch.float32 not in modes[1], modes
+    assert len(modes[1]) < len(modes[0])
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+    assert rel(y_fused, y_ref) < 1e-2
+    for k in g_ref:
+        assert g_fused[k].dtype == g_ref[k].dtype and rel(g_fused[k], g_ref[k]) < 1e-2, (k, rel(g_fused[k], g_ref[k]))
+
+
+def test_harness_svd_linear_fused_and_merged_falls_back() -> None:
+    """``install_fused_adalora`` swaps every SVDLinear (not with ``layers=False``); merged adapters take PEFT's
+    forward and give the unmerged output."""
+    assert not any(type(m) is FusedSVDLinear for m in tiny_adalora(fused=True).modules())  # layers=False
+    model = tiny_adalora(fused=False)
+    install_fused_adalora(model)
+    n_svd = sum(isinstance(m, SVDLinear) for m in model.modules())
+    assert n_svd and sum(type(m) is FusedSVDLinear for m in model.modules()) == n_svd
+    model.eval()
+    inputs = {k: v for k, v in batch(3).items() if k != "labels"}
+    with torch.no_grad():
+        want = model(**inputs).logits
+        model.base_model.merge_adapter()
+        got = model(**inputs).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- the harness

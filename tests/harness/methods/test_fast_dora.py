@@ -90,6 +90,43 @@ def test_linear_output_and_grads_match_peft(bias: bool, mode: str) -> None:
     assert_same(forward_backward(ref, x), forward_backward(fused, x))
 
 
+@pytest.mark.parametrize("mode", ["train", "train_dropout"])
+def test_trainable_bias_gets_peft_gradient(mode: str) -> None:
+    """PEFT's ``bias="all"`` leaves the base bias trainable: its gradient through (1 − g)·b must match."""
+    dropout = 0.3 if mode == "train_dropout" else 0.0
+    ref, fused = (one_linear_dora(dropout=dropout, fused=f) for f in (False, True))
+    for m in (ref, fused):
+        m.base_model.model.lin.base_layer.bias.requires_grad_(True)
+    x = x_in(3, 5, D_IN)
+    got, want = forward_backward(fused, x), forward_backward(ref, x)
+    assert_same(want, got)
+    assert "base_model.model.lin.base_layer.bias" in got[1]
+
+
+def saved_numels(model: nn.Module, x: Tensor) -> list[int]:
+    """numel of every tensor autograd saves for the backward of ``model(x)``."""
+    sizes: list[int] = []
+
+    def pack(t: Tensor) -> Tensor:
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x.requires_grad_(True))
+    return sizes
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_backward_keeps_nothing_of_size_tokens_by_d_out(dropout: float) -> None:
+    """The magnitude's gradient comes from gyᵀ x (d_out×d_in) in the backward: no (tokens × d_out) activation
+    is stored (PEFT stores W0 x), so DoRA's activation memory is LoRA's."""
+    tokens = 64
+    ref, fused = (one_linear_dora(dropout=dropout, fused=f).train() for f in (False, True))
+    x = x_in(tokens, D_IN)
+    assert max(saved_numels(ref, x.clone())) >= tokens * D_OUT  # PEFT's (the test can fail)
+    assert max(saved_numels(fused, x.clone())) < tokens * D_OUT
+
+
 @pytest.mark.parametrize("mode", ["train", "train_dropout", "eval"])
 def test_fan_in_fan_out_conv1d_matches_peft(mode: str) -> None:
     dropout = 0.3 if mode == "train_dropout" else 0.0
