@@ -191,19 +191,23 @@ def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainCo
 
 def profile_harness(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainConfig, steps: int,
                     device: torch.device, path: Path) -> None:
-    """Run ``steps`` more harness steps of an already warm model under ``torch.profiler`` and write the ops'
-    self time (device time on CUDA), per step, sorted, to ``path``: what a step spends its time on."""
+    """Run ``steps`` more harness steps of an already warm model under ``torch.profiler`` and write to ``path``
+    the ops sorted by self device time (CUDA) and by self host time, and the host syncs per step: what a step
+    spends its time on, and whether the host or the device limits it (the tables' totals are for all steps)."""
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=acts) as prof:
         harness_step_ms(model, method, enc, cfg=cfg, steps=steps, warmup=cfg.log_every, device=device)
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    n = cfg.log_every + steps
     events = prof.key_averages()
-    total_ms = sum(getattr(e, key) for e in events) / 1e3 / (cfg.log_every + steps)
+    syncs = {e.key: e.count / n for e in events if "Synchronize" in e.key or e.key in ("cudaFree", "cudaMalloc")}
+    head = [f"# {path.stem}: {n} steps profiled; host syncs and allocator calls per step: {syncs or 'none'}"]
+    tables = [events.table(sort_by="self_cpu_time_total", row_limit=30)]
+    if device.type == "cuda":
+        tables.insert(0, events.table(sort_by="self_device_time_total", row_limit=40))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {path.stem}: {cfg.log_every + steps} steps profiled, {key} summed over ops = "
-                    f"{total_ms:.1f} ms/step\n" + events.table(sort_by=key, row_limit=40) + "\n")
+    path.write_text("\n".join(head + tables) + "\n")
 
 
 @dataclass
