@@ -277,7 +277,7 @@ class FusedAdaLoraModel(AdaLoraModel):
 
 class FusedSVDLinear(SVDLinear):
     """PEFT's AdaLoRA ``SVDLinear`` whose forward adds x̃ (P ⊙ λ)ᵀ (c·Q)ᵀ, c = scaling / (ranknum + 1e-5), to the
-    base output with one in-place ``addmm_`` (see the module doc); the same quantity as PEFT's
+    base output inside one ``addmm`` (see the module doc); the same quantity as PEFT's
     ``result += (x̃ @ (P * λ).T @ Q.T) * scaling / (ranknum + 1e-5)``, in the base output's dtype."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -285,7 +285,8 @@ class FusedSVDLinear(SVDLinear):
         if self.disable_adapters or self.merged:
             return super().forward(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        out = result.view(-1, result.shape[-1])  # (T, d_out), written in place as PEFT's ``+=``
+        shape, dtype = result.shape, result.dtype
+        out = result.reshape(-1, shape[-1])  # (T, d_out)
         for name in self.active_adapters:
             if name not in self.lora_A:
                 continue
@@ -293,8 +294,9 @@ class FusedSVDLinear(SVDLinear):
             x = self._cast_input_dtype(x, a.dtype)
             h = self.lora_dropout[name](x) @ (a * e).T  # (..., r), under autocast in its dtype
             qc = b * (self.scaling[name] / (self.ranknum[name] + 1e-5))  # (d_out, r)
-            out.addmm_(h.reshape(-1, h.shape[-1]).to(out.dtype), qc.to(out.dtype).T)
-        return result
+            # not in place: under torch.compile an in-place op on a view of the base output becomes a copy
+            out = torch.addmm(out, h.reshape(-1, h.shape[-1]).to(dtype), qc.to(dtype).T)
+        return out.view(shape)
 
 
 def install_fused_adalora(peft_model: PeftModel, *, layers: bool = True) -> None:

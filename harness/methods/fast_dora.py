@@ -90,7 +90,7 @@ class _DoraLinear(torch.autograd.Function):
                 out = (result * _cast(g, cd)).reshape(-1, result.shape[-1])
             else:
                 out = torch.addcmul(_cast((1 - g) * bias, cd), result, _cast(g, cd)).reshape(-1, result.shape[-1])
-            out.addmm_(h, bgs.T)
+            out = torch.addmm(out, h, bgs.T)  # not in place: compiled, that would copy the base output
         ctx.save_for_backward(x2, h, w0, a, b, g, norm, bgs)
         ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, m.dtype)
         return out.view(result.shape)
