@@ -8,6 +8,7 @@ AdaLoRA's importance scores use the all-reduced gradients, so its masks are iden
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -63,7 +64,13 @@ def from_env() -> DistContext:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
+        atexit.register(_destroy)  # NCCL warns at exit about a process group left alive
     return DistContext(rank, world, local)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def broadcast_str(ctx: DistContext, value: str) -> str:
