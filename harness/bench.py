@@ -73,8 +73,9 @@ def model_spec(name: str) -> ModelConfig:
     return ModelConfig(name=name)
 
 
-def method_config(name: str, r: int, *, dropout: float, fused: bool) -> MethodConfig:
-    """The method's schema with r (LoRA/DoRA) or target_r = r, init_r = 1.5·r (AdaLoRA, masking every step)."""
+def method_config(name: str, r: int, *, dropout: float, fused: bool, keep_base: bool = False) -> MethodConfig:
+    """The method's schema with r (LoRA/DoRA) or target_r = r, init_r = 1.5·r (AdaLoRA, masking every step);
+    ``keep_base``: DoRA's ``keep_base_output``."""
     cls = get_method(name).config_cls
     kw: dict[str, Any] = {"targets": list(MATRIX_TYPES)}
     if name in ("lora", "dora"):
@@ -83,6 +84,8 @@ def method_config(name: str, r: int, *, dropout: float, fused: bool) -> MethodCo
         kw.update(target_r=r, init_r=(3 * r + 1) // 2, deltaT=1, tinit=0.0, tfinal=0.0, dropout=dropout)
     if name in ("dora", "adalora"):
         kw["fused"] = fused
+    if name == "dora":
+        kw["keep_base_output"] = fused and keep_base
     return cls(**kw)
 
 
@@ -244,7 +247,7 @@ def _fresh(device: torch.device) -> None:
 
 def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, steps: int, warmup: int,
               device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool,
-              profile: Optional[Path] = None) -> Row:
+              keep_base: bool = False, profile: Optional[Path] = None) -> Row:
     """Bare loop and harness loop on fresh copies of the same model; same batch shape. ``profile``: a folder
     for :func:`profile_harness`'s table of the harness step (after the timing, which it does not touch)."""
     total = warmup + steps
@@ -262,7 +265,8 @@ def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, step
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     del model, m
     _fresh(device)
-    model, m = build(model_key, method, total, device, method_config(method, r, dropout=dropout, fused=fused), tcfg)
+    model, m = build(model_key, method, total, device,
+                     method_config(method, r, dropout=dropout, fused=fused, keep_base=keep_base), tcfg)
     ms_h = harness_step_ms(model, m, enc, cfg=tcfg, steps=steps, warmup=warmup, device=device)
     peak = _peak_gib(device)
     if profile is not None:
@@ -308,6 +312,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-bf16", action="store_true", help="keep float32 weights on GPU")
     ap.add_argument("--plain", action="store_true",
                     help="harness loop with PEFT's own code paths: no fused DoRA/AdaLoRA, PEFT's input casting, no compile")
+    ap.add_argument("--keep-base-output", action="store_true", help="DoRA: method.keep_base_output=true")
     ap.add_argument("--compile", default="none", choices=COMPILE_MODES, help="train.compile")
     ap.add_argument("--compile-mode", default=None, choices=TORCH_COMPILE_MODES, help="train.compile_mode")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
@@ -330,7 +335,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
                                   warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
-                                  fused=not args.plain, profile=args.profile))
+                                  fused=not args.plain, keep_base=args.keep_base_output, profile=args.profile))
         except Exception as e:  # one method failing (e.g. a compile error) leaves the others measured
             log.exception("%s failed", method)
             failed[method] = f"{type(e).__name__}: {e}"

@@ -71,37 +71,45 @@ def factored_row_norm(w0: Tensor, a: Tensor, b: Tensor, scaling: float, w0_sq: T
 class _DoraLinear(torch.autograd.Function):
     """y = result + (g − 1)·(W0 x̃) + g·s·B A x̃ with g = m / norm (norm a constant), where ``result`` = W0 x + b
     is the base layer's output. Without dropout (x̃ = x, ``dropped`` false) this is g·result + (1 − g)·b + g·s·B A x
-    and W0 x̃ is not recomputed. Shapes: result (..., d_out); x̃ (..., d_in); w0 (d_out, d_in); bias (d_out,)
-    or None; a (r, d_in); b (d_out, r); m, norm (d_out,). Computes in ``result``'s dtype, autocast off; the
-    gradients come back in each input's dtype."""
+    and W0 x̃ is not recomputed. ``keep_base``: keep W0 x̃ (tokens × d_out) for the magnitude's gradient instead
+    of the gyᵀ x̃ matmul in the backward (PEFT's memory, less compute). Shapes: result (..., d_out); x̃ (..., d_in);
+    w0 (d_out, d_in); bias (d_out,) or None; a (r, d_in); b (d_out, r); m, norm (d_out,). Computes in
+    ``result``'s dtype, autocast off; the gradients come back in each input's dtype."""
 
     @staticmethod
     def forward(ctx: Any, result: Tensor, xd: Tensor, w0: Tensor, bias: Optional[Tensor], a: Tensor, b: Tensor,
-                m: Tensor, norm: Tensor, scaling: float, dropped: bool) -> Tensor:
+                m: Tensor, norm: Tensor, scaling: float, dropped: bool, keep_base: bool) -> Tensor:
         cd = result.dtype
+        d_out = result.shape[-1]
+        base = None  # W0 x̃ (T, d_out), kept for the backward with ``keep_base``
         with _autocast_off(result.device):
             g = m.to(norm.dtype) / norm  # (d_out,), float32 (float64)
             x2 = _cast(xd, cd).reshape(-1, xd.shape[-1])
             h = x2 @ _cast(a, cd).T  # (T, r)
             bgs = _cast(b.to(g.dtype) * (g * scaling).unsqueeze(1), cd)  # (d_out, r)
-            if dropped:
-                out = torch.addmm(result.reshape(-1, result.shape[-1]), x2, _w0_scaled(w0, g - 1, cd).T)
+            if dropped and keep_base:
+                base = x2 @ _cast(w0, cd).T
+                out = torch.addcmul(result.reshape(-1, d_out), base, _cast(g - 1, cd))
+            elif dropped:
+                out = torch.addmm(result.reshape(-1, d_out), x2, _w0_scaled(w0, g - 1, cd).T)
             elif bias is None:
-                out = (result * _cast(g, cd)).reshape(-1, result.shape[-1])
+                out = (result * _cast(g, cd)).reshape(-1, d_out)
             else:
-                out = torch.addcmul(_cast((1 - g) * bias, cd), result, _cast(g, cd)).reshape(-1, result.shape[-1])
+                out = torch.addcmul(_cast((1 - g) * bias, cd), result, _cast(g, cd)).reshape(-1, d_out)
+            if keep_base and not dropped:
+                base = result.reshape(-1, d_out) if bias is None else result.reshape(-1, d_out) - _cast(bias, cd)
             out = torch.addmm(out, h, bgs.T)  # not in place: compiled, that would copy the base output
-        ctx.save_for_backward(x2, h, w0, a, b, g, norm, bgs)
+        ctx.save_for_backward(x2, h, w0, a, b, g, norm, bgs, base)
         ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, m.dtype)
         return out.view(result.shape)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Optional[Tensor], ...]:
-        x2, h, w0, a, b, g, norm, bgs = ctx.saved_tensors
+        x2, h, w0, a, b, g, norm, bgs, base = ctx.saved_tensors
         cd = x2.dtype
         x_dtype, m_dtype = ctx.dtypes
         need = ctx.needs_input_grad
-        grads: list[Optional[Tensor]] = [None] * 10
+        grads: list[Optional[Tensor]] = [None] * 11
         with _autocast_off(gy.device):
             gy2 = _cast(gy, cd).reshape(-1, gy.shape[-1])  # (T, d_out)
             if need[0]:
@@ -120,8 +128,12 @@ class _DoraLinear(torch.autograd.Function):
             if need[5]:
                 grads[5] = _cast(p * (g * ctx.scaling).unsqueeze(1), b.dtype)
             if need[6]:
-                # ∂L/∂g = rowdot(W0, gyᵀ x̃) + s·rowdot(B, gyᵀ A x̃); gyᵀ x̃ is d_out×d_in, made and dropped here
-                dg = (gy2.T @ x2).mul_(_cast(w0, cd)).sum(1, dtype=g.dtype)
+                # ∂L/∂g = Σ_t gy ⊙ W0 x̃ + s·rowdot(B, gyᵀ A x̃); Σ_t gy ⊙ W0 x̃ from the kept W0 x̃, or as
+                # rowdot(W0, gyᵀ x̃) with gyᵀ x̃ (d_out×d_in) made and dropped here
+                if base is not None:
+                    dg = (gy2 * base).sum(0, dtype=g.dtype)
+                else:
+                    dg = (gy2.T @ x2).mul_(_cast(w0, cd)).sum(1, dtype=g.dtype)
                 dg.add_((b.to(g.dtype) * p).sum(1), alpha=ctx.scaling)
                 grads[6] = _cast(dg / norm, m_dtype)
         return tuple(grads)
@@ -149,7 +161,9 @@ class FusedDoraLinearLayer(DoraLinearLayer):
     """PEFT's ``DoraLinearLayer`` (its forward unchanged, used where the fused path does not apply) with a cache of
     ||W0_i||² kept on the module (not in the state dict), keyed on the weight's storage, version counter, dtype,
     shape and device: in-place writes to the weight or replacing it recompute it; writes through
-    ``weight.data`` bypass the version counter and are not seen."""
+    ``weight.data`` bypass the version counter and are not seen. ``keep_base_output``: see :class:`_DoraLinear`."""
+
+    keep_base_output: bool = False
 
     def w0_row_sq(self, w0: Tensor) -> Tensor:
         """:func:`w0_row_sq`, cached per (storage, version, dtype, shape, device) of W0; not under compile."""
@@ -186,17 +200,19 @@ class FusedDoraLinearVariant(DoraLinearVariant):
         scaling = module.scaling[active_adapter]
         norm = factored_row_norm(w0, lora_A.weight, lora_B.weight, scaling, dora.w0_row_sq(w0))
         return _DoraLinear.apply(result, dropout(x) if dropped else x, w0, bias, lora_A.weight, lora_B.weight,
-                                 dora.weight, norm, scaling, dropped)
+                                 dora.weight, norm, scaling, dropped, dora.keep_base_output)
 
 
-def install_fused_dora(model: nn.Module) -> int:
+def install_fused_dora(model: nn.Module, *, keep_base_output: bool = False) -> int:
     """Swap the class of every PEFT ``DoraLinearLayer`` in ``model`` (that exact class: not the embedding or conv
     ones) to :class:`FusedDoraLinearLayer`, and of the ``DoraLinearVariant`` of each LoRA Linear that holds one
     to :class:`FusedDoraLinearVariant`. Parameters and state-dict keys are unchanged, so ``save_pretrained`` /
-    ``PeftModel.from_pretrained`` work as before. Returns how many layers were swapped."""
+    ``PeftModel.from_pretrained`` work as before. ``keep_base_output``: trade memory for the backward's extra
+    matmul (:class:`_DoraLinear`). Returns how many layers were swapped."""
     layers = [m for m in model.modules() if type(m) is DoraLinearLayer]
     for m in layers:
         m.__class__ = FusedDoraLinearLayer
+        m.keep_base_output = keep_base_output
     for mod in model.modules():
         for variant in getattr(mod, "lora_variant", {}).values():
             if type(variant) is DoraLinearVariant:

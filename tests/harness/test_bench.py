@@ -41,3 +41,11 @@ def test_bench_profile_writes_an_op_table_per_method(tmp_path: Path) -> None:
     assert sorted(p.name for p in prof.iterdir()) == ["tiny-adalora.txt", "tiny-lora.txt"]
     text = (prof / "tiny-adalora.txt").read_text()
     assert text.startswith("# tiny-adalora: 3 steps profiled; host syncs") and "aten::addmm" in text
+
+
+def test_bench_keep_base_output_reaches_the_dora_config() -> None:
+    from harness.bench import method_config
+
+    assert method_config("dora", 8, dropout=0.0, fused=True, keep_base=True).keep_base_output is True
+    assert method_config("dora", 8, dropout=0.0, fused=False, keep_base=True).keep_base_output is False
+    assert not hasattr(method_config("lora", 8, dropout=0.0, fused=True, keep_base=True), "keep_base_output")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
+from harness.errors import ConfigError
 from harness.families import family_for, resolve_targets
 from harness.methods import get_method
 from harness.methods.dora import DoraMethodConfig
@@ -38,8 +39,10 @@ class OneLinear(nn.Module):
         return self.lin(x)
 
 
-def one_linear_dora(*, bias: bool = True, dropout: float = 0.0, conv1d: bool = False, fused: bool) -> nn.Module:
-    """PEFT DoRA on :class:`OneLinear` (seed 0), with a random B and a perturbed magnitude; ``fused`` installs."""
+def one_linear_dora(*, bias: bool = True, dropout: float = 0.0, conv1d: bool = False, fused: bool,
+                    keep_base: bool = False) -> nn.Module:
+    """PEFT DoRA on :class:`OneLinear` (seed 0), with a random B and a perturbed magnitude; ``fused`` installs
+    (``keep_base``: the variant that keeps W0 x for the magnitude's gradient)."""
     torch.manual_seed(0)
     cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=["lin"], use_dora=True,
                      fan_in_fan_out=conv1d)
@@ -49,7 +52,7 @@ def one_linear_dora(*, bias: bool = True, dropout: float = 0.0, conv1d: bool = F
         layer.lora_B.default.weight.normal_(std=0.1)  # PEFT starts B at 0: the norm would be ||W0|| trivially
         layer.lora_magnitude_vector.default.weight.mul_(1 + 0.2 * torch.randn(D_OUT))
     if fused:
-        assert install_fused_dora(model) == 1
+        assert install_fused_dora(model, keep_base_output=keep_base) == 1
     return model
 
 
@@ -79,22 +82,24 @@ def x_in(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(3)).to(dtype)
 
 
+@pytest.mark.parametrize("keep_base", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("mode", ["train", "train_dropout", "eval"])
-def test_linear_output_and_grads_match_peft(bias: bool, mode: str) -> None:
+def test_linear_output_and_grads_match_peft(bias: bool, mode: str, keep_base: bool) -> None:
     dropout = 0.3 if mode == "train_dropout" else 0.0
-    ref, fused = (one_linear_dora(bias=bias, dropout=dropout, fused=f) for f in (False, True))
+    ref, fused = (one_linear_dora(bias=bias, dropout=dropout, fused=f, keep_base=keep_base) for f in (False, True))
     for m in (ref, fused):
         m.train(mode != "eval")
     x = x_in(3, 5, D_IN)
     assert_same(forward_backward(ref, x), forward_backward(fused, x))
 
 
+@pytest.mark.parametrize("keep_base", [False, True])
 @pytest.mark.parametrize("mode", ["train", "train_dropout"])
-def test_trainable_bias_gets_peft_gradient(mode: str) -> None:
+def test_trainable_bias_gets_peft_gradient(mode: str, keep_base: bool) -> None:
     """PEFT's ``bias="all"`` leaves the base bias trainable: its gradient through (1 − g)·b must match."""
     dropout = 0.3 if mode == "train_dropout" else 0.0
-    ref, fused = (one_linear_dora(dropout=dropout, fused=f) for f in (False, True))
+    ref, fused = (one_linear_dora(dropout=dropout, fused=f, keep_base=keep_base) for f in (False, True))
     for m in (ref, fused):
         m.base_model.model.lin.base_layer.bias.requires_grad_(True)
     x = x_in(3, 5, D_IN)
@@ -125,6 +130,13 @@ def test_backward_keeps_nothing_of_size_tokens_by_d_out(dropout: float) -> None:
     x = x_in(tokens, D_IN)
     assert max(saved_numels(ref, x.clone())) >= tokens * D_OUT  # PEFT's (the test can fail)
     assert max(saved_numels(fused, x.clone())) < tokens * D_OUT
+    kept = one_linear_dora(dropout=dropout, fused=True, keep_base=True).train()
+    assert max(saved_numels(kept, x.clone())) == tokens * D_OUT  # keep_base_output: W0 x, one per layer
+
+
+def test_keep_base_output_needs_fused() -> None:
+    with pytest.raises(ConfigError, match="method.keep_base_output=true needs method.fused=true"):
+        get_method("dora").validate_config(DoraMethodConfig(fused=False, keep_base_output=True))
 
 
 @pytest.mark.parametrize("mode", ["train", "train_dropout", "eval"])
@@ -259,11 +271,11 @@ def tiny_bert() -> nn.Module:
     return BertForSequenceClassification(TINY_BERT)
 
 
-def tiny_bert_dora(fused: bool) -> nn.Module:
+def tiny_bert_dora(fused: bool, keep_base: bool = False) -> nn.Module:
     """The harness's DoRA method on a seed-0 tiny BERT (dropout 0.1, so training recomputes W0 x)."""
     model = tiny_bert()
     fam = family_for("bert")
-    cfg = DoraMethodConfig(r=4, alpha=8, dropout=0.1, targets=TARGETS, fused=fused)
+    cfg = DoraMethodConfig(r=4, alpha=8, dropout=0.1, targets=TARGETS, fused=fused, keep_base_output=keep_base)
     method = get_method("dora")(cfg, total_steps=3)
     torch.manual_seed(1)
     return method.wrap(model, resolve_targets(model, fam, TARGETS), fam.head)
@@ -304,6 +316,18 @@ def test_method_installs_fused_layers_and_logs(caplog: pytest.LogCaptureFixture)
     assert f"on {N_DORA} Linear layers" in caplog.text
     assert not any(type(m) is FusedDoraLinearLayer for m in tiny_bert_dora(fused=False).modules())
     assert install_fused_dora(model) == 0  # already installed
+    assert not any(m.keep_base_output for m in model.modules() if isinstance(m, FusedDoraLinearLayer))
+    kept = tiny_bert_dora(fused=True, keep_base=True)
+    assert all(m.keep_base_output for m in kept.modules() if isinstance(m, FusedDoraLinearLayer))
+
+
+@pytest.mark.parametrize("keep_base", [False, True])
+def test_tiny_bert_three_adamw_steps_match_peft_either_way(keep_base: bool) -> None:
+    ref, fused = tiny_bert_dora(fused=False).train(), tiny_bert_dora(fused=True, keep_base=keep_base).train()
+    opt_ref, opt_fused = adamw(ref), adamw(fused)
+    for step in range(3):
+        assert_same(train_step(ref, opt_ref, step), train_step(fused, opt_fused, step))
+    torch.testing.assert_close(eval_logits(ref), eval_logits(fused), **TOL)
 
 
 def test_fused_training_forward_never_materialises_the_delta(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,14 +344,6 @@ def test_fused_training_forward_never_materialises_the_delta(monkeypatch: pytest
 
 def adamw(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-
-
-def test_tiny_bert_three_adamw_steps_match_peft() -> None:
-    ref, fused = tiny_bert_dora(fused=False).train(), tiny_bert_dora(fused=True).train()
-    opt_ref, opt_fused = adamw(ref), adamw(fused)
-    for step in range(3):
-        assert_same(train_step(ref, opt_ref, step), train_step(fused, opt_fused, step))
-    torch.testing.assert_close(eval_logits(ref), eval_logits(fused), **TOL)
 
 
 def test_tiny_bert_save_reload_and_merge(tmp_path: Path) -> None:
