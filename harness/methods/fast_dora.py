@@ -10,7 +10,8 @@ only to take its row norms, makes about six elementwise passes over the (tokens 
   is one elementwise pass over the base output plus a matmul accumulated into it, in the compute dtype;
 * the backward keeps nothing of size tokens × d_out: the magnitude's gradient
   ∂L/∂g_i = Σ_t gy_ti (W0 x_t)_i + s·Σ_t gy_ti (B A x_t)_i is taken as rowdot(W0, gyᵀ x) + s·rowdot(B, gyᵀ A x),
-  one d_out×d_in matmul (the cost of a full fine-tuning weight gradient) instead of a stored activation.
+  one d_out×d_in matmul (the cost of a full fine-tuning weight gradient) instead of a stored activation;
+  ``keep_base_output`` keeps W0 x instead (PEFT's memory, no extra matmul).
 
 With dropout active PEFT's formula is y = W0 x + b + (g − 1)·W0 x̃ + g·s·B A x̃ (x̃ the dropped input); the
 same function covers it with one more matmul each way, as PEFT's. :func:`install_fused_dora` swaps the classes
