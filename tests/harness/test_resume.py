@@ -49,9 +49,20 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def first_difference(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> str:
+    """Where two metric-row lists part: the row index, its steps, keys in one only, differing values."""
+    for i, (x, y) in enumerate(zip(ra, rb)):
+        if x != y:
+            only = sorted(set(x) ^ set(y))[:6]
+            vals = {k: (x[k], y[k]) for k in x if k in y and x[k] != y[k]}
+            return f"row {i}: steps {x.get('step')} / {y.get('step')}; keys in one only {only}; values {list(vals.items())[:4]}"
+    return f"{len(ra)} rows against {len(rb)}"
+
+
 def assert_same_run(a: Path, b: Path) -> None:
     """Everything a run records is equal (timings and file checksums aside), tensors bit for bit."""
-    assert metric_rows(a) == metric_rows(b)
+    ra, rb = metric_rows(a), metric_rows(b)
+    assert ra == rb, first_difference(ra, rb)
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys() and wa
     for k in wa:
@@ -243,6 +254,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Pat
     assert rec["status"] == "done" and rec["attempt"] == 2 and rec["resumed_from"] == [ckpt_step]
     assert ckpt_step is None or ckpt_step >= killed_at - 3
     assert ref["eval/accuracy"] == read(tmp_path / "res" / "summary.json")["eval/accuracy"]
+    print(f"killed after step {killed_at}; resumed from checkpoint step {ckpt_step}")  # shown on failure
     assert_same_run(tmp_path / "ref", tmp_path / "res")
 
 
