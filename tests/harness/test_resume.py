@@ -209,7 +209,10 @@ def test_adalora_allocator_state_is_in_the_checkpoint(tmp_path: Path, monkeypatc
 
 
 def cli(args: list[str], **kw: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "GLUE_DIR": str(GLUE), "TOKENIZERS_PARALLELISM": "false"}
+    # the child's torch threads = this process's: CPU reductions depend on the thread count, and the runs
+    # compared bit for bit are made here and there
+    env = {**os.environ, "GLUE_DIR": str(GLUE), "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
