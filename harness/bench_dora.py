@@ -26,6 +26,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
 
+from harness.bench import sync
 from harness.methods.fast_dora import install_fused_dora
 from harness.run_record import write_report
 
@@ -86,12 +87,10 @@ def make_step(model: nn.Module, x: Tensor, gy: Tensor, amp: bool) -> Callable[[]
 def timed(step: Callable[[], Tensor], device: torch.device) -> float:
     """Milliseconds of one call: synchronised wall time on CUDA, process CPU time on CPU."""
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = clock()
     step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return 1000 * (clock() - t0)
 
 
