@@ -85,9 +85,11 @@ class _DoraLinear(torch.autograd.Function):
         base = None  # W0 x̃ (T, d_out), kept for the backward with ``keep_base``
         with _autocast_off(result.device):
             g = m.to(norm.dtype) / norm  # (d_out,), float32 (float64)
+            gs = g * scaling
             x2 = _cast(xd, cd).reshape(-1, xd.shape[-1])
-            h = x2 @ _cast(a, cd).T  # (T, r)
-            bgs = _cast(b.to(g.dtype) * (g * scaling).unsqueeze(1), cd)  # (d_out, r)
+            ac = _cast(a, cd)  # (r, d_in)
+            h = x2 @ ac.T  # (T, r)
+            bgs = _cast(b.to(g.dtype) * gs.unsqueeze(1), cd)  # (d_out, r)
             if dropped and keep_base:
                 base = x2 @ _cast(w0, cd).T
                 out = torch.addcmul(result.reshape(-1, d_out), base, _cast(g - 1, cd))
@@ -100,34 +102,34 @@ class _DoraLinear(torch.autograd.Function):
             if keep_base and not dropped:
                 base = result.reshape(-1, d_out) if bias is None else result.reshape(-1, d_out) - _cast(bias, cd)
             out = torch.addmm(out, h, bgs.T)  # not in place: compiled, that would copy the base output
-        ctx.save_for_backward(x2, h, w0, a, b, g, norm, bgs, base)
-        ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, m.dtype)
+        ctx.save_for_backward(x2, h, w0, ac, b, g, gs, norm, bgs, base)
+        ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, a.dtype, m.dtype)
         return out.view(result.shape)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Optional[Tensor], ...]:
-        x2, h, w0, a, b, g, norm, bgs, base = ctx.saved_tensors
+        x2, h, w0, ac, b, g, gs, norm, bgs, base = ctx.saved_tensors
         cd = x2.dtype
-        x_dtype, m_dtype = ctx.dtypes
+        x_dtype, a_dtype, m_dtype = ctx.dtypes
         need = ctx.needs_input_grad
         grads: list[Optional[Tensor]] = [None] * 11
         with _autocast_off(gy.device):
             gy2 = _cast(gy, cd).reshape(-1, gy.shape[-1])  # (T, d_out)
             if need[0]:
                 grads[0] = gy if ctx.dropped else (gy * _cast(g, gy.dtype))
-            if need[3]:
-                grads[3] = gy2.to(g.dtype).sum(0) * (0 if ctx.dropped else 1 - g)
+            if need[3] and not ctx.dropped:  # with dropout the bias only reaches y through ``result``
+                grads[3] = gy2.to(g.dtype).sum(0) * (1 - g)
             t = gy2 @ bgs  # (T, r): ∂L/∂(A x̃)
             if need[1]:
-                gx = t @ _cast(a, cd)
+                gx = t @ ac
                 if ctx.dropped:
                     gx.addmm_(gy2, _w0_scaled(w0, g - 1, cd))
                 grads[1] = _cast(gx.view(*gy.shape[:-1], -1), x_dtype)
             if need[4]:
-                grads[4] = _cast(t.T @ x2, a.dtype)
+                grads[4] = _cast(t.T @ x2, a_dtype)
             p = (gy2.T @ h).to(g.dtype)  # (d_out, r)
             if need[5]:
-                grads[5] = _cast(p * (g * ctx.scaling).unsqueeze(1), b.dtype)
+                grads[5] = _cast(p * gs.unsqueeze(1), b.dtype)
             if need[6]:
                 # ∂L/∂g = Σ_t gy ⊙ W0 x̃ + s·rowdot(B, gyᵀ A x̃); Σ_t gy ⊙ W0 x̃ from the kept W0 x̃, or as
                 # rowdot(W0, gyᵀ x̃) with gyᵀ x̃ (d_out×d_in) made and dropped here
