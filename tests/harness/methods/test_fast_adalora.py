@@ -16,10 +16,10 @@ import torch
 from peft import AdaLoraConfig, PeftModel, get_peft_model
 from peft.tuners.adalora.layer import RankAllocator, SVDLinear
 from peft.tuners.adalora.model import AdaLoraModel
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForSequenceClassification
 
+from harness.bench_dora import OneLinear
 from harness.methods.adalora import RANKS_FILE
 from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator, FusedSVDLinear,
                                           install_fused_adalora, rank_pattern_lists)
@@ -306,21 +306,12 @@ def test_final_pattern_edited_in_place_is_applied() -> None:
 D_IN, D_OUT = 24, 40
 
 
-class OneLinear(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(D_IN, D_OUT)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x)
-
-
 def one_svd_linear(*, fused: bool, dropout: float = 0.0) -> PeftModel:
     """AdaLoRA r = 6 on one Linear (seed 0), P, λ, Q all random and one triplet masked (λ = 0)."""
     torch.manual_seed(0)
     cfg = AdaLoraConfig(init_r=6, target_r=3, lora_alpha=8, lora_dropout=dropout, target_modules=["lin"],
                         total_step=10)
-    model = get_peft_model(OneLinear(), cfg)
+    model = get_peft_model(OneLinear(D_IN, D_OUT), cfg)
     lin = model.base_model.model.lin
     with torch.no_grad():
         for p in (lin.lora_A.default, lin.lora_E.default, lin.lora_B.default):
