@@ -245,6 +245,13 @@ def _fresh(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def _tag(model_key: str, method: str, tcfg: TrainConfig, keep_base: bool) -> str:
+    """``llama-1b-dora[-keep][-compile_model]``: a profile's file name."""
+    keep = "-keep" if keep_base and method == "dora" else ""
+    comp = f"-compile_{tcfg.compile}" if tcfg.compile != "none" else ""
+    return f"{model_key}-{method}{keep}{comp}"
+
+
 def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, steps: int, warmup: int,
               device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool,
               keep_base: bool = False, profile: Optional[Path] = None) -> Row:
@@ -272,7 +279,7 @@ def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, step
     if profile is not None:
         try:
             profile_harness(model, m, enc, cfg=tcfg, steps=min(steps, 3), device=device,
-                            path=profile / f"{model_key}-{method}.txt")
+                            path=profile / f"{_tag(model_key, method, tcfg, keep_base)}.txt")
         except Exception:  # the timing above stands without the table
             log.exception("%s: profiling failed", method)
     tokens = batch * seq
@@ -330,7 +337,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     for method in methods:
         if method not in METHODS:
             ap.error(f"--methods: unknown method '{method}'; registered: {sorted(METHODS)}")
-    rows, failed = [], {}
+    rows: list[Row] = []
+    failed: dict[str, str] = {}
+    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+           else platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+
+    def report() -> None:  # after every method: a run cut by a time limit keeps what it measured
+        write_report(args.out, {"env": env, "args": vars(args) | {"out": str(args.out)},
+                                "rows": [asdict(r) for r in rows], "failed": failed})
+
     for method in methods:
         try:
             rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
@@ -340,16 +355,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             log.exception("%s failed", method)
             failed[method] = f"{type(e).__name__}: {e}"
             _fresh(device)
+            report()
             continue
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+        report()
     print()
     print(markdown(rows))
     for method, err in failed.items():
         print(f"{method}: failed: {err}")
-    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-           else platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
-    write_report(args.out, {"env": env, "args": vars(args) | {"out": str(args.out)},
-                            "rows": [asdict(r) for r in rows], "failed": failed})
     return 1 if failed else 0
 
 

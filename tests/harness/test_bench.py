@@ -49,3 +49,22 @@ def test_bench_keep_base_output_reaches_the_dora_config() -> None:
     assert method_config("dora", 8, dropout=0.0, fused=True, keep_base=True).keep_base_output is True
     assert method_config("dora", 8, dropout=0.0, fused=False, keep_base=True).keep_base_output is False
     assert not hasattr(method_config("lora", 8, dropout=0.0, fused=True, keep_base=True), "keep_base_output")
+
+
+def test_bench_writes_each_method_as_it_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run cut after its first method (a time limit: here an interrupt) leaves that method's row on disk."""
+    import harness.bench as bench
+
+    real = bench.bench_one
+
+    def cut_at_dora(model_key: str, method: str, **kw: object) -> bench.Row:
+        if method == "dora":
+            raise KeyboardInterrupt
+        return real(model_key, method, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench, "bench_one", cut_at_dora)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--model", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch", "2", "--seq", "8",
+              "--methods", "lora,dora", "--out", str(out)])
+    assert [r["method"] for r in json.loads(out.read_text())["rows"]] == ["lora"]
