@@ -15,7 +15,7 @@ per step; ``AdaLoraModel.forward`` computes the orthogonality term with a Python
 * :class:`FusedAdaLoraModel` — PEFT's ``AdaLoraModel`` whose ``forward`` computes the orthogonality term with
   one batched matmul per group of equally shaped P (or Q) matrices.
 * :class:`FusedSVDLinear` — PEFT's ``SVDLinear`` whose forward accumulates the adapter's product into the base
-  output inside one matmul, in the base output's dtype. PEFT's ``(… @ Bᵀ) * scaling / ranknum`` scales,
+  output with one matmul (:func:`~harness.methods.fast_dora.accumulate_mm`), in the base output's dtype. PEFT's ``(… @ Bᵀ) * scaling / ranknum`` scales,
   divides and adds the (tokens × d_out) product in separate passes, forward and backward; with ``ranknum``
   (a 1-element tensor) in float32, PEFT's default, the bf16 product is promoted to float32 on the way.
 
@@ -36,6 +36,8 @@ from peft.tuners.adalora.layer import RankAllocator, SVDLinear
 from peft.tuners.adalora.model import AdaLoraModel
 from torch import nn
 from transformers.integrations import deepspeed_config
+
+from harness.methods.fast_dora import accumulate_mm
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +279,7 @@ class FusedAdaLoraModel(AdaLoraModel):
 
 class FusedSVDLinear(SVDLinear):
     """PEFT's AdaLoRA ``SVDLinear`` whose forward adds x̃ (P ⊙ λ)ᵀ (c·Q)ᵀ, c = scaling / (ranknum + 1e-5), to the
-    base output inside one ``addmm`` (see the module doc); the same quantity as PEFT's
+    base output with one matmul (see the module doc); the same quantity as PEFT's
     ``result += (x̃ @ (P * λ).T @ Q.T) * scaling / (ranknum + 1e-5)``, in the base output's dtype."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -294,8 +296,7 @@ class FusedSVDLinear(SVDLinear):
             x = self._cast_input_dtype(x, a.dtype)
             h = self.lora_dropout[name](x) @ (a * e).T  # (..., r), under autocast in its dtype
             qc = b * (self.scaling[name] / (self.ranknum[name] + 1e-5))  # (d_out, r)
-            # not in place: under torch.compile an in-place op on a view of the base output becomes a copy
-            out = torch.addmm(out, h.reshape(-1, h.shape[-1]).to(dtype), qc.to(dtype).T)
+            out = accumulate_mm(out, h.reshape(-1, h.shape[-1]).to(dtype), qc.to(dtype).T, owned=False)
         return out.view(shape)
 
 

@@ -52,19 +52,49 @@ def w0_row_sq(w0: Tensor) -> Tensor:
     return _cast(w0, _acc_dtype(w0)).square().sum(1)
 
 
+def accumulate_mm(out: Tensor, a: Tensor, b: Tensor, *, owned: bool) -> Tensor:
+    """out + a @ b. out: (T, n); a: (T, k); b: (k, n).
+
+    Compiled: a matmul and an add, which inductor fuses into the elementwise pass that made ``out`` or into the
+    one that consumes the sum (an in-place op there becomes a copy of ``out``; ``addmm`` copies ``out`` and makes
+    a second pass over it). Eager: ``addmm``, in place when ``owned`` (``out`` is a fresh tensor not tracked by
+    autograd: no copy); an in-place op on a tracked view would cost copies in the backward."""
+    if torch.compiler.is_compiling():
+        return out + a @ b
+    return out.addmm_(a, b) if owned else torch.addmm(out, a, b)
+
+
+def _w0_at(w0: Tensor, a: Tensor) -> Tensor:
+    """W0 Aᵀ in float32. w0: (d_out, d_in) in any float dtype; a: (r, d_in) float32 → (d_out, r).
+
+    A bfloat16 W0 on CUDA is not copied to float32: A is split into three bfloat16 terms (hi + mid + lo carry
+    its 24-bit mantissa) and one bf16 matmul with a float32 output, W0 read once, gives the float32 product up
+    to the order of the float32 accumulation; elsewhere W0 is cast to float32 (a transient copy as large as W0).
+    """
+    if w0.dtype != torch.bfloat16 or w0.device.type != "cuda" or a.dtype != torch.float32:
+        return _cast(w0, a.dtype) @ a.T
+    hi = a.to(torch.bfloat16)
+    rest = a - hi.float()
+    mid = rest.to(torch.bfloat16)
+    lo = (rest - mid.float()).to(torch.bfloat16)
+    r = a.shape[0]
+    p = torch.mm(w0, torch.cat([hi, mid, lo]).T, out_dtype=torch.float32)  # (d_out, 3r)
+    return p[:, :r] + p[:, r : 2 * r] + p[:, 2 * r :]
+
+
 @torch.no_grad()
 def factored_row_norm(w0: Tensor, a: Tensor, b: Tensor, scaling: float, w0_sq: Tensor) -> Tensor:
     """||W0 + s·B A|| per row (detached), without forming the d_out×d_in sum; autocast off.
 
     w0: (d_out, d_in), a transposed view is fine; a: (r, d_in); b: (d_out, r); w0_sq: (d_out,) from
-    :func:`w0_row_sq`. Returns (d_out,) in float32 (float64 for a float64 W0). A low-precision W0 is cast
-    to float32 for the W0 Aᵀ product (a transient copy, as large as W0; in bf16 the norm would be off by ~3e-4).
+    :func:`w0_row_sq`. Returns (d_out,) in float32 (float64 for a float64 W0). The W0 Aᵀ product is taken to
+    float32 accuracy (:func:`_w0_at`; with A rounded to bf16 the norm would be off by ~3e-4).
     """
     acc = w0_sq.dtype
     with _autocast_off(w0.device):
         a, b = _cast(a, acc), _cast(b, acc)
         # 2s·Σ_j B_ij ((W0 + s/2·B A) Aᵀ)_ij = 2s·Σ_j B_ij (W0 Aᵀ)_ij + s²·Σ_j (B A Aᵀ)_ij B_ij
-        half = torch.addmm(_cast(w0, acc) @ a.T, b, a @ a.T, alpha=scaling / 2)  # (d_out, r)
+        half = torch.addmm(_w0_at(w0, a), b, a @ a.T, alpha=scaling / 2)  # (d_out, r)
         sq = torch.add(w0_sq, (b * half).sum(1), alpha=2 * scaling)
     return sq.clamp_min_(0).sqrt_()
 
@@ -101,7 +131,7 @@ class _DoraLinear(torch.autograd.Function):
                 out = torch.addcmul(_cast((1 - g) * bias, cd), result, _cast(g, cd)).reshape(-1, d_out)
             if keep_base and not dropped:
                 base = result.reshape(-1, d_out) if bias is None else result.reshape(-1, d_out) - _cast(bias, cd)
-            out = torch.addmm(out, h, bgs.T)  # not in place: compiled, that would copy the base output
+            out = accumulate_mm(out, h, bgs.T, owned=True)  # a fresh tensor; autograd is off in here
         ctx.save_for_backward(x2, h, w0, ac, b, g, gs, norm, bgs, base)
         ctx.scaling, ctx.dropped, ctx.dtypes = scaling, dropped, (xd.dtype, a.dtype, m.dtype)
         return out.view(result.shape)

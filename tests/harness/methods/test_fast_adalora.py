@@ -5,7 +5,6 @@ the fused SVDLinear forward equals PEFT's to rounding and makes no float32 (toke
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +24,7 @@ from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator,
                                           install_fused_adalora, rank_pattern_lists)
 from harness.run import run
 from tests.conftest import TINY, compose_cfg, method_args
+from tests.harness.methods.layer_checks import forward_backward, full_size_ops
 
 T, TINIT, TFINAL = 25, 4, 6  # warm-up 1..4, budget phase 5..18, final mask at 19, final phase 20..25
 ADAPTED = ["query", "key", "value", "dense"]  # P shapes (6, 32) and (6, 64), Q shapes (32, 6) and (64, 6)
@@ -323,31 +323,26 @@ def one_svd_linear(*, fused: bool, dropout: float = 0.0) -> PeftModel:
     return model
 
 
-def layer_forward_backward(model: PeftModel, x: torch.Tensor, probe: torch.Tensor,
-                           mode: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Output, and the gradients of x and every trainable parameter for the loss Σ y·probe (dropout masks
-    seeded the same); the forward and backward run under the dispatch ``mode`` if one is given."""
-    x = x.detach().clone().requires_grad_(True)
-    torch.manual_seed(7)
-    with mode or contextlib.nullcontext():
-        y = model(x)
-        (y * probe).sum().backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
-    return y.detach(), {"x": x.grad.detach(), **grads}
-
-
 @pytest.mark.parametrize("mode", ["train", "train_dropout", "eval"])
 def test_svd_linear_output_and_gradients_equal_peft(mode: str) -> None:
     dropout = 0.3 if mode == "train_dropout" else 0.0
     ref, fused = (one_svd_linear(fused=f, dropout=dropout).train(mode != "eval") for f in (False, True))
     x = torch.randn(3, 5, D_IN, generator=torch.Generator().manual_seed(3))
     probe = torch.randn(3, 5, D_OUT, generator=torch.Generator().manual_seed(1))
-    (y_ref, g_ref), (y_fused, g_fused) = (layer_forward_backward(m, x, probe) for m in (ref, fused))
+    (y_ref, g_ref), (y_fused, g_fused) = (forward_backward(m, x, probe=probe) for m in (ref, fused))
     torch.testing.assert_close(y_fused, y_ref, rtol=1e-5, atol=1e-6)
     assert g_ref.keys() == g_fused.keys() and any("lora_E" in k for k in g_ref)
     for k in g_ref:
         torch.testing.assert_close(g_fused[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def test_compiled_svd_linear_adds_the_adapter_without_copying_the_base_output() -> None:
+    """Under compile the adapter product is a matmul added elementwise (inductor fuses the add into the consumer),
+    not an ``addmm`` that copies the base output first."""
+    fused = one_svd_linear(fused=True).train()
+    ops = full_size_ops(fused, torch.randn(12, D_IN), 12 * D_OUT)
+    assert ops.count("aten.addmm.default") == 1, ops  # the base layer's own x W0ᵀ + b
+    assert "aten.add.Tensor" in ops and not [o for o in ops if "copy" in o], ops
 
 
 class FullSizeOutputs(TorchDispatchMode):
@@ -380,7 +375,7 @@ def test_svd_linear_under_bf16_autocast_stays_bf16_and_matches_peft() -> None:
     for m in models:
         mode = FullSizeOutputs(64 * D_OUT)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            results.append(layer_forward_backward(m, x, probe, mode))
+            results.append(forward_backward(m, x, probe=probe, mode=mode))
         modes.append(mode.dtypes)
     (y_ref, g_ref), (y_fused, g_fused) = results
     assert y_ref.dtype == y_fused.dtype == torch.bfloat16

@@ -20,6 +20,7 @@ from harness.families import family_for, resolve_targets
 from harness.methods import get_method
 from harness.methods.dora import DoraMethodConfig
 from harness.methods.fast_dora import FusedDoraLinearLayer, factored_row_norm, install_fused_dora, w0_row_sq
+from tests.harness.methods.layer_checks import forward_backward, full_size_ops
 
 D_IN, D_OUT, R, ALPHA = 24, 40, 4, 8
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -54,20 +55,6 @@ def one_linear_dora(*, bias: bool = True, dropout: float = 0.0, conv1d: bool = F
     if fused:
         assert install_fused_dora(model, keep_base_output=keep_base) == 1
     return model
-
-
-def forward_backward(model: nn.Module, x: Tensor, seed: int = 7) -> tuple[Tensor, dict[str, Tensor]]:
-    """Output and the gradients of x and of every trainable parameter, for a fixed random probe loss.
-
-    The RNG is seeded right before the forward, so both models draw the same dropout masks."""
-    x = x.detach().clone().requires_grad_(True)
-    torch.manual_seed(seed)
-    y = model(x)
-    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    (y * probe.to(y.dtype)).sum().backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
-    return y.detach(), {"x": x.grad.detach(), **grads}
 
 
 def assert_same(a: tuple[Tensor, dict[str, Tensor]], b: tuple[Tensor, dict[str, Tensor]]) -> None:
@@ -257,6 +244,37 @@ def test_torch_compile_traces_without_graph_breaks_and_matches_peft() -> None:
     fused.compile(backend="aot_eager")
     assert_same(forward_backward(ref, x), forward_backward(fused, x))
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_compiled_graph_accumulates_the_adapter_without_copying_the_output(bias: bool) -> None:
+    """Under compile the adapter product is a matmul added elementwise (inductor fuses the add into the g-scaling
+    pass), not an ``addmm`` that copies the base output first, and nothing is copied in place."""
+    fused = one_linear_dora(bias=bias, fused=True).train()
+    x = x_in(12, D_IN)
+    ops = full_size_ops(fused, x, 12 * D_OUT)
+    assert ops.count("aten.addmm.default") == int(bias), ops  # the base layer's own x W0ᵀ + b
+    assert "aten.add.Tensor" in ops and not [o for o in ops if "addmm_" in o or "copy" in o], ops
+
+
+@pytest.mark.gpu
+def test_w0_at_on_cuda_bf16_is_float32_accurate() -> None:
+    """W0 Aᵀ for a bf16 W0 on CUDA (split A, bf16 matmul with a float32 output) equals the float64 product to
+    float32 accuracy; A rounded to bf16 alone would be ~100× further off (the test can fail)."""
+    from harness.methods.fast_dora import _w0_at
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w0 = torch.randn(2048, 1024, device="cuda", generator=g).bfloat16()
+    a = torch.randn(16, 1024, device="cuda", generator=g) * 0.01
+    exact = w0.double() @ a.double().T
+    got = _w0_at(w0, a)
+    assert got.dtype == torch.float32 and got.shape == (2048, 16)
+
+    def rel(t: Tensor) -> float:
+        return ((t.double() - exact).norm() / exact.norm()).item()
+
+    assert rel(got) < 1e-6
+    assert rel(torch.mm(w0, a.bfloat16().T, out_dtype=torch.float32)) > 100 * max(rel(got), 1e-9)
 
 
 # ---- tiny BERT through the harness's DoRA method ----------------------------------------------------------
