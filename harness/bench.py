@@ -23,7 +23,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -73,9 +73,10 @@ def model_spec(name: str) -> ModelConfig:
     return ModelConfig(name=name)
 
 
-def method_config(name: str, r: int, *, dropout: float, fused: bool, keep_base: bool = False) -> MethodConfig:
+def method_config(name: str, r: int, *, dropout: float, fused: bool,
+                  keep_base: Union[bool, list[str]] = False) -> MethodConfig:
     """The method's schema with r (LoRA/DoRA) or target_r = r, init_r = 1.5·r (AdaLoRA, masking every step);
-    ``keep_base``: DoRA's ``keep_base_output``."""
+    ``keep_base``: DoRA's ``keep_base_output`` (true, or matrix types)."""
     cls = get_method(name).config_cls
     kw: dict[str, Any] = {"targets": list(MATRIX_TYPES)}
     if name in ("lora", "dora"):
@@ -85,7 +86,7 @@ def method_config(name: str, r: int, *, dropout: float, fused: bool, keep_base: 
     if name in ("dora", "adalora"):
         kw["fused"] = fused
     if name == "dora":
-        kw["keep_base_output"] = fused and keep_base
+        kw["keep_base_output"] = keep_base if fused else False
     return cls(**kw)
 
 
@@ -245,16 +246,18 @@ def _fresh(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _tag(model_key: str, method: str, tcfg: TrainConfig, keep_base: bool) -> str:
-    """``llama-1b-dora[-keep][-compile_model]``: a profile's file name."""
-    keep = "-keep" if keep_base and method == "dora" else ""
+def _tag(model_key: str, method: str, tcfg: TrainConfig, keep_base: Union[bool, list[str]]) -> str:
+    """``llama-1b-dora[-keep[_Wf2-Wq]][-compile_model]``: a profile's file name."""
+    keep = ""
+    if keep_base and method == "dora":
+        keep = "-keep" if keep_base is True else "-keep_" + "-".join(keep_base)
     comp = f"-compile_{tcfg.compile}" if tcfg.compile != "none" else ""
     return f"{model_key}-{method}{keep}{comp}"
 
 
 def bench_one(model_key: str, method: str, *, r: int, batch: int, seq: int, steps: int, warmup: int,
               device: torch.device, bf16: bool, dropout: float, tcfg: TrainConfig, fused: bool,
-              keep_base: bool = False, profile: Optional[Path] = None) -> Row:
+              keep_base: Union[bool, list[str]] = False, profile: Optional[Path] = None) -> Row:
     """Bare loop and harness loop on fresh copies of the same model; same batch shape. ``profile``: a folder
     for :func:`profile_harness`'s table of the harness step (after the timing, which it does not touch)."""
     total = warmup + steps
@@ -319,7 +322,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-bf16", action="store_true", help="keep float32 weights on GPU")
     ap.add_argument("--plain", action="store_true",
                     help="harness loop with PEFT's own code paths: no fused DoRA/AdaLoRA, PEFT's input casting, no compile")
-    ap.add_argument("--keep-base-output", action="store_true", help="DoRA: method.keep_base_output=true")
+    ap.add_argument("--keep-base-output", nargs="?", const="true", default="false", metavar="TYPES",
+                    help="DoRA: method.keep_base_output; bare: true, or matrix types / module suffixes, e.g. Wf2,Wq,Wo")
     ap.add_argument("--compile", default="none", choices=COMPILE_MODES, help="train.compile")
     ap.add_argument("--compile-mode", default=None, choices=TORCH_COMPILE_MODES, help="train.compile_mode")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
@@ -333,6 +337,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                        log_every=args.warmup, bf16=bf16, progress=False, max_grad_norm=0.0,
                        cast_adapter_inputs=args.plain, compile="none" if args.plain else args.compile,
                        compile_mode=None if args.plain else args.compile_mode)
+    keep_base = {"true": True, "false": False}.get(args.keep_base_output.lower(),
+                                                     [k for k in args.keep_base_output.split(",") if k])
     methods = args.methods.split(",")
     for method in methods:
         if method not in METHODS:
@@ -350,7 +356,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             rows.append(bench_one(args.model, method, r=args.r, batch=args.batch, seq=args.seq, steps=args.steps,
                                   warmup=args.warmup, device=device, bf16=bf16, dropout=args.dropout, tcfg=tcfg,
-                                  fused=not args.plain, keep_base=args.keep_base_output, profile=args.profile))
+                                  fused=not args.plain, keep_base=keep_base, profile=args.profile))
         except Exception as e:  # one method failing (e.g. a compile error) leaves the others measured
             log.exception("%s failed", method)
             failed[method] = f"{type(e).__name__}: {e}"

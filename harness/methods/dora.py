@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Union
 
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.families import MatrixRef
+from harness.families import MATRIX_TYPES, MatrixRef
 from harness.methods import register
 from harness.methods.fast_dora import install_fused_dora
 from harness.methods.lora import Lora, LoraMethodConfig
@@ -21,13 +22,15 @@ class DoraMethodConfig(LoraMethodConfig):
     """DoRA: W' = m ⊙ (W0 + s·BA) / ||W0 + s·BA||_row, m ∈ R^{out} initialised to ||W0||_row.
 
     ``fused``: the harness's fused DoRA forward (harness/methods/fast_dora.py), equivalent to PEFT's within
-    fp tolerance; false = PEFT's own. ``keep_base_output`` (fused only): keep each layer's W0·x for the
-    magnitude's gradient (PEFT's activation memory) instead of an extra d_out×d_in matmul in the backward.
+    fp tolerance; false = PEFT's own. ``keep_base_output`` (fused only): keep W0·x for the magnitude's
+    gradient (PEFT's activation memory, tokens × d_out per layer) instead of an extra d_out×d_in matmul in the
+    backward — true (every layer), false, or a list of matrix types / module-name suffixes as in ``targets``
+    (the matmul saved per byte kept is d_in: keep the layers with the widest input first).
     """
 
     name: str = "dora"
     fused: bool = True
-    keep_base_output: bool = False
+    keep_base_output: Any = False  # bool or list[str]: OmegaConf has no Union of these
 
 
 @register("dora")
@@ -40,14 +43,43 @@ class Dora(Lora):
     @classmethod
     def validate_config(cls, cfg: DoraMethodConfig) -> None:  # type: ignore[override]
         super().validate_config(cfg)
-        if cfg.keep_base_output and not cfg.fused:
+        keep = cfg.keep_base_output
+        if not isinstance(keep, bool) and not (isinstance(keep, (list, tuple)) and keep
+                                               and all(isinstance(k, str) for k in keep)):
+            raise ConfigError(f"method.keep_base_output: expected true, false or a list of matrix types "
+                              f"{list(MATRIX_TYPES)} / module-name suffixes, got {keep!r}")
+        if keep and not cfg.fused:
             raise ConfigError("method.keep_base_output=true needs method.fused=true (PEFT's own DoRA always keeps "
                               "W0·x); set method.fused=true or drop keep_base_output")
+        if isinstance(keep, (list, tuple)) and all(t in MATRIX_TYPES for t in cfg.targets):
+            missing = [k for k in keep if k in MATRIX_TYPES and k not in cfg.targets]
+            if missing:
+                raise ConfigError(f"method.keep_base_output: {missing} not among method.targets {list(cfg.targets)}; "
+                                  f"keep W0·x only for adapted matrix types")
 
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         model = super().wrap(model, targets, head)
         if self.cfg.fused:
-            n = install_fused_dora(model, keep_base_output=self.cfg.keep_base_output)
+            keep = kept_layers(self.cfg.keep_base_output, targets)
+            n = install_fused_dora(model, keep_base_output=keep)
+            n_keep = n if keep is True else 0 if keep is False else len(keep)
             log.info("DoRA: fused forward on %d Linear layers (harness/methods/fast_dora.py)%s", n,
-                     ", W0·x kept for the magnitude's gradient" if self.cfg.keep_base_output else "")
+                     f", W0·x kept for the magnitude's gradient on {n_keep}" if n_keep else "")
         return model
+
+
+def kept_layers(keep: Union[bool, list[str]], targets: list[MatrixRef]) -> Union[bool, set[str]]:
+    """``method.keep_base_output`` as install_fused_dora takes it: a bool, or the module names of the adapted
+    layers whose matrix type or name suffix is listed (ConfigError for an entry that matches none)."""
+    if isinstance(keep, bool):
+        return keep
+    names: set[str] = set()
+    for k in keep:
+        hits = [t.name for t in targets if (t.type == k if k in MATRIX_TYPES else
+                                             t.name == k or t.name.endswith("." + k))]
+        if not hits:
+            raise ConfigError(f"method.keep_base_output: '{k}' matches none of the adapted layers; use matrix "
+                              f"types {sorted({t.type for t in targets})} or suffixes of names such as "
+                              f"'{targets[0].name}'")
+        names.update(hits)
+    return names

@@ -23,7 +23,8 @@ that are not bias-free ``nn.Linear``) take PEFT's forward.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, ContextManager, Optional
+from collections.abc import Set as AbstractSet
+from typing import Any, ContextManager, Optional, Union
 
 import torch
 from peft.tuners.lora.dora import DoraLinearLayer
@@ -236,16 +237,21 @@ class FusedDoraLinearVariant(DoraLinearVariant):
                                  dora.weight, norm, scaling, dropped, dora.keep_base_output)
 
 
-def install_fused_dora(model: nn.Module, *, keep_base_output: bool = False) -> int:
+def install_fused_dora(model: nn.Module, *, keep_base_output: Union[bool, AbstractSet[str]] = False) -> int:
     """Swap the class of every PEFT ``DoraLinearLayer`` in ``model`` (that exact class: not the embedding or conv
     ones) to :class:`FusedDoraLinearLayer`, and of the ``DoraLinearVariant`` of each LoRA Linear that holds one
     to :class:`FusedDoraLinearVariant`. Parameters and state-dict keys are unchanged, so ``save_pretrained`` /
     ``PeftModel.from_pretrained`` work as before. ``keep_base_output``: trade memory for the backward's extra
-    matmul (:class:`_DoraLinear`). Returns how many layers were swapped."""
-    layers = [m for m in model.modules() if type(m) is DoraLinearLayer]
-    for m in layers:
+    matmul (:class:`_DoraLinear`) in every layer (true), or in the adapted layers whose module name is or ends
+    with ``.`` + one of the given names. Returns how many layers were swapped."""
+    layers = [(n, m) for n, m in model.named_modules() if type(m) is DoraLinearLayer]
+    for name, m in layers:
         m.__class__ = FusedDoraLinearLayer
-        m.keep_base_output = keep_base_output
+        if isinstance(keep_base_output, bool):
+            m.keep_base_output = keep_base_output
+        else:
+            owner = name.rsplit(".lora_magnitude_vector.", 1)[0]  # the adapted Linear's name
+            m.keep_base_output = any(owner == k or owner.endswith("." + k) for k in keep_base_output)
     for mod in model.modules():
         for variant in getattr(mod, "lora_variant", {}).values():
             if type(variant) is DoraLinearVariant:

@@ -49,6 +49,14 @@ def test_bench_keep_base_output_reaches_the_dora_config() -> None:
     assert method_config("dora", 8, dropout=0.0, fused=True, keep_base=True).keep_base_output is True
     assert method_config("dora", 8, dropout=0.0, fused=False, keep_base=True).keep_base_output is False
     assert not hasattr(method_config("lora", 8, dropout=0.0, fused=True, keep_base=True), "keep_base_output")
+    assert method_config("dora", 8, dropout=0.0, fused=True, keep_base=["Wf2"]).keep_base_output == ["Wf2"]
+
+
+def test_bench_keep_base_output_by_matrix_type(tmp_path: Path) -> None:
+    prof = tmp_path / "prof"
+    assert main(["--model", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch", "2", "--seq", "8",
+                 "--methods", "dora", "--keep-base-output", "Wf2,Wq", "--profile", str(prof)]) == 0
+    assert [p.name for p in prof.iterdir()] == ["tiny-dora-keep_Wf2-Wq.txt"]
 
 
 def test_bench_writes_each_method_as_it_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

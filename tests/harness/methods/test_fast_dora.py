@@ -290,7 +290,7 @@ def tiny_bert() -> nn.Module:
     return BertForSequenceClassification(TINY_BERT)
 
 
-def tiny_bert_dora(fused: bool, keep_base: bool = False) -> nn.Module:
+def tiny_bert_dora(fused: bool, keep_base: Any = False) -> nn.Module:
     """The harness's DoRA method on a seed-0 tiny BERT (dropout 0.1, so training recomputes W0 x)."""
     model = tiny_bert()
     fam = family_for("bert")
@@ -340,8 +340,46 @@ def test_method_installs_fused_layers_and_logs(caplog: pytest.LogCaptureFixture)
     assert all(m.keep_base_output for m in kept.modules() if isinstance(m, FusedDoraLinearLayer))
 
 
-@pytest.mark.parametrize("keep_base", [False, True])
-def test_tiny_bert_three_adamw_steps_match_peft_either_way(keep_base: bool) -> None:
+def kept_by_name(model: nn.Module) -> dict[str, bool]:
+    """Adapted layer (name after ``encoder.``) → whether its DoRA layer keeps W0 x."""
+    return {n.split("encoder.")[1].rsplit(".lora_magnitude_vector", 1)[0]: m.keep_base_output
+            for n, m in model.named_modules() if isinstance(m, FusedDoraLinearLayer)}
+
+
+def test_keep_base_output_by_matrix_type_or_name_suffix(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="harness.methods.dora"):
+        kept = kept_by_name(tiny_bert_dora(fused=True, keep_base=["Wf2", "attention.self.key"]))
+    assert len(kept) == N_DORA and "W0·x kept for the magnitude's gradient on 4" in caplog.text
+    assert sorted(n for n, k in kept.items() if k) == [
+        "layer.0.attention.self.key", "layer.0.output.dense", "layer.1.attention.self.key", "layer.1.output.dense"]
+    with pytest.raises(ConfigError, match="method.keep_base_output: 'gate_proj' matches none of the adapted"):
+        tiny_bert_dora(fused=True, keep_base=["Wq", "gate_proj"])
+
+
+@pytest.mark.parametrize("keep", ["yes", 1, [], ["Wq", 2]])
+def test_keep_base_output_rejects_what_is_not_a_bool_or_names(keep: Any) -> None:
+    with pytest.raises(ConfigError, match="method.keep_base_output: expected true, false or a list"):
+        get_method("dora").validate_config(DoraMethodConfig(keep_base_output=keep))
+
+
+def test_keep_base_output_types_must_be_adapted() -> None:
+    with pytest.raises(ConfigError, match=r"method.keep_base_output: \['Wf1'\] not among method.targets"):
+        get_method("dora").validate_config(DoraMethodConfig(targets=["Wq", "Wv"], keep_base_output=["Wq", "Wf1"]))
+    with pytest.raises(ConfigError, match="keep_base_output=true needs method.fused=true"):
+        get_method("dora").validate_config(DoraMethodConfig(fused=False, keep_base_output=["Wq"]))
+
+
+def test_keep_base_output_list_from_the_command_line() -> None:
+    from harness.config import to_typed
+    from tests.conftest import compose_cfg
+
+    typed = to_typed(compose_cfg(["method=dora", "method.keep_base_output=[Wf2,Wq]"]))
+    assert typed.method.keep_base_output == ["Wf2", "Wq"]
+    assert to_typed(compose_cfg(["method=dora", "method.keep_base_output=true"])).method.keep_base_output is True
+
+
+@pytest.mark.parametrize("keep_base", [False, True, ["Wf2", "Wq"]])
+def test_tiny_bert_three_adamw_steps_match_peft_either_way(keep_base: Any) -> None:
     ref, fused = tiny_bert_dora(fused=False).train(), tiny_bert_dora(fused=True, keep_base=keep_base).train()
     opt_ref, opt_fused = adamw(ref), adamw(fused)
     for step in range(3):
