@@ -15,9 +15,10 @@ per step; ``AdaLoraModel.forward`` computes the orthogonality term with a Python
 * :class:`FusedAdaLoraModel` — PEFT's ``AdaLoraModel`` whose ``forward`` computes the orthogonality term with
   one batched matmul per group of equally shaped P (or Q) matrices.
 * :class:`FusedSVDLinear` — PEFT's ``SVDLinear`` whose forward accumulates the adapter's product into the base
-  output with one matmul (:func:`~harness.methods.fast_dora.accumulate_mm`), in the base output's dtype. PEFT's ``(… @ Bᵀ) * scaling / ranknum`` scales,
-  divides and adds the (tokens × d_out) product in separate passes, forward and backward; with ``ranknum``
-  (a 1-element tensor) in float32, PEFT's default, the bf16 product is promoted to float32 on the way.
+  output with one matmul (:func:`~harness.methods.fast_dora.accumulate_mm`), in the base output's dtype.
+  PEFT's ``(… @ Bᵀ) * scaling / ranknum`` scales, divides and adds the (tokens × d_out) product in separate
+  passes, forward and backward; with ``ranknum`` (a 1-element tensor) in float32, PEFT's default, the bf16
+  product is promoted to float32 on the way.
 
 Both cache the adapter parameters when installed: install after the adapters exist and before training
 (moving the model with ``.to()`` keeps the parameter objects; re-creating adapter layers needs a re-install).
