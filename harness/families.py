@@ -94,6 +94,12 @@ class MatrixRef:
     name: str
     type: str
 
+    def selected_by(self, entry: str) -> bool:
+        """Whether a ``method.targets``-style entry — a matrix type or a module-name suffix — names this matrix."""
+        if entry in MATRIX_TYPES:
+            return self.type == entry
+        return self.name == entry or self.name.endswith("." + entry)
+
 
 def family_for(model_type: str) -> Family:
     """The family of a transformers ``model_type``; ConfigError listing the supported ones otherwise."""
@@ -138,10 +144,7 @@ def resolve_targets(
             known.append(MatrixRef(c[0], MATRIX_TYPES.index(c[1]), n, c[1]))
     chosen: dict[str, MatrixRef] = {}
     for t in targets:
-        if t in MATRIX_TYPES:
-            hits = [r for r in known if r.type == t]
-        else:
-            hits = [r for r in known if r.name == t or r.name.endswith("." + t)]
+        hits = [r for r in known if r.selected_by(t)]
         if not hits:
             suffixes = sorted({s for sfx in family.types.values() for s in sfx})
             raise ConfigError(

@@ -75,8 +75,7 @@ def kept_layers(keep: Union[bool, list[str]], targets: list[MatrixRef]) -> Union
         return keep
     names: set[str] = set()
     for k in keep:
-        hits = [t.name for t in targets if (t.type == k if k in MATRIX_TYPES else
-                                             t.name == k or t.name.endswith("." + k))]
+        hits = [t.name for t in targets if t.selected_by(k)]
         if not hits:
             raise ConfigError(f"method.keep_base_output: '{k}' matches none of the adapted layers; use matrix "
                               f"types {sorted({t.type for t in targets})} or suffixes of names such as "
