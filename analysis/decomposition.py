@@ -1,8 +1,18 @@
 """DoRA's magnitude/direction analysis from run folders: rebuild merged weights, ΔM/ΔD, correlations.
 
 Reads ``<run>/snapshots`` (see :mod:`harness.snapshots`). ΔM and ΔD follow PAPERS.md (DoRA, Eqs. 3–4)
-against W0, along the output rows (``row``: DoRA's magnitude axis in PEFT and the official code) or the
-input columns (``col``). Everything here is pure: DataFrames in, DataFrames out; only the CLI writes files.
+against W0, with the norms taken along one of two axes, named by meaning:
+
+* ``out`` — one norm per **output feature** (a row of torch's (out, in) weight): the paper's ‖·‖_c (a column
+  of its d×k matrix), PEFT's ``lora_magnitude_vector``. The paper's figure is on this axis.
+* ``in`` — one norm per **input feature** (a column of torch's weight), shown beside it for contrast.
+
+(The snapshot index stores them as ``*_row`` / ``*_col``, torch's layout; this module renames them.)
+
+Statistics follow "seeds are the unit": the paper's r is Pearson's r pooled over all (layer, checkpoint)
+points of one run; each run (seed) gives one r and one slope, and the headline is their mean over seeds with
+a Student-t interval (r averaged on Fisher's z scale). Pooling points of several seeds is shown beside it, labelled descriptive.
+Everything here is pure: DataFrames in, DataFrames out; only the CLI writes files.
 
 A missing or corrupt snapshot file raises :class:`SnapshotError` naming it; the collecting functions
 catch it, report it in their ``problems`` list, and go on with the rest.
@@ -24,12 +34,23 @@ import pandas as pd
 import torch
 from safetensors.torch import load as st_load
 
+from analysis import stats as S
 from harness.snapshots import FULL_SUMMARY, INDEX_FILE, META_FILE, STATS, merged_weight, summarize
 
 log = logging.getLogger(__name__)
 
-AXES: tuple[str, ...] = ("row", "col")
-#: DoRA paper, Figure 2 (VL-BART, query matrices): Pearson correlation of ΔM with ΔD
+AXES: tuple[str, ...] = ("out", "in")
+#: What each axis means, for tables, figure labels and file notes.
+AXIS_LABELS: dict[str, str] = {
+    "out": "per output feature (the paper's ‖·‖_c, PEFT's magnitude)",
+    "in": "per input feature",
+}
+#: snapshot index names (torch layout) → analysis names (meaning)
+_RENAME: dict[str, str] = {"dM_row": "dM_out", "dD_row": "dD_out", "dM_col": "dM_in", "dD_col": "dD_in"}
+#: the paper's Figure 2 is drawn for this matrix type and this axis only; other types/axes have no anchor
+PAPER_TYPE, PAPER_AXIS = "Wq", "out"
+#: DoRA paper, Figure 2 (VL-BART, query matrices): Pearson correlation of ΔM with ΔD over the
+#: (layer, checkpoint) points of one fine-tuning run
 PAPER_CORRELATION: dict[str, float] = {"full": -0.62, "lora": 0.83, "dora": -0.31}
 #: DoRA paper, Figure 2: axis ranges (ΔD low, ΔD high, ΔM low, ΔM high)
 PAPER_RANGES: dict[str, tuple[float, float, float, float]] = {
@@ -121,7 +142,7 @@ class RunSnapshots:
     def merged_weight(self, name: str, step: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The merged weight (out, in) of ``name`` at ``step``, rebuilt from W0 and the step's tensors.
 
-        LoRA W0 + s·BA, DoRA m ⊙ V/||V||_row (V = W0 + s·BA), AdaLoRA W0 + s·B(A ⊙ E), full FT the stored
+        LoRA W0 + s·BA, DoRA m ⊙ V/||V|| with one norm per output feature (V = W0 + s·BA), AdaLoRA W0 + s·B(A ⊙ E), full FT the stored
         matrix (only where ``snapshot.full_weights`` asked for it; otherwise a KeyError says so).
         """
         info = self.matrices.loc[name]
@@ -133,7 +154,8 @@ class RunSnapshots:
         return merged_weight(str(info["kind"]), w0, {k: v.to(dtype) for k, v in t.items()}, float(info["scale"]))
 
     def recompute(self, name: str, step: int) -> dict[str, float]:
-        """ΔM/ΔD (both axes) of ``name`` at ``step`` recomputed in float64 from the files.
+        """ΔM/ΔD (both axes; snapshot-index names ``*_row`` = per output feature, ``*_col`` = per input
+        feature) of ``name`` at ``step`` recomputed in float64 from the files.
 
         Adapters (and full FT with a stored matrix): from the rebuilt weight, with ‖ΔW‖_F, relative change and
         stable rank too. Full FT otherwise: from the stored per-row/column norm changes and distances
@@ -189,8 +211,9 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
     ``source="tensors"`` recomputes every value in float64 from the files (checksums verified; a bad file's
     rows are left out and named in the returned problems); ``"index"`` takes the online values as they are.
     Columns: run_dir, panel (see :func:`panels`), method, seed, lr, total_steps (when ``runs`` has them), step,
-    checkpoint (1.. over the non-zero steps), matrix, label, layer, type, the :data:`STATS` and, for
-    ``tensors``, ``online_<stat>`` (the index's value) for comparison.
+    checkpoint (1.. over the non-zero steps), matrix, label, layer, type, ``dM_out dD_out dM_in dD_in`` (see
+    :data:`AXIS_LABELS`), ``dW_fro dW_rel stable_rank`` and, for ``tensors``, ``online_<stat>`` (the index's
+    value) for comparison.
     """
     if source not in ("tensors", "index"):
         raise ValueError(f"source must be 'tensors' or 'index', got {source!r}")
@@ -236,8 +259,10 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
         return pd.DataFrame(), problems
     out = pd.concat(frames, ignore_index=True)
     out.insert(1, "panel", panels(out))
+    out = out.rename(columns={**_RENAME, **{f"online_{k}": f"online_{v}" for k, v in _RENAME.items()}})
+    stats = [_RENAME.get(k, k) for k in STATS]
     keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "step", "checkpoint", "matrix", "label",
-            "layer", "type", "kind", "rank", *STATS, *[c for c in out.columns if c.startswith("online_")]]
+            "layer", "type", "kind", "rank", *stats, *[c for c in out.columns if c.startswith("online_")]]
     return out[[c for c in keep if c in out.columns]], problems
 
 
@@ -254,11 +279,11 @@ def panels(points: pd.DataFrame) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# statistics: Pearson r and the least-squares slope of ΔM on ΔD, with bootstrap intervals
+# statistics: per run (seed) Pearson r and slope of ΔM on ΔD, then mean and t-interval over seeds
 
 
 def pearson_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """(Pearson r, slope, intercept) of the least-squares line y = a + b·x; NaN where undefined."""
+    """(Pearson r, slope, intercept) of the least-squares line y = a + b·x; NaN where undefined. x, y: (n,)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(x) < 2:
@@ -272,104 +297,125 @@ def pearson_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(r), float(slope), float(y.mean() - slope * x.mean())
 
 
-def bootstrap_fit(x: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray] = None, *, n_boot: int = 2000,
-                  confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Pearson r and slope with percentile-bootstrap intervals.
+def per_run_fits(points: pd.DataFrame, *, axis: str = "out") -> pd.DataFrame:
+    """One row per (panel, run): the paper's statistic for that run and axis.
 
-    Without ``groups`` (or with one group) the points are resampled with replacement. With several groups
-    (seeds) the bootstrap is hierarchical: seeds are resampled, then points within each drawn seed, so the
-    interval carries the between-seed variation too. x, y, groups: (n,).
+    ``pearson``, ``slope``: Pearson r and least-squares slope of ΔM on ΔD over all (layer, checkpoint)
+    points of the run (the paper's pooling); ``n_points``; ``pearson_within_checkpoint``: the mean over the
+    run's checkpoints of r across layers at one checkpoint (the layer effect without the drift that moves
+    ΔM and ΔD up together over training; not the paper's number).
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    r, slope, intercept = pearson_slope(x, y)
-    out = {"pearson": r, "slope": slope, "intercept": intercept, "n_points": len(x),
-           "pearson_low": math.nan, "pearson_high": math.nan, "slope_low": math.nan, "slope_high": math.nan}
-    if len(x) < 3 or n_boot <= 0:
-        return out
-    rng = np.random.default_rng(seed)
-    members = [np.arange(len(x))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    rs, bs = np.empty(n_boot), np.empty(n_boot)
-    for b in range(n_boot):
-        drawn = rng.integers(0, len(members), len(members)) if len(members) > 1 else [0]
-        idx = np.concatenate([members[g][rng.integers(0, len(members[g]), len(members[g]))] for g in drawn])
-        rs[b], bs[b], _ = pearson_slope(x[idx], y[idx])
-    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
-    if np.isfinite(rs).sum() > n_boot // 2:
-        out["pearson_low"], out["pearson_high"] = map(float, np.nanpercentile(rs, [lo, hi]))
-    if np.isfinite(bs).sum() > n_boot // 2:
-        out["slope_low"], out["slope_high"] = map(float, np.nanpercentile(bs, [lo, hi]))
-    return out
-
-
-def correlation_table(points: pd.DataFrame, *, axis: str = "row", n_boot: int = 2000, confidence: float = 0.95,
-                      seed: int = 0) -> pd.DataFrame:
-    """One row per method: Pearson r and slope of ΔM on ΔD (axis ``row`` or ``col``) with intervals
-    (bootstrap over points, and over seeds when several), the per-seed r, the mean r across layers within
-    one checkpoint of one run (``pearson_within_checkpoint``: the layer effect without the drift that moves
-    ΔM and ΔD up together over training), the measured ΔD/ΔM ranges and the paper's values beside them
-    (``paper_pearson``, ``paper_dD_*``, ``paper_dM_*``, ``sign_matches``)."""
-    if axis not in AXES:
-        raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
+    _check_axis(axis)
     xk, yk = f"dD_{axis}", f"dM_{axis}"
-    rows = []
     if "panel" not in points:
         points = points.assign(panel=points["method"])
-    for panel in ordered_panels(points):
-        g = points[points["panel"] == panel]
-        m = str(g["method"].iloc[0])
-        seeds = g["seed"].to_numpy()
-        n_seeds = len(np.unique(seeds))
-        fit = bootstrap_fit(g[xk].to_numpy(), g[yk].to_numpy(), seeds if n_seeds > 1 else None, n_boot=n_boot,
-                            confidence=confidence, seed=seed)
-        per_seed = [pearson_slope(s[xk].to_numpy(), s[yk].to_numpy())[0] for _, s in g.groupby("seed")]
-        # across layers at one checkpoint of one run: the layer effect, without the common drift over time
-        within = [pearson_slope(s[xk].to_numpy(), s[yk].to_numpy())[0]
-                  for _, s in g.groupby(["run_dir", "checkpoint"]) if len(s) >= 3]
-        paper = PAPER_CORRELATION.get(m, math.nan)
-        pr = PAPER_RANGES.get(m, (math.nan,) * 4)
-        rows.append({
-            "panel": panel, "method": m, "axis": axis, "n_runs": g["run_dir"].nunique(), "n_seeds": n_seeds, **fit,
-            "pearson_seed_mean": float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-            "pearson_seed_min": float(np.nanmin(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-            "pearson_seed_max": float(np.nanmax(per_seed)) if np.isfinite(per_seed).any() else math.nan,
-            "pearson_within_checkpoint": float(np.nanmean(within)) if np.isfinite(within).any() else math.nan,
-            "bootstrap": "seeds, then points" if n_seeds > 1 else "points",
-            "dD_min": float(g[xk].min()), "dD_max": float(g[xk].max()),
-            "dM_min": float(g[yk].min()), "dM_max": float(g[yk].max()),
-            "paper_pearson": paper,
-            "sign_matches": (bool(np.sign(fit["pearson"]) == np.sign(paper))
-                             if math.isfinite(paper) and math.isfinite(fit["pearson"]) else None),
-            "paper_dD_min": pr[0], "paper_dD_max": pr[1], "paper_dM_min": pr[2], "paper_dM_max": pr[3],
-        })
+    rows = []
+    for (panel, run_dir), g in points.groupby(["panel", "run_dir"], sort=False):
+        r, slope, _ = pearson_slope(g[xk].to_numpy(), g[yk].to_numpy())
+        within = [pearson_slope(c[xk].to_numpy(), c[yk].to_numpy())[0]
+                  for _, c in g.groupby("checkpoint") if len(c) >= 3]
+        within = [w for w in within if math.isfinite(w)]
+        rows.append({"panel": panel, "method": str(g["method"].iloc[0]), "axis": axis, "run_dir": run_dir,
+                     "seed": g["seed"].iloc[0], "n_points": len(g), "pearson": r, "slope": slope,
+                     "pearson_within_checkpoint": float(np.mean(within)) if within else math.nan})
     return pd.DataFrame(rows)
 
 
+def paper_anchor(method: str, matrix_types: Iterable[str], axis: str) -> float:
+    """The paper's r for ``method`` when the points are the paper's quantity (query matrices, norms per
+    output feature); NaN otherwise (the paper gives no number to compare with)."""
+    types = set(matrix_types)
+    if types == {PAPER_TYPE} and axis == PAPER_AXIS:
+        return PAPER_CORRELATION.get(method, math.nan)
+    return math.nan
+
+
+def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: float = 0.95) -> pd.DataFrame:
+    """One row per panel (method, split by lr / run length where needed): seed-level statistics of ΔM on ΔD.
+
+    Headline (seeds are the unit): ``slope`` = mean over runs of the per-run slopes of :func:`per_run_fits`
+    with a Student-t interval over runs; ``pearson`` = the mean of the per-run r on Fisher's z scale with its
+    t-interval there, mapped back (:func:`analysis.stats.correlation_interval`); NaN bounds with one run
+    (descriptive only); ``n_seeds``; ``pearson_within_checkpoint`` likewise (its own interval). Descriptive beside it:
+    ``pooled_pearson`` / ``pooled_slope`` over the points of all runs together (no interval: the points of one
+    run are not independent). ``paper_pearson`` only where the points are the paper's quantity (see
+    :func:`paper_anchor`), and ``verdict``: agrees / disagrees / inconclusive with the paper's sign, decided by
+    whether the interval of r excludes 0 on the paper's side; ``descriptive`` with one seed; ``no paper
+    value`` elsewhere. Measured ΔD/ΔM ranges with the paper's beside them.
+    """
+    _check_axis(axis)
+    S.check_confidence(confidence)
+    xk, yk = f"dD_{axis}", f"dM_{axis}"
+    if "panel" not in points:
+        points = points.assign(panel=points["method"])
+    fits = per_run_fits(points, axis=axis)
+    rows = []
+    for panel in ordered_panels(points):
+        g = points[points["panel"] == panel]
+        f = fits[fits["panel"] == panel]
+        m = str(g["method"].iloc[0])
+        ivs = {"pearson": S.correlation_interval(f["pearson"], confidence=confidence),
+               "slope": S.t_interval(f["slope"], confidence=confidence),
+               "pearson_within_checkpoint": S.correlation_interval(f["pearson_within_checkpoint"], confidence=confidence)}
+        pooled_r, pooled_slope, _ = pearson_slope(g[xk].to_numpy(), g[yk].to_numpy())
+        paper = paper_anchor(m, g["type"].unique() if "type" in g else (), axis)
+        pr = PAPER_RANGES.get(m, (math.nan,) * 4) if math.isfinite(paper) else (math.nan,) * 4
+        if not math.isfinite(paper):
+            word = "no paper value"
+        else:
+            word = S.verdict(ivs["pearson"], paper)
+        row: dict[str, Any] = {"panel": panel, "method": m, "axis": axis, "n_runs": g["run_dir"].nunique(),
+                               "n_seeds": int(f["seed"].nunique()), "n_points": len(g),
+                               "points_per_run": int(f["n_points"].median()) if len(f) else 0}
+        for k, iv in ivs.items():
+            row.update({k: iv.mean, f"{k}_low": iv.low, f"{k}_high": iv.high, f"{k}_std": iv.std, f"{k}_n": iv.n})
+        row.update({
+            "interval": (f"{confidence * 100:g}% Student-t over seeds (r: on Fisher's z scale)" if ivs["pearson"].n > 1
+                         else "descriptive (1 seed)"),
+            "pooled_pearson": pooled_r, "pooled_slope": pooled_slope,
+            "paper_pearson": paper, "verdict": word,
+            "dD_min": float(g[xk].min()), "dD_max": float(g[xk].max()),
+            "dM_min": float(g[yk].min()), "dM_max": float(g[yk].max()),
+            "paper_dD_min": pr[0], "paper_dD_max": pr[1], "paper_dM_min": pr[2], "paper_dM_max": pr[3],
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _check_axis(axis: str) -> None:
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {AXES} ({'; '.join(f'{a}: {t}' for a, t in AXIS_LABELS.items())}), "
+                         f"got {axis!r}")
+
+
 def markdown_table(stats: pd.DataFrame, *, confidence: float = 0.95) -> str:
-    """The correlation table in Markdown: measured r and slope with intervals beside the paper's values."""
+    """The correlation table in Markdown: seed-level r and slope with intervals, the verdict against the
+    paper where the paper has a number, and the descriptive pooled r beside them."""
     pct = f"{confidence * 100:g}%"
 
     def iv(v: float, lo: float, hi: float, fmt: str) -> str:
         if not math.isfinite(v):
             return "n/a"
         s = format(v, fmt)
-        return s + (f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
+        return s + (f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else " (1 seed)")
 
     def rng(lo: float, hi: float) -> str:
         return f"{lo:.3g}–{hi:.3g}" if math.isfinite(lo) else "—"
 
     lines = [
-        f"| method | axis | seeds | points | Pearson r ({pct} CI) | slope ΔM/ΔD ({pct} CI) | r within checkpoint | "
-        "paper r | sign as paper | ΔD range | paper ΔD | ΔM range | paper ΔM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | norms | seeds | points / run | r, mean over seeds ({pct} CI) | slope ΔM/ΔD ({pct} CI) | "
+        f"paper r | verdict | r within checkpoint ({pct} CI) | pooled r (descriptive) | ΔD range | paper ΔD | "
+        "ΔM range | paper ΔM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in stats.itertuples(index=False):
-        sign = {True: "yes", False: "**no**", None: "—"}[r.sign_matches]
+        verdict = f"**{r.verdict}**" if r.verdict in ("agrees", "disagrees") else r.verdict
         lines.append(
-            f"| {panel_label(r.panel)} | {r.axis} | {r.n_seeds} | {r.n_points} | "
+            f"| {panel_label(r.panel)} | {AXIS_LABELS[r.axis]} | {r.n_seeds} | {r.points_per_run} | "
             f"{iv(r.pearson, r.pearson_low, r.pearson_high, '+.2f')} | {iv(r.slope, r.slope_low, r.slope_high, '.3g')} | "
-            f"{iv(r.pearson_within_checkpoint, math.nan, math.nan, '+.2f')} | "
-            f"{'—' if not math.isfinite(r.paper_pearson) else format(r.paper_pearson, '+.2f')} | {sign} | "
+            f"{'—' if not math.isfinite(r.paper_pearson) else format(r.paper_pearson, '+.2f')} | {verdict} | "
+            f"{iv(r.pearson_within_checkpoint, r.pearson_within_checkpoint_low, r.pearson_within_checkpoint_high, '+.2f')} | "
+            f"{'n/a' if not math.isfinite(r.pooled_pearson) else format(r.pooled_pearson, '+.2f')} | "
             f"{rng(r.dD_min, r.dD_max)} | {rng(r.paper_dD_min, r.paper_dD_max)} | "
             f"{rng(r.dM_min, r.dM_max)} | {rng(r.paper_dM_min, r.paper_dM_max)} |"
         )

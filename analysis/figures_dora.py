@@ -1,15 +1,19 @@
 """``python -m analysis figures dora RUNS…``: DoRA's Figure 2 (ΔM against ΔD) from run folders.
 
 One panel per method (FT, LoRA, DoRA, AdaLoRA), x = ΔD, y = ΔM, a point per (layer, checkpoint) of the
-chosen matrix type (``--type``, query by default), colour = layer, marker = checkpoint, the fitted line,
-Pearson r and slope with 95% bootstrap intervals (over points, and over seeds when there are several).
-Both axes of the norms are drawn by default (``row``: per output feature, DoRA's magnitude axis; ``col``:
-per input feature). Values are recomputed in float64 from the snapshot files (``--source tensors``) or
-taken from the index as computed online (``--source index``).
+chosen matrix type (``--type``, query by default), colour = layer, marker = checkpoint, the fitted line.
+Statistics take the seed as the unit: per run, Pearson r and the slope over its (layer, checkpoint) points
+(the paper's pooling); the headline is their mean over seeds with a Student-t interval (none with one
+seed: descriptive), and the verdict against the paper's sign (agrees / disagrees / inconclusive) where the
+paper gives a number (query matrices, norms per output feature). Both axes of the norms are drawn by
+default (``out``: per output feature, the paper's ‖·‖_c and PEFT's magnitude; ``in``: per input feature).
+Values are recomputed in float64 from the snapshot files (``--source tensors``) or taken from the index as
+computed online (``--source index``).
 
 Writes into ``--out`` (default ``<first RUN>/figures``), for T = type:
-``dora_fig2_<T>_<axis>.png|pdf``, ``dora_fig2_<T>_points.csv``, ``dora_fig2_<T>_stats.csv`` and
-``dora_fig2_<T>.md`` (the correlation table with the paper's values beside, and the problems met).
+``dora_fig2_<T>_<axis>.png|pdf``, ``dora_fig2_<T>_points.csv`` (every point drawn),
+``dora_fig2_<T>_per_seed.csv`` (r and slope of each run), ``dora_fig2_<T>_stats.csv`` (the seed-level
+table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
 A missing or corrupt snapshot file is named on stderr and its points are left out; the rest goes on.
 """
 
@@ -24,6 +28,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from analysis import decomposition as D
+from analysis import stats as S
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", help="run folders or folders above them (sweeps)")
     parser.add_argument("--type", default="Wq", dest="matrix_type",
                         help="matrix type (Wq Wk Wv Wo Wf1 Wf2) or module suffix, e.g. value; default Wq (the paper's)")
-    parser.add_argument("--axis", choices=("row", "col", "both"), default="both",
-                        help="norms per output row (DoRA's magnitude axis), per input column, or both (default)")
+    parser.add_argument("--axis", choices=("out", "in", "both"), default="both",
+                        help="norms per output feature (out: the paper's ‖·‖_c, PEFT's magnitude), per input "
+                             "feature (in), or both (default)")
     parser.add_argument("--source", choices=("tensors", "index"), default="tensors",
                         help="recompute from the snapshot files in float64 (default) or use the online values")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first RUNS>/figures)")
-    parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="confidence of the intervals over seeds, in (0, 1) (default 0.95)")
     parser.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
     parser.add_argument("--wandb", choices=("auto", "off", "offline", "online"), default="auto",
                         help="log the figure and table to W&B; auto: as the runs were tracked (default)")
@@ -92,7 +98,7 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
                          job_type="analysis", name=name, dir=str(out), mode=mode, reinit="finish_previous",
                          config={"runs": sorted(points["run_dir"].unique())})
         run.log({**{f"dora_fig2/{k}": wandb.Image(str(p)) for k, p in images.items()},
-                 "dora_fig2/correlations": wandb.Table(dataframe=stats.astype({"sign_matches": str})),
+                 "dora_fig2/correlations": wandb.Table(dataframe=stats),
                  "dora_fig2/points": wandb.Table(dataframe=points.drop(columns=["run_dir"]))})
         folder = str(getattr(run, "dir", out))
         run.finish()
@@ -109,6 +115,11 @@ def main(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from analysis.plots.dora import dora_figure
 
+    try:
+        confidence = S.check_confidence(args.confidence)
+    except ValueError as e:
+        print(f"error: --confidence: {e}", file=sys.stderr)
+        return 2
     mtype = _TYPE_ALIASES.get(args.matrix_type, args.matrix_type)
     points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
                                  include_unfinished=args.include_unfinished)
@@ -121,29 +132,37 @@ def main(args: argparse.Namespace) -> int:
         return 1
     out = args.out or (Path(args.runs[0]) / "figures")
     out.mkdir(parents=True, exist_ok=True)
-    axes = ("row", "col") if args.axis == "both" else (args.axis,)
-    stats = pd.concat([D.correlation_table(points, axis=a, n_boot=args.boot, seed=args.seed) for a in axes],
-                      ignore_index=True)
+    axes = D.AXES if args.axis == "both" else (args.axis,)
+    stats = pd.concat([D.correlation_table(points, axis=a, confidence=confidence) for a in axes], ignore_index=True)
+    per_seed = pd.concat([D.per_run_fits(points, axis=a) for a in axes], ignore_index=True)
     stem = f"dora_fig2_{mtype}"
     images: dict[str, Path] = {}
+    n_seeds = points["seed"].nunique()
     for a in axes:
-        n_seeds = points["seed"].nunique()
-        title = (f"ΔM vs ΔD, {mtype}, norms per {'output row' if a == 'row' else 'input column'} — "
-                 f"{points['layer'].nunique()} layers × {points['checkpoint'].nunique()} checkpoints × {n_seeds} seed(s)")
+        title = (f"ΔM vs ΔD of {mtype}, norms {D.AXIS_LABELS[a]} — {points['layer'].nunique()} layers × "
+                 f"{points['checkpoint'].nunique()} checkpoints, {n_seeds} seed{'s' if n_seeds != 1 else ''}")
         fig = dora_figure(points, stats, axis=a, suptitle=title)
         png, _ = _save(fig, out, f"{stem}_{a}")
         images[f"{mtype}_{a}"] = png
     points.to_csv(out / f"{stem}_points.csv", index=False)
+    per_seed.to_csv(out / f"{stem}_per_seed.csv", index=False)
     stats.to_csv(out / f"{stem}_stats.csv", index=False)
-    table = D.markdown_table(stats)
+    table = D.markdown_table(stats, confidence=confidence)
     notes = [f"Matrix type {mtype}; {len(points)} points from {points['run_dir'].nunique()} runs; values "
-             f"{'recomputed in float64 from the snapshot files' if args.source == 'tensors' else 'as computed online'}; "
-             f"intervals: {args.boot} bootstrap resamples. Paper: DoRA Figure 2 (VL-BART, query, 4 checkpoints)."]
+             f"{'recomputed in float64 from the snapshot files' if args.source == 'tensors' else 'as computed online'}. "
+             f"r and slope: per run over its (layer, checkpoint) points, then the mean over seeds with a "
+             f"{confidence * 100:g}% Student-t interval"
+             + (" (one seed: descriptive, no interval)." if n_seeds < 2 else ".")
+             + " Verdict: whether that interval excludes 0 on the paper's side."
+             f" Paper: DoRA Figure 2 (VL-BART, query matrices, norms per output feature, 4 checkpoints); other "
+             "matrix types and the per-input-feature axis have no paper value. 'r within checkpoint' and "
+             "'pooled r' are not the paper's statistic.",
+             f"Command: `{getattr(args, 'command_line', 'python -m analysis figures dora ...')}`"]
     if args.source == "tensors":
         online = [c for c in points.columns if c.startswith("online_")]
         if online:
             worst = max(float(((points[c[7:]] - points[c]).abs() / points[c[7:]].abs().clip(lower=1e-12)).max())
-                        for c in online if c[7:] in ("dM_row", "dD_row", "dM_col", "dD_col"))
+                        for c in online if c[7:] in ("dM_out", "dD_out", "dM_in", "dD_in"))
             notes.append(f"Online (float32, on the training device) vs recomputed (float64): max relative "
                          f"difference of ΔM/ΔD {worst:.1e}.")
     notes += [f"Problem: {p}" for p in problems]
@@ -151,6 +170,7 @@ def main(args: argparse.Namespace) -> int:
     print(table)
     print("\n".join(notes[:2]))
     folder = log_to_wandb(args.wandb, points, stats, images, out, name=f"figures-dora-{mtype}")
-    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf, {stem}_points.csv, {stem}_stats.csv, {stem}.md"
+    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf, {stem}_points.csv, {stem}_per_seed.csv, "
+          f"{stem}_stats.csv, {stem}.md"
           + (f"; W&B: {folder}" if folder else ""))
     return 0

@@ -1,7 +1,8 @@
 """DoRA's Figure 2: ΔM against ΔD, one panel per method, a point per (layer, checkpoint).
 
-Colour = layer, marker = checkpoint, the least-squares line, and in the corner Pearson r and the slope
-with their intervals (from :func:`analysis.decomposition.correlation_table`). Nothing here writes files.
+Colour = layer (1-based, as the paper), marker = checkpoint, the least-squares line of each run (one thin
+line per seed), and in the corner the seed-level r and slope with their intervals and the verdict (from
+:func:`analysis.decomposition.correlation_table`). Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.decomposition import PAPER_CORRELATION, ordered_panels, panel_label, pearson_slope
+from analysis.decomposition import ordered_panels, panel_label, pearson_slope
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
@@ -24,10 +25,20 @@ def _fmt_iv(v: float, lo: float, hi: float, fmt: str) -> str:
     return s + (f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
-def plot_panel(points: pd.DataFrame, *, axis: str = "row", stats: Optional[Mapping[str, Any]] = None,
+def _axis_label(quantity: str, axis: str, values: np.ndarray) -> tuple[str, float]:
+    """Axis label with the scale in it (``ΔD (×10⁻³), per input feature``) and the factor to divide by."""
+    top = float(np.nanmax(np.abs(values))) if len(values) and np.isfinite(values).any() else 0.0
+    exp = int(math.floor(math.log10(top))) if top > 0 else 0
+    exp = exp if exp <= -2 or exp >= 3 else 0
+    scale = f" (×10^{exp})" if exp else ""
+    short = "per output feature" if axis == "out" else "per input feature"
+    return f"{quantity}{scale}, norms {short}", 10.0 ** exp
+
+
+def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mapping[str, Any]] = None,
                ax: Any = None, title: Optional[str] = None, n_layers: Optional[int] = None,
                legend: bool = True) -> Any:
-    """One method's panel: x = ΔD, y = ΔM (``axis`` row or col) of ``points`` (rows of
+    """One method's panel: x = ΔD, y = ΔM (``axis`` out or in) of ``points`` (rows of
     :func:`analysis.decomposition.decomposition_table`); returns the Axes."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -35,6 +46,9 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "row", stats: Optional[Mappi
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 3.4))
     x, y = points[f"dD_{axis}"].to_numpy(), points[f"dM_{axis}"].to_numpy()
+    xlabel, fx = _axis_label("ΔD", axis, x)
+    ylabel, fy = _axis_label("ΔM", axis, y)
+    x, y = x / fx, y / fy
     layers = points["layer"].to_numpy()
     n_layers = n_layers or (int(layers.max()) + 1 if len(layers) else 1)
     cmap = plt.get_cmap("viridis", max(n_layers, 2))
@@ -43,23 +57,32 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "row", stats: Optional[Mappi
         sel = points["checkpoint"].to_numpy() == cp
         ax.scatter(x[sel], y[sel], c=[cmap(int(l)) for l in layers[sel]], marker=MARKERS[i % len(MARKERS)],
                    s=28, edgecolors="black", linewidths=0.3, alpha=0.85, zorder=3)
-    r, slope, intercept = pearson_slope(x, y)
-    if math.isfinite(slope):
-        xs = np.linspace(x.min(), x.max(), 50)
-        ax.plot(xs, intercept + slope * xs, color="crimson", lw=1.2, zorder=2)
-    s = dict(stats or {"pearson": r, "slope": slope})
+    runs = points["run_dir"].to_numpy() if "run_dir" in points else np.zeros(len(points))
+    for run in dict.fromkeys(runs):  # one least-squares line per run (seed): the unit of the statistics
+        sel = runs == run
+        _, b, a = pearson_slope(x[sel], y[sel])
+        if math.isfinite(b):
+            xs = np.linspace(x[sel].min(), x[sel].max(), 20)
+            ax.plot(xs, a + b * xs, color="crimson", lw=0.9, alpha=0.7, zorder=2)
     nan = math.nan
-    text = (f"r = {_fmt_iv(s.get('pearson', r), s.get('pearson_low', nan), s.get('pearson_high', nan), '+.2f')}\n"
-            f"slope = {_fmt_iv(s.get('slope', slope), s.get('slope_low', nan), s.get('slope_high', nan), '.3g')}")
+    s = dict(stats or {})
+    if not s:
+        r, slope, _ = pearson_slope(x * fx, y * fy)
+        s = {"pearson": r, "slope": slope}
+    text = (f"r = {_fmt_iv(s.get('pearson', nan), s.get('pearson_low', nan), s.get('pearson_high', nan), '+.2f')}\n"
+            f"slope = {_fmt_iv(s.get('slope', nan), s.get('slope_low', nan), s.get('slope_high', nan), '.3g')}")
+    n = s.get("n_seeds")
+    if n is not None:
+        text += f"\n{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]")
     method = str(points["method"].iloc[0]) if len(points) else ""
     panel = str(points["panel"].iloc[0]) if len(points) and "panel" in points else method
-    if method in PAPER_CORRELATION:
-        text += f"\npaper r = {PAPER_CORRELATION[method]:+.2f}"
+    paper = s.get("paper_pearson", nan)
+    if paper is not None and math.isfinite(paper):
+        text += f"\npaper r = {paper:+.2f} → {s.get('verdict', '')}"
     ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
             bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.85})
-    ax.set_xlabel(f"ΔD ({axis}s)")
-    ax.set_ylabel(f"ΔM ({axis}s)")
-    ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 3))
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3, lw=0.5)
     ax.set_title(title if title is not None else panel_label(panel))
     if legend and len(checkpoints) > 1:
@@ -70,7 +93,7 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "row", stats: Optional[Mappi
     return ax
 
 
-def dora_figure(points: pd.DataFrame, stats: Optional[pd.DataFrame] = None, *, axis: str = "row",
+def dora_figure(points: pd.DataFrame, stats: Optional[pd.DataFrame] = None, *, axis: str = "out",
                 panels: Optional[Sequence[str]] = None, suptitle: Optional[str] = None) -> Any:
     """The whole figure: one panel per method (FT, LoRA, DoRA, AdaLoRA order; split by lr where a method
     ran at several, see :func:`analysis.decomposition.panels`) and a layer colour bar."""
@@ -93,7 +116,8 @@ def dora_figure(points: pd.DataFrame, stats: Optional[pd.DataFrame] = None, *, a
     cmap = plt.get_cmap("viridis", max(n_layers, 2))
     norm = BoundaryNorm(np.arange(-0.5, n_layers + 0.5), cmap.N)
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[0].tolist(), ticks=range(n_layers), shrink=0.9)
-    cb.set_label("layer")
+    cb.set_ticklabels([str(i + 1) for i in range(n_layers)])
+    cb.set_label("layer (1 = bottom)")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig

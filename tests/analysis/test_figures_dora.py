@@ -33,27 +33,45 @@ def make_sweep(root: Path, *, methods: tuple[str, ...] = ("full", "lora", "dora"
 def test_figure_files_table_and_paper_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_sweep(tmp_path / "sweep")
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "100", "--out", str(out)]) == 0
-    for name in ("dora_fig2_Wq_row.png", "dora_fig2_Wq_row.pdf", "dora_fig2_Wq_col.png", "dora_fig2_Wq_col.pdf",
-                 "dora_fig2_Wq_points.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    for name in ("dora_fig2_Wq_out.png", "dora_fig2_Wq_out.pdf", "dora_fig2_Wq_in.png", "dora_fig2_Wq_in.pdf",
+                 "dora_fig2_Wq_points.csv", "dora_fig2_Wq_per_seed.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
         assert (out / name).stat().st_size > 0, name
     points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
     assert len(points) == 3 * 2 * 2 * 3  # methods × seeds × layers × checkpoints (step 0 left out)
     assert set(points["checkpoint"]) == {1, 2, 3} and set(points["type"]) == {"Wq"}
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
-    assert set(zip(stats["method"], stats["axis"])) == {(m, a) for m in ("full", "lora", "dora") for a in ("row", "col")}
-    assert (stats["bootstrap"] == "seeds, then points").all()
+    assert set(zip(stats["method"], stats["axis"])) == {(m, a) for m in ("full", "lora", "dora") for a in ("out", "in")}
+    assert (stats["n_seeds"] == 2).all() and stats["interval"].str.contains("Student-t over seeds").all()
+    # the CSV beside the figure holds each run's r and slope: the headline is re-derivable from it
+    per_seed = pd.read_csv(out / "dora_fig2_Wq_per_seed.csv")
+    assert len(per_seed) == 3 * 2 * 2  # methods × seeds × axes
+    lora = per_seed[(per_seed["method"] == "lora") & (per_seed["axis"] == "out")]["slope"]
+    assert stats.set_index(["method", "axis"]).loc[("lora", "out"), "slope"] == pytest.approx(lora.mean())
+    assert set(stats.loc[stats["axis"] == "out", "verdict"]) <= {"agrees", "disagrees", "inconclusive"}
+    assert (stats.loc[stats["axis"] == "in", "verdict"] == "no paper value").all()
     md = (out / "dora_fig2_Wq.md").read_text()
     assert "| FT |" in md and "-0.62" in md and "+0.83" in md and "-0.31" in md
-    assert "Pearson r" in capsys.readouterr().out
+    assert "Command: `python -m analysis figures dora" in md
+    assert "r, mean over seeds" in capsys.readouterr().out
 
 
 def test_value_matrices_and_one_axis(tmp_path: Path) -> None:
     make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,))
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--type", "value", "--axis", "col", "--boot", "50",
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--type", "value", "--axis", "in",
                  "--out", str(out)]) == 0
-    assert (out / "dora_fig2_Wv_col.png").is_file() and not (out / "dora_fig2_Wv_row.png").exists()
+    assert (out / "dora_fig2_Wv_in.png").is_file() and not (out / "dora_fig2_Wv_out.png").exists()
+    stats = pd.read_csv(out / "dora_fig2_Wv_stats.csv")
+    assert stats["pearson_low"].isna().all() and (stats["interval"] == "descriptive (1 seed)").all()
+
+
+@pytest.mark.parametrize("bad", ["1.5", "0", "-0.1", "nan", "1"])
+def test_confidence_outside_0_1_is_refused(tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,))
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--confidence", bad, "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --confidence") and not (tmp_path / "f").exists()
 
 
 def test_a_corrupt_file_is_named_and_the_figure_still_comes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +81,7 @@ def test_a_corrupt_file_is_named_and_the_figure_still_comes(tmp_path: Path, caps
     missing = dirs[1] / "snapshots" / "meta.json"
     missing.unlink()
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "50", "--out", str(out)]) == 0
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert str(bad) in err and str(missing) in err
     points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
@@ -80,7 +98,7 @@ def test_nothing_to_draw_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_logged_to_wandb_offline_as_image_and_table(tmp_path: Path) -> None:
     make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,), wandb=True)
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "20", "--axis", "row", "--out", str(out)]) == 0
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(out)]) == 0
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].rglob("*.png")) and list(runs[0].rglob("*.table.json"))
@@ -91,7 +109,7 @@ def test_a_method_run_at_several_lrs_gets_a_panel_per_lr(tmp_path: Path) -> None
     make_sweep(tmp_path / "sweep", methods=("full",), seeds=(0,), lr=2e-4)
     make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,), lr=5e-4)
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--boot", "20", "--axis", "row", "--out", str(out)]) == 0
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(out)]) == 0
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
     assert list(stats["panel"]) == ["full lr=5e-05", "full lr=0.0002", "lora"]
     assert "| FT lr=0.0002 |" in (out / "dora_fig2_Wq.md").read_text()
