@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis import stats as S
 from analysis.load import find_runs, load_runs
 from harness.families import FAMILIES, MATRIX_TYPES, classify
 from harness.methods.adalora import RANKS_FILE, budget_formula
@@ -278,51 +279,60 @@ def allocation_shares(ranks: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def summarize_shares(shares: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and n over runs of every numeric column of :func:`allocation_shares` (index = column)."""
+def summarize_shares(shares: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Over runs (seeds are the unit), every numeric column of :func:`allocation_shares`: ``mean``, ``std``,
+    ``n`` and the Student-t interval ``low`` / ``high`` (NaN with one run). Index = column name."""
     num = shares.select_dtypes("number").drop(columns=["seed"], errors="ignore")
-    return pd.DataFrame({"mean": num.mean(), "std": num.std(ddof=1), "n": num.count()})
+    rows = {}
+    for c in num.columns:
+        iv = S.t_interval(num[c], confidence=confidence)
+        rows[c] = {"mean": iv.mean, "std": iv.std, "n": iv.n, "low": iv.low, "high": iv.high}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "std", "n", "low", "high"])
 
 
-def verdict(shares: pd.DataFrame) -> dict[str, Any]:
-    """The paper's claim (more budget to FFN, to the top layers) checked on these runs.
+def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]:
+    """The paper's claim (more budget to the FFN matrices and to the top layers) checked on these runs.
 
-    ``ffn`` / ``top``: "agrees" when the mean rank per FFN (top-third) matrix exceeds the attention
-    (bottom-third) one on average over runs, "disagrees" when it is lower, "equal", or "n/a" when not
-    measurable; ``ffn_runs`` / ``top_runs``: in how many runs it is higher; ``per_type``: mean rank per
-    matrix type; ``line``: one sentence for the figure's table.
+    Per run the differences ``ffn_mean − attn_mean`` (mean rank per FFN matrix minus per attention matrix)
+    and ``top_mean − bottom_mean`` (top third of the layers minus bottom third); over runs their mean and
+    Student-t interval. ``ffn`` / ``top``: ``agrees`` when the interval lies above 0, ``disagrees`` when
+    below, ``inconclusive`` when it contains 0, ``descriptive`` with one run (no interval), ``n/a`` when not
+    measurable. ``ffn_diff`` / ``top_diff``: the :class:`analysis.stats.Interval`; ``ffn_runs`` /
+    ``top_runs``: in how many runs the difference is positive; ``per_type``: mean rank per matrix type;
+    ``line``: one sentence for the figure and the terminal.
     """
     n = len(shares)
-
-    def judge(d: pd.Series) -> str:
-        m = float(d.mean())
-        return "equal" if abs(m) < 1e-9 else ("agrees" if m > 0 else "disagrees")
-
+    pct = f"{confidence * 100:g}%"
     res: dict[str, Any] = {"n_runs": n}
     line = []
+
+    def judged(key: str, d: pd.Series, what: str) -> str:
+        iv = S.t_interval(d, confidence=confidence)
+        res[key], res[f"{key}_diff"], res[f"{key}_runs"] = S.verdict(iv, +1.0), iv, int((d > 0).sum())
+        cell = f"{iv.mean:+.2f}" + (f" [{iv.low:+.2f}, {iv.high:+.2f}]" if iv.n > 1 else " (1 seed)")
+        return f"{what} {cell}"
+
     if shares["ffn_mean"].notna().all() and shares["attn_mean"].notna().all():
-        d = shares["ffn_mean"] - shares["attn_mean"]
-        res["ffn"], res["ffn_runs"] = judge(d), int((d > 0).sum())
+        ffn = judged("ffn", shares["ffn_mean"] - shares["attn_mean"], "FFN − attention mean rank")
         line.append(f"FFN (Wf1+Wf2) {100 * shares['ffn_share'].mean():.0f}% of the final budget "
-                    f"(uniform {100 * shares['ffn_uniform'].mean():.0f}%), mean rank {shares['ffn_mean'].mean():.2f} "
-                    f"vs attention {shares['attn_mean'].mean():.2f}")
+                    f"(uniform {100 * shares['ffn_uniform'].mean():.0f}%); {ffn}")
     else:
-        res["ffn"], res["ffn_runs"] = "n/a", 0
+        res["ffn"], res["ffn_runs"], res["ffn_diff"] = "n/a", 0, None
         line.append("FFN vs attention: not measurable (only one of them is adapted)")
-    d = shares["top_mean"] - shares["bottom_mean"]
     if shares["n_layers"].min() > 1:
-        res["top"], res["top_runs"] = judge(d), int((d > 0).sum())
+        top = judged("top", shares["top_mean"] - shares["bottom_mean"], "top − bottom third mean rank")
+        line.append(f"top third {100 * shares['top_share'].mean():.0f}% vs bottom third "
+                    f"{100 * shares['bottom_share'].mean():.0f}% (uniform {100 * shares['top_uniform'].mean():.0f}% "
+                    f"each); {top}")
     else:
-        res["top"], res["top_runs"] = "n/a", 0
-    line.append(f"top third {100 * shares['top_share'].mean():.0f}% vs bottom third "
-                f"{100 * shares['bottom_share'].mean():.0f}% (uniform {100 * shares['top_uniform'].mean():.0f}% each), "
-                f"mean rank {shares['top_mean'].mean():.2f} vs {shares['bottom_mean'].mean():.2f}")
+        res["top"], res["top_runs"], res["top_diff"] = "n/a", 0, None
     res["per_type"] = {t: float(shares[f"mean_{t}"].mean()) for t in MATRIX_TYPES if shares[f"mean_{t}"].notna().any()}
 
     def word(v: str, k: int) -> str:
         return v if v == "n/a" else f"{v} (higher in {k}/{n} runs)"
 
-    res["line"] = (" · ".join(line) + ". Paper (more to FFN and to top layers): "
+    basis = f"{pct} Student-t interval over {n} seeds" if n > 1 else "1 seed: descriptive, no interval"
+    res["line"] = (" · ".join(line) + f" [{basis}]. Paper (more to FFN and to top layers): "
                    f"FFN {word(res['ffn'], res['ffn_runs'])}, top {word(res['top'], res['top_runs'])}.")
     return res
 

@@ -131,8 +131,8 @@ def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Option
 def verdict_table(summary: pd.DataFrame, line: str, *, ax: Optional[Axes] = None,
                   types: Sequence[str] = MATRIX_TYPES) -> Axes:
     """The figure's table: mean rank per matrix, share of the final budget and the top-minus-bottom-third
-    rank difference, per matrix type, for FFN vs attention and top vs bottom third (mean ± std over runs),
-    with the one-line verdict as its title.
+    rank difference, per matrix type, for FFN vs attention and top vs bottom third (mean ± half-width of the
+    Student-t interval over runs), with the one-line verdict as its title.
     ``summary`` is :func:`analysis.ranks.summarize_shares` (index = column names of the shares)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 2.2))
@@ -141,7 +141,8 @@ def verdict_table(summary: pd.DataFrame, line: str, *, ax: Optional[Axes] = None
     def cell(key: str, pct: bool = False) -> str:
         if key not in summary.index or summary.loc[key, "mean"] != summary.loc[key, "mean"]:
             return "–"
-        m, s, k = summary.loc[key, "mean"], summary.loc[key, "std"], summary.loc[key, "n"]
+        m, k = summary.loc[key, "mean"], summary.loc[key, "n"]
+        s = (summary.loc[key, "high"] - summary.loc[key, "low"]) / 2 if "high" in summary else float("nan")
         f = 100.0 if pct else 1.0
         txt = f"{f * m:.0f}%" if pct else f"{m:.2f}"
         if k > 1 and s == s:
@@ -158,7 +159,7 @@ def verdict_table(summary: pd.DataFrame, line: str, *, ax: Optional[Axes] = None
         [cell(f"topdiff_{t}") for t in cols] + [cell("topdiff_ffn"), cell("topdiff_attn"), "", ""],
     ]
     table = ax.table(cellText=rows, colLabels=header,
-                     rowLabels=["mean rank / matrix", "share of budget", "top ⅓ − bottom ⅓ (rank)"],
+                     rowLabels=["mean rank / matrix (± 95% CI)", "share of budget", "top ⅓ − bottom ⅓ (rank)"],
                      loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7)

@@ -41,7 +41,7 @@ def test_peft_json_heatmap_and_per_type_totals(tmp_path: Path, capsys: pytest.Ca
     cells = pd.read_csv(tmp_path / f"{stem}_final_ranks.csv")
     assert len(cells) == 56 and cells.groupby("row")["mean"].sum().to_dict() == {"Wq": 701, "Wv": 1091}
     out = capsys.readouterr().out
-    assert "FFN n/a" in out and "top agrees" in out
+    assert "FFN n/a" in out and "top descriptive" in out  # one PEFT file = one run: no interval
 
 
 def test_runs_all_figures_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +59,8 @@ def test_runs_all_figures_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[
     wo = cells[(cells["row"] == "Wo") & (cells["layer"] == 2)].iloc[0]
     assert wo["mean"] == 4.5 and wo["n"] == 2 and wo["min"] == 4 and wo["max"] == 5
     verdict = pd.read_csv(out / f"{stem}_verdict.csv")
-    assert "FFN agrees" in verdict["verdict"].iloc[0]
+    assert "Paper (more to FFN and to top layers): FFN " in verdict["verdict"].iloc[0]
+    assert "interval over 2 seeds" in verdict["verdict"].iloc[0]
     assert "rte_tiny_b4_T20 (2 runs)" in capsys.readouterr().out
 
 

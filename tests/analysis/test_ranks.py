@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as st
 import pytest
 
 from analysis import ranks as R
@@ -117,16 +118,34 @@ def test_shares_and_verdict(tmp_path: Path) -> None:
     assert a["top_layers"] == "2" and a["bottom_layers"] == "0"
     assert math.isclose(a["top_share"], 26 / kept) and math.isclose(a["bottom_share"], 20 / kept)
     v = R.verdict(shares)
-    assert v["ffn"] == "agrees" and v["top"] == "agrees" and v["ffn_runs"] == v["top_runs"] == 2
-    assert "FFN agrees" in v["line"] and "top agrees" in v["line"]
+    d = (shares["ffn_mean"] - shares["attn_mean"]).to_numpy()
+    lo, hi = st.t.interval(0.95, 1, loc=d.mean(), scale=st.sem(d))
+    assert (v["ffn_diff"].low, v["ffn_diff"].high) == pytest.approx((lo, hi))
+    # both runs favour FFN, but two seeds this close decide nothing unless the interval excludes 0
+    assert v["ffn"] == ("agrees" if lo > 0 else "inconclusive") and v["ffn_runs"] == 2
+    assert "Student-t interval over 2 seeds" in v["line"]
     assert set(v["per_type"]) == set(TYPES)
     summary = R.summarize_shares(shares)
-    assert summary.loc["ffn_share", "n"] == 2
+    assert summary.loc["ffn_share", "n"] == 2 and summary.loc["ffn_share", "low"] < summary.loc["ffn_share", "mean"]
 
-    # an allocation that favours attention and bottom layers disagrees
-    flipped = final.assign(rank=final["rank"].max() - final["rank"])
-    v2 = R.verdict(R.allocation_shares(flipped))
-    assert v2["ffn"] == "disagrees" and v2["top"] == "disagrees"
+    # one run: descriptive, never "agrees"
+    one = R.verdict(shares.iloc[:1])
+    assert one["ffn"] == one["top"] == "descriptive" and "1 seed: descriptive" in one["line"]
+
+
+@pytest.mark.parametrize(("diffs", "expected"), [
+    ((0.5, 0.6, 0.55), "agrees"),       # interval above 0
+    ((-0.5, -0.6, -0.55), "disagrees"),  # below 0
+    ((0.2, -0.1, 0.3), "inconclusive"),  # contains 0: a positive mean alone is not agreement
+])
+def test_verdict_is_decided_by_the_interval_over_seeds(diffs: tuple[float, ...], expected: str) -> None:
+    shares = pd.DataFrame({"ffn_mean": [2 + d for d in diffs], "attn_mean": [2.0] * 3,
+                           "ffn_share": [0.4] * 3, "ffn_uniform": [1 / 3] * 3, "n_layers": [6] * 3,
+                           "top_mean": [2 + d for d in diffs], "bottom_mean": [2.0] * 3, "top_share": [0.4] * 3,
+                           "bottom_share": [0.3] * 3, "top_uniform": [1 / 3] * 3,
+                           **{f"mean_{t}": [2.0] * 3 for t in TYPES}})
+    v = R.verdict(shares)
+    assert v["ffn"] == v["top"] == expected
 
 
 def test_layer_thirds() -> None:
