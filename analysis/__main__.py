@@ -45,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "python -m analysis " + shlex.join(argv)
+    from analysis.compare import DuplicateRunError, SelectionError
+    from analysis.table import BadOption
+
     try:
         return int(args._main(args) or 0)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BadOption, DuplicateRunError, SelectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -136,21 +136,70 @@ def _short(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def drop_repeats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Keep one run per configuration hash (the last one listed) so that a re-run does not count as a
-    second seed; repeats are logged."""
-    if "config_hash" not in runs or runs["config_hash"].isna().all():
+class DuplicateRunError(ValueError):
+    """Two inputs claim the same run (configuration hash) but report different results; names both."""
+
+
+def one_count(runs: pd.DataFrame) -> pd.DataFrame:
+    """Count every run once, whatever the input formats it came in.
+
+    A run's identity is its configuration hash (harness run folders record it in run.json; files exported
+    with ``export-peft`` carry it in ``harness_info``; files without one are their own identity). Rows of
+    one identity that report the same seed and main metric are one run read twice (a folder and its
+    export; the harness folder is kept). Rows of one identity with different results are two runs claiming
+    the same identity: :class:`DuplicateRunError` naming both."""
+    if runs.empty or "config_hash" not in runs:
         return runs
-    dup = runs["config_hash"].notna() & runs.duplicated("config_hash", keep="last")
-    for rd in runs.loc[dup, "run_dir"] if "run_dir" in runs else []:
-        log.warning("%s repeats a configuration already in the table; the later run is used", rd)
-    return runs.loc[~dup]
+    ident = runs["config_hash"].where(runs["config_hash"].notna(), runs.get("run_dir"))
+    order = runs.assign(_id=ident, _h=(runs.get("source", pd.Series("harness", index=runs.index)) != "harness"))
+    keep: list[Any] = []
+    for _, g in order.sort_values("_h", kind="stable").groupby("_id", sort=False, dropna=False):
+        first = g.iloc[0]
+        for _, other in g.iloc[1:].iterrows():
+            same = (other.get("seed") == first.get("seed")
+                    and _close(other.get("main_metric_value"), first.get("main_metric_value")))
+            if not same:
+                raise DuplicateRunError(
+                    f"{first.get('run_dir')} and {other.get('run_dir')} claim the same run (config hash "
+                    f"{first['_id']}) but report different results (seed {first.get('seed')} vs {other.get('seed')}, "
+                    f"{first.get('main_metric')} {first.get('main_metric_value')} vs {other.get('main_metric_value')}); "
+                    "pass only one of them")
+            log.info("%s is %s read again; counted once", other.get("run_dir"), first.get("run_dir"))
+        keep.append(g.index[0])
+    return runs.loc[sorted(keep)]
+
+
+def _close(a: Any, b: Any) -> bool:
+    try:
+        fa, fb = float(a), float(b)
+    except (TypeError, ValueError):
+        return a == b
+    return (math.isnan(fa) and math.isnan(fb)) or math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------- tables
 
+class SelectionError(ValueError):
+    """``which="best"`` on runs whose best step was chosen on the reported set (no validation split)."""
+
+
+def check_best_selection(runs: pd.DataFrame) -> None:
+    """``best/<metric>`` may be reported only where the best step was chosen on a validation split carved
+    from the training data (``best_selected_on: validation`` in summary.json); SelectionError otherwise."""
+    chosen = runs.get("best_selected_on", pd.Series(None, index=runs.index))
+    bad = runs.loc[chosen.fillna("test") != "validation", "run_dir"] if "run_dir" in runs else runs.index
+    if len(bad):
+        raise SelectionError(
+            f"--best: {len(bad)} of {len(runs)} runs chose their best step on the reported dev set (no validation "
+            f"split), e.g. {bad.iloc[0]}; re-run them with task.validation_fraction=0.1 (the `compare` preset does), "
+            "or report the final evaluation (drop --best)")
+
+
 def _metric_column(runs: pd.DataFrame, metric: Optional[str], which: str) -> tuple[pd.Series, pd.Series]:
-    """Per run: the metric's name and value (``metric=None``: each task's main metric)."""
+    """Per run: the metric's name and value (``metric=None``: each task's main metric). ``which="best"``:
+    the dev metric at the step the validation split chose (see :func:`check_best_selection`)."""
+    if which == "best":
+        check_best_selection(runs)
     prefix = "best/" if which == "best" else "eval/"
     names = runs["main_metric"] if metric is None else pd.Series(metric, index=runs.index)
     values = []
@@ -222,14 +271,82 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
     return _order_key(out)
 
 
+#: Directional claims of the papers, (a, b, source): "a scores higher than b at the same budget".
+PAPER_CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("dora", "lora", "DoRA paper"),
+    ("adalora", "lora", "AdaLoRA paper"),
+)
+
+
+def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
+             confidence: float = 0.95) -> pd.DataFrame:
+    """The papers' method-vs-method claims (:data:`PAPER_CLAIMS`) checked on these runs, seeds as the unit.
+
+    One row per (model, task, budget, variant, claim) where both methods ran: ``diff`` = mean(a) − mean(b)
+    of the metric over seeds with its interval (``paired`` t over per-seed differences when both ran the
+    same seeds, else Welch), ``n_a``, ``n_b``, and ``verdict``: agrees / disagrees / inconclusive by whether
+    the interval excludes 0 on the claimed side (lower-is-better metrics flip the side); descriptive with
+    fewer than two seeds a side."""
+    cols = ["model", "task", "budget", "variant", "claim", "source", "metric", "a", "b", "diff", "low", "high",
+            "n_a", "n_b", "paired", "verdict"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    r = runs.copy()
+    for k in KEYS:
+        if k not in r:
+            r[k] = "" if k == "variant" else None
+    r["variant"] = r["variant"].fillna("")
+    r["model"] = r["model"].fillna("")
+    r["metric"], r["_value"] = _metric_column(r, metric, which)
+    r = r[r["_value"].notna() & r["budget"].notna()]
+    rows = []
+    for key, g in r.groupby(["model", "task", "budget", "variant", "metric"], dropna=False, sort=False):
+        for a, b, source in PAPER_CLAIMS:
+            ga, gb = g[g["method"] == a], g[g["method"] == b]
+            if ga.empty or gb.empty:
+                continue
+            sa, sb = ga.set_index("seed")["_value"], gb.set_index("seed")["_value"]
+            paired = len(sa) > 1 and sorted(sa.index) == sorted(sb.index)
+            iv = (stats.difference(sa.sort_index(), sb.sort_index(), confidence=confidence, paired=True) if paired
+                  else stats.difference(sa, sb, confidence=confidence))
+            sign = 1.0 if higher_is_better(key[4]) else -1.0
+            rows.append({"model": key[0], "task": key[1], "budget": int(key[2]), "variant": key[3],
+                         "claim": f"{METHOD_LABELS.get(a, a)} > {METHOD_LABELS.get(b, b)}", "source": source,
+                         "metric": key[4], "a": a, "b": b, "diff": iv.mean, "low": iv.low, "high": iv.high,
+                         "n_a": len(sa), "n_b": len(sb), "paired": paired, "verdict": stats.verdict(iv, sign)})
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["model", "task", "budget"], key=lambda c: c.map(task_order_key) if c.name == "task" else c,
+                           kind="stable").reset_index(drop=True) if not out.empty else out
+
+
+def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4, scale: float = 1.0) -> list[str]:
+    """One line per claim of :func:`verdicts`, for the notes under a table."""
+    out = []
+    for r in v.itertuples(index=False):
+        ci = (f" [{r.low * scale:+.{digits}f}, {r.high * scale:+.{digits}f}]" if math.isfinite(r.low) else "")
+        how = (f"{r.n_a} paired seeds" if r.paired else f"{r.n_a} vs {r.n_b} seeds"
+               + (", Welch" if min(r.n_a, r.n_b) > 1 else ""))
+        out.append(f"Claim {r.claim} ({r.source}), {task_label(r.task)}"
+                   f"{'' if not r.model else ' ' + str(r.model)} budget {r.budget}{' ' + r.variant if r.variant else ''}: "
+                   f"difference {r.diff * scale:+.{digits}f}{ci} ({how}) → {r.verdict}")
+    if out:
+        out.insert(0, f"Verdicts: the difference of means over seeds with its {confidence * 100:g}% t-interval; agrees / "
+                      "disagrees when the interval lies wholly on one side of 0, else inconclusive; descriptive with one seed.")
+    return out
+
+
 def _int_or_none(s: pd.Series) -> pd.Series:
     """Budgets as Python ints, None where missing (object dtype: no 8.0, no NaN in labels)."""
     return pd.Series([None if b is None or pd.isna(b) else int(b) for b in s], index=s.index, dtype=object)
 
 
 def best_mask(long: pd.DataFrame, columns: Sequence[str] = ("mean", *COSTS)) -> pd.DataFrame:
-    """Booleans, same index as ``long``: True where a row holds the best value of a column within its
-    (model, task). ``mean`` follows each row's ``higher_is_better``; cost columns follow :data:`COSTS`."""
+    """Booleans, same index as ``long``, marking what is best within each (model, task).
+
+    ``mean`` (the score): the best mean and every row whose interval over seeds overlaps the best row's
+    (:func:`analysis.stats.top_group`): rows that the data cannot tell apart from the best; nothing is marked
+    when the best row has no interval (one seed). Cost columns (measured, no interval): the single best value
+    (direction from :data:`COSTS`)."""
     mask = pd.DataFrame(False, index=long.index, columns=list(columns))
     if long.empty:
         return mask
@@ -238,10 +355,14 @@ def best_mask(long: pd.DataFrame, columns: Sequence[str] = ("mean", *COSTS)) -> 
         for c in columns:
             if c not in g:
                 continue
+            if c == "mean":
+                mask.loc[g.index, c] = stats.top_group(g["mean"], g["low"], g["high"],
+                                                       higher_is_better=bool(g["higher_is_better"].iloc[0]))
+                continue
             vals = pd.to_numeric(g[c], errors="coerce")
             if vals.notna().sum() == 0:
                 continue
-            hib = bool(g["higher_is_better"].iloc[0]) if c == "mean" else COSTS.get(c, True)
+            hib = COSTS.get(c, True)
             target = vals.max() if hib else vals.min()
             mask.loc[g.index[np.isclose(vals.fillna(np.inf if not hib else -np.inf), target)], c] = True
     return mask
@@ -450,14 +571,14 @@ def format_wide(w: pd.DataFrame, *, kind: str = "t", digits: int = 4, scale: flo
         marks.setdefault(h, []).append(b)
 
     headers = {}
-    best: dict[str, Any] = {}
+    top: dict[str, pd.Series] = {}
     for t in tasks:
         metric = w[f"{t}_metric"].dropna().iloc[0]
         headers[t] = f"{task_label(t)} ({metric_label(metric)})"
         hib = bool(w[f"{t}_hib"].dropna().iloc[0])
-        best[t] = w.groupby("model")[t].transform("max" if hib else "min")
-    if "avg" in w:
-        best["avg"] = w.groupby("model")["avg"].transform("max" if w.attrs.get("higher_is_better", True) else "min")
+        top[t] = pd.Series(False, index=w.index)
+        for _, g in w.groupby("model", sort=False):
+            top[t].loc[g.index] = stats.top_group(g[t], g[f"{t}_low"], g[f"{t}_high"], higher_is_better=hib)
     for i, r in w.iterrows():
         if models:
             put("Model", str(r["model"]))
@@ -467,11 +588,10 @@ def format_wide(w: pd.DataFrame, *, kind: str = "t", digits: int = 4, scale: flo
             cell = fmt_estimate(r[t], r[f"{t}_low"], r[f"{t}_high"], kind=kind, digits=digits, scale=scale)
             if not one_n and not pd.isna(r[f"{t}_n"]):
                 cell += f" (n={int(r[f'{t}_n'])})"
-            put(headers[t], cell, bool(not pd.isna(r[t]) and np.isclose(r[t], best[t].iloc[i])))
+            put(headers[t], cell, bool(top[t].loc[i]))
         if "avg" in w:
             put(f"Avg {'↑' if w.attrs.get('higher_is_better', True) else '↓'}",
-                "–" if pd.isna(r["avg"]) else f"{r['avg'] * scale:.{digits}f}",
-                bool(not pd.isna(r["avg"]) and np.isclose(r["avg"], best["avg"].iloc[i])))
+                "–" if pd.isna(r["avg"]) else f"{r['avg'] * scale:.{digits}f}")
     out, m = pd.DataFrame(cols), pd.DataFrame(marks)
     out.attrs["seeds"] = ns.pop() if one_n else None
     return out, m
@@ -497,7 +617,12 @@ def notes(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, layo
         out.append(f"Seeds per cell: {ns[0]}" if len(ns) == 1 else f"Seeds per cell: {ns[0]}–{ns[-1]}")
     if 1 in ns:
         out.append("Cells from a single seed have no interval.")
-    out.append("↑ higher is better, ↓ lower is better; bold: best in its column (per model and task).")
+    if ns and ns[-1] > 1:
+        out.append(f"↑ higher is better, ↓ lower is better; bold: the best mean and every row whose {confidence * 100:g}% "
+                   "interval overlaps it (the data cannot tell them apart)"
+                   + ("; costs: the single best measured value." if layout == "long" else "."))
+    else:
+        out.append("↑ higher is better, ↓ lower is better; one seed per cell: descriptive, no row is marked best.")
     if scale != 1.0:
         out.append(f"Metric values × {scale:g}.")
     out.append("Params: trainable parameters trained / effective (AdaLoRA: after rank pruning)"
@@ -594,8 +719,10 @@ def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", 
         t, b = format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
     else:
         t, b = format_wide(wide(long), kind=kind, digits=digits, scale=scale)
-    return render(t, b, fmt=fmt, footer=notes(long, kind=kind, confidence=confidence, layout=layout,
-                                               n_resamples=n_resamples, scale=scale))
+    footer = notes(long, kind=kind, confidence=confidence, layout=layout, n_resamples=n_resamples, scale=scale)
+    footer += verdict_lines(verdicts(runs, metric=metric, which=which, confidence=confidence), confidence=confidence,
+                            digits=digits, scale=scale)
+    return render(t, b, fmt=fmt, footer=footer)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -629,7 +756,7 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
                     configs[rd] = load.load_run_record(rd).get("config", {})
                 except (OSError, ValueError) as e:
                     log.warning("%s: no configuration (%s)", rd, e)
-            t = drop_repeats(with_variants(t, configs))
+            t = with_variants(t, configs)
             for rd in t["run_dir"]:
                 try:
                     metrics[rd] = load.load_metrics(rd)
@@ -643,5 +770,5 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
             frames.append(pr.table)
             for rd in pr.table["run_dir"]:
                 metrics[rd] = peft_format.load_peft_metrics(rd)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    table = one_count(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
     return table, skipped, metrics

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from analysis import compare
+from analysis import stats as S
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,20 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peft-task", default="metamathqa", help="task name for PEFT result files (they name none)")
 
 
+class BadOption(ValueError):
+    """An option's value is unusable; the message names the option and the fix (exit 2)."""
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Options checked before any file is read: BadOption naming the option."""
+    try:
+        S.check_confidence(args.confidence)
+    except ValueError as e:
+        raise BadOption(f"--confidence: {e}") from None
+    if args.digits < 0 or args.digits > 12:
+        raise BadOption(f"--digits: must be 0..12, got {args.digits}")
+
+
 def report_skipped(skipped: list[tuple[Path, str]]) -> None:
     """List the runs left out on stderr."""
     if skipped:
@@ -61,12 +76,19 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
 def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.DataFrame, list[tuple[Path, str]], Any, dict[str, Any]]]:
     """(runs, runs left out, metrics, comparison options) from the arguments of :func:`add_common`, the runs
     left out listed on stderr; None after an error line when no run finished (nothing ``to {purpose}``)."""
+    check_options(args)
     runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
                                                  peft_task=args.peft_task)
     report_skipped(skipped)
     if runs.empty:
         print(f"error: no finished runs to {purpose}", file=sys.stderr)
         return None
+    if args.metric is not None:
+        known = sorted({c.split("/", 1)[1] for c in runs.columns if c.startswith("eval/")})
+        if args.metric not in known:
+            raise BadOption(f"--metric: no run has the metric {args.metric!r}; these runs have {known}")
+    if args.best:
+        compare.check_best_selection(runs)
     opts = dict(metric=args.metric, which="best" if args.best else "final", kind=args.interval,
                 confidence=args.confidence)
     return runs, skipped, metrics, opts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -86,7 +87,8 @@ def test_cli_table_and_pareto_on_peft_files(capsys: pytest.CaptureFixture[str], 
                                          "full-finetuning--llama-3.2-3B-lr_0.00001.json")]
     assert cli(["table", *files, "--plots", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MetaMathQA (Acc ↑)" in out and "0.4784" in out and "0.4693" in out and "**0.4784**" in out
+    assert "MetaMathQA (Acc ↑)" in out and "0.4784" in out and "0.4693" in out
+    assert "**" not in out.split("\n\n")[0] and "one seed per cell: descriptive" in out  # single runs: no winner
     assert (tmp_path / "pareto_meta-llama-Llama-3.2-3B_metamathqa.png").is_file()
 
 
@@ -186,6 +188,21 @@ def test_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     for col in ("mean", "low", "high", "n", "train_seconds", "peak_memory_bytes", "trainable_params",
                 "effective_params", "budget", "peak_memory_kind"):
         pd.testing.assert_series_equal(a[col].sort_index(), b[col].sort_index(), check_names=False, check_dtype=False)
+
+    # one run, one count: the sweep and its own exports together give the same n and intervals as the sweep
+    both, _, _ = compare.load_inputs([sweep, out / "results"])
+    assert len(both) == 24
+    c = compare.compare(both).set_index(["task", "method"])
+    for col in ("mean", "low", "high", "n"):
+        pd.testing.assert_series_equal(a[col].sort_index(), c[col].sort_index(), check_names=False, check_dtype=False)
+    assert cli(["table", str(sweep), str(out / "results"), "--layout", "long", "--format", "csv"]) == 0
+    capsys.readouterr()
+    assert cli(["table", str(sweep), "--layout", "long", "--format", "csv"]) == 0
+    alone = capsys.readouterr().out
+    assert cli(["table", str(sweep), str(out / "results"), "--layout", "long", "--format", "csv"]) == 0
+    together = pd.read_csv(io.StringIO(capsys.readouterr().out)).drop(columns=["source"], errors="ignore")
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(alone))[["task", "method", "mean", "low", "high", "n"]],
+                                  together[["task", "method", "mean", "low", "high", "n"]])
 
 
 @pytest.mark.slow
