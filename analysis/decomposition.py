@@ -36,6 +36,7 @@ from safetensors.torch import load as st_load
 
 from analysis import stats as S
 from harness.snapshots import FULL_SUMMARY, INDEX_FILE, META_FILE, STATS, merged_weight, summarize
+from harness.w0store import read_w0
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,22 @@ class RunSnapshots:
         self._files[fname] = tensors
         return tensors
 
+    def _w0_tensors(self) -> dict[str, torch.Tensor]:
+        """The W0 file's tensors, from the run's own file or the shared store (harness.w0store.read_w0)."""
+        if "w0" not in self._files:
+            try:
+                path, data = read_w0(self.meta["w0"], self.folder)
+            except FileNotFoundError as e:
+                raise SnapshotError(str(e)) from None
+            try:
+                self._files["w0"] = st_load(data)
+            except Exception as e:  # noqa: BLE001 - any parse error means a broken file
+                raise SnapshotError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        return self._files["w0"]
+
     def w0(self, name: str) -> torch.Tensor:
-        """W0 (out, in) of a tracked matrix, as stored."""
-        w = self.meta["w0"]
-        return self._checked(w["file"], w.get("checksum"))[name]
+        """W0 (out, in) of a tracked matrix, as stored (in the run, or in the W0 store it references)."""
+        return self._w0_tensors()[name]
 
     def tensors(self, step: int, name: str) -> dict[str, torch.Tensor]:
         """The stored tensors of one matrix at one step (``A``, ``B``, ``m``, ``E``; full FT summaries/``W``)."""
@@ -130,9 +143,11 @@ class RunSnapshots:
     def verify(self) -> list[str]:
         """Check every file against its checksum; one message per bad file (empty when all are good)."""
         problems = []
-        files = [(self.meta["w0"]["file"], self.meta["w0"].get("checksum"))]
-        files += list(self.index[["file", "checksum"]].drop_duplicates().itertuples(index=False, name=None))
-        for fname, digest in files:
+        try:
+            self._w0_tensors()
+        except SnapshotError as e:
+            problems.append(str(e))
+        for fname, digest in self.index[["file", "checksum"]].drop_duplicates().itertuples(index=False, name=None):
             try:
                 self._checked(fname, digest)
             except SnapshotError as e:

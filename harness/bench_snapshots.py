@@ -106,7 +106,9 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
 
     folder = out_dir / f"{method}"
     shutil.rmtree(folder, ignore_errors=True)
-    cfg = SnapshotConfig(schedule="checkpoints", num=num)
+    # W0 written by each method's run, as in a run's first use of a store (no reuse from an earlier method,
+    # nothing left outside out_dir)
+    cfg = SnapshotConfig(schedule="checkpoints", num=num, w0_store="run")
     cb = SnapshotCallback(cfg, targets, folder, total_steps=total, method=method)
     sync(device)
     t0 = time.perf_counter()

@@ -118,6 +118,7 @@ class SnapshotConfig:
     full_weights: list[str] = field(default_factory=list)  # full FT only: types/suffixes stored in full
     full_steps: Optional[list[int]] = None  # steps at which full_weights are stored; null = every snapshot
     log_metrics: bool = True  # per-matrix ΔM/ΔD/... into metrics.jsonl and W&B (always in the index)
+    w0_store: Optional[str] = None  # W0 store folder (docs/snapshots.md); null = <outputs>/w0; run = a copy per run
 
 
 SNAPSHOT_SCHEDULES = ("checkpoints", "every", "steps", "log")
@@ -279,6 +280,7 @@ def config_hash(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     d.pop("tracking", None)
     d.pop("budget", None)
+    d["snapshot"].pop("w0_store", None)  # where W0 is stored does not change the run
     for key in NOT_HASHED_TRAIN_KEYS:
         d["train"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -2,7 +2,9 @@
 
 What ``<run>/snapshots/`` holds:
 
-- ``w0.safetensors``: W0 of every tracked matrix once, key = module name, shape (out, in).
+- ``w0.safetensors``: W0 of every tracked matrix once, key = module name, shape (out, in): a hard link to the
+  shared, content-addressed ``<store>/<sha256>.safetensors`` of :mod:`harness.w0store` (``snapshot.w0_store``;
+  where links are refused, only referenced from meta.json), or a copy of its own with ``snapshot.w0_store=run``.
 - ``step_<step>.safetensors`` per snapshot step (step 0 and the final step always), only what rebuilds the
   merged weight exactly: LoRA ``A`` (r, in), ``B`` (out, r); DoRA ``m`` (out,), ``A``, ``B``; AdaLoRA
   ``A`` (r, in), ``E`` (r, 1), ``B`` (out, r) — r·(d+k) numbers per matrix, not d·k. Full fine-tuning:
@@ -11,7 +13,8 @@ What ``<run>/snapshots/`` holds:
   full matrix ``W`` only for ``snapshot.full_weights`` at ``snapshot.full_steps``. Keys are ``<module>/<tensor>``.
 - ``index.parquet``: one row per (step, matrix): layer, type, kind, file, sha256 checksum, bytes, rank and the
   online summaries ``dM_row dD_row dM_col dD_col dW_fro dW_rel stable_rank``.
-- ``meta.json``: the tracked matrices (shape, dtype, scale s), the schedule, the W0 file and its checksum.
+- ``meta.json``: the tracked matrices (shape, dtype, scale s), the schedule, the W0 file, its checksum and
+  store path (docs/snapshots.md).
 
 The merged weight of step t (torch layout, W0 (out, in)):
 LoRA W0 + s·BA; DoRA m ⊙ V/||V||_row with V = W0 + s·BA; AdaLoRA W0 + s·B(A ⊙ E) with PEFT's
@@ -25,10 +28,10 @@ background thread: the training thread only computes the summaries and copies th
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,16 +50,17 @@ from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES, MatrixRef
 from harness.run_record import write_bytes_atomic, write_json_atomic
 from harness.tracking import MetricLogger
+from harness.w0store import W0_FILE, checksum, link_into, publish, read_w0, resolve_store
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: W0 may live in the shared store (meta.json ``w0.store``); 1: a copy in each run
+FORMAT_VERSION = 2
 #: the per-matrix summaries, in the order of :func:`summarize`'s ``stats`` columns
 STATS: tuple[str, ...] = ("dM_row", "dD_row", "dM_col", "dD_col", "dW_fro", "dW_rel", "stable_rank")
 #: tensors stored per snapshot step for each kind of matrix (full FT: see ``FULL_SUMMARY``)
 FACTORS: dict[str, tuple[str, ...]] = {"lora": ("A", "B"), "dora": ("m", "A", "B"), "adalora": ("A", "E", "B")}
 FULL_SUMMARY: tuple[str, ...] = ("row_dm", "row_dd", "col_dm", "col_dd")
-W0_FILE = "w0.safetensors"
 INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
 #: elements per chunk of stacked matrices in the batched summary pass (bounds the temporary memory)
@@ -274,11 +278,6 @@ def find_tracked(model: nn.Module, refs: Sequence[MatrixRef], full_weights: Sequ
 # files
 
 
-def checksum(data: bytes) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def write_index_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """The index as parquet, through :func:`~harness.run_record.write_bytes_atomic`."""
     buf = io.BytesIO()
@@ -335,6 +334,7 @@ class SnapshotCallback:
         self.cfg = cfg
         self.refs = select(targets, cfg)
         self.out_dir = out_dir
+        self.w0_store = resolve_store(cfg.w0_store, out_dir.parent)  # None: a W0 copy in this run
         self.total_steps = total_steps
         self.method = method
         self.steps = schedule_steps(cfg, total_steps)
@@ -374,7 +374,7 @@ class SnapshotCallback:
             "axes": {"row": "per output feature: torch weight row, DoRA's magnitude axis (PEFT, official code)",
                      "col": "per input feature: torch weight column"},
             "schedule": {"kind": self.cfg.schedule, "steps": [0, *self.steps], "total_steps": self.total_steps},
-            "w0": {"file": W0_FILE, "checksum": None, "bytes": None},
+            "w0": {"file": W0_FILE, "checksum": None, "bytes": None, "store": None, "store_absolute": None},
             "matrices": [
                 {"name": tr.ref.name, "label": tr.label, "layer": tr.ref.layer, "type": tr.ref.type, "kind": tr.kind,
                  "shape": list(tr.shape), "dtype": str(tr.base.weight.dtype).removeprefix("torch."),
@@ -490,8 +490,20 @@ class SnapshotCallback:
         return digest, len(data)
 
     def _write_w0(self, host: dict[str, torch.Tensor]) -> None:
-        digest, n = self._write_file(W0_FILE, host, {"format": "pt"})
-        self.meta["w0"].update(checksum=digest, bytes=n)
+        """W0 into the run (``snapshot.w0_store=run``), or once into the store, hard-linked into the run."""
+        if self.w0_store is None:
+            digest, n = self._write_file(W0_FILE, host, {"format": "pt"})
+            self.meta["w0"].update(checksum=digest, bytes=n)
+        else:
+            data = st_save(host, metadata={"format": "pt"})
+            digest, n = checksum(data), len(data)
+            path, written = publish(self.w0_store, data, digest)
+            self.bytes_written += n if written else 0
+            linked = link_into(path, self.out_dir / W0_FILE)
+            self.meta["w0"].update(file=W0_FILE if linked else None, checksum=digest, bytes=n,
+                                   store=os.path.relpath(path, os.path.abspath(self.out_dir)), store_absolute=str(path))
+            log.info("snapshots: W0 %s %s%s", "written to" if written else "reused from", path,
+                     ", hard-linked into the run" if linked else "")
         write_json_atomic(self.out_dir / META_FILE, self.meta)
 
     def _write_step(self, fname: str, host: dict[str, torch.Tensor], rows: list[dict[str, Any]], step: int) -> None:
@@ -558,10 +570,10 @@ class SnapshotCallback:
             f.unlink()
         full = [tr for tr in self.tracked if tr.kind == "full"]
         if full:
-            path = self.out_dir / W0_FILE
-            data = path.read_bytes()
-            if checksum(data) != self.meta["w0"]["checksum"]:
-                raise RuntimeError(f"{path}: checksum mismatch; cannot resume this run's snapshots (train.resume=never)")
+            try:
+                _, data = read_w0(self.meta["w0"], self.out_dir)
+            except FileNotFoundError as e:
+                raise RuntimeError(f"{e}; cannot resume this run's snapshots (train.resume=never)") from None
             w0 = st_load(data)
             for tr in full:
                 self.w0[tr.ref.name] = w0[tr.ref.name].to(tr.base.weight.device, tr.base.weight.dtype)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,77 @@ def test_correlation_table_verdicts_against_the_paper() -> None:
     assert other["paper_pearson"].isna().all() and (other["verdict"] == "no paper value").all()
     wv = correlation_table(pts.assign(type="Wv"), axis="out")
     assert wv["paper_pearson"].isna().all() and (wv["verdict"] == "no paper value").all()
+
+
+# -- W0 in the shared store (harness/w0store.py) -------------------------------------------------------------
+
+def merged_all(run_dir: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    snaps = open_snapshots(run_dir)
+    assert snaps.verify() == []
+    return {n: snaps.merged_weight(n, s) for n in names for s in snaps.steps}
+
+
+def test_deleting_one_run_or_the_store_breaks_no_other_run(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    a, b = outputs / "runs" / "a", outputs / "runs" / "b"
+    _, cb, _ = snapshot_run(a / "snapshots", "lora")
+    snapshot_run(b / "snapshots", "dora")
+    names = [tr.ref.name for tr in cb.tracked]
+    before = merged_all(b, names)
+    (store,) = (outputs / "w0").iterdir()
+    shutil.rmtree(a)
+    assert store.is_file()  # a's folder held only a link
+    store.unlink()  # and the store itself: b's hard link keeps W0
+    after = merged_all(b, names)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_a_run_referencing_the_store_survives_a_move_and_names_a_lost_store(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where hard links are refused the run keeps only the store path: found again after moving the outputs
+    folder (relative path) and the default store; with the store gone, a SnapshotError names file and fix."""
+    import os
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    outputs = tmp_path / "outputs"
+    monkeypatch.setattr(os, "link", refuse)
+    _, cb, _ = snapshot_run(outputs / "runs" / "a" / "snapshots", "dora")
+    monkeypatch.undo()
+    names = [tr.ref.name for tr in cb.tracked]
+    meta = open_snapshots(outputs / "runs" / "a").meta["w0"]
+    name = meta["checksum"].removeprefix("sha256:") + ".safetensors"
+    assert meta["file"] is None and meta["store"] == f"../../../w0/{name}"
+    assert not (outputs / "runs" / "a" / "snapshots" / "w0.safetensors").exists()
+    before = merged_all(outputs / "runs" / "a", names)
+    moved = tmp_path / "elsewhere" / "outputs"
+    shutil.move(outputs, moved)
+    after = merged_all(moved / "runs" / "a", names)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    (moved / "w0" / name).unlink()
+    snaps = open_snapshots(moved / "runs" / "a")
+    with pytest.raises(SnapshotError, match=f"no intact W0 file.*{name}.*Fix"):
+        snaps.merged_weight(names[0], 6)
+    assert len(snaps.verify()) == 1
+
+
+def test_runs_of_the_old_layout_stay_readable(tmp_path: Path) -> None:
+    """meta.json of format 1 (no store keys) and a W0 copy of its own; a corrupt copy is named."""
+    run_dir = tmp_path / "runs" / "old"  # its default store (tmp_path/w0) is this test's own
+    _, cb, _ = snapshot_run(run_dir / "snapshots", "lora",
+                            cfg=SnapshotConfig(schedule="steps", steps=[3, 6], w0_store="run"))
+    meta_path = run_dir / "snapshots" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = 1
+    meta["w0"] = {k: meta["w0"][k] for k in ("file", "checksum", "bytes")}
+    meta_path.write_text(json.dumps(meta))
+    names = [tr.ref.name for tr in cb.tracked]
+    merged_all(run_dir, names)
+    w0 = run_dir / "snapshots" / "w0.safetensors"
+    assert w0.stat().st_nlink == 1
+    raw = bytearray(w0.read_bytes())
+    raw[-3] ^= 0xFF
+    w0.write_bytes(bytes(raw))
+    problems = open_snapshots(run_dir).verify()
+    assert len(problems) == 1 and str(w0) in problems[0] and "checksum mismatch" in problems[0]

@@ -293,3 +293,113 @@ def test_non_finite_weights_give_nan_summaries_not_an_error() -> None:
     w[1, 2, 3] = math.nan
     stats, _ = summarize(w0, w + 0.1)
     assert torch.isfinite(stats[0]).all() and torch.isnan(stats[1]).all()
+
+
+# -- the W0 store (harness/w0store.py) -----------------------------------------------------------------------
+
+def disk_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``, each inode counted once (hard links cost nothing)."""
+    seen: dict[tuple[int, int], int] = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
+
+
+def factor_bytes(root: Path) -> int:
+    """Bytes of everything in the runs' snapshot folders but W0: factors, index, meta.json."""
+    return sum(p.stat().st_size for p in root.rglob("snapshots/*") if p.name != "w0.safetensors")
+
+
+def test_runs_of_one_base_model_share_one_w0_file(tmp_path: Path) -> None:
+    """Three runs (runs/ and multirun/ folders) hold hard links to one <outputs>/w0/<sha256>.safetensors."""
+    outputs = tmp_path / "outputs"
+    dirs = {"lora": outputs / "runs" / "a", "dora": outputs / "runs" / "b", "adalora": outputs / "multirun" / "s" / "0"}
+    for method, d in dirs.items():
+        snapshot_run(d / "snapshots", method)
+    metas = [json.loads((d / "snapshots" / "meta.json").read_text()) for d in dirs.values()]
+    digest = metas[0]["w0"]["checksum"]
+    store = outputs / "w0" / f"{digest.removeprefix('sha256:')}.safetensors"
+    assert store.is_file() and store.stat().st_nlink == 1 + len(dirs)
+    assert [p.name for p in (outputs / "w0").iterdir()] == [store.name]  # no temporaries left
+    for d, meta in zip(dirs.values(), metas):
+        assert meta["w0"]["checksum"] == digest and meta["w0"]["file"] == "w0.safetensors"
+        assert (d / "snapshots" / "w0.safetensors").samefile(store)
+        assert (d / "snapshots" / meta["w0"]["store"]).resolve() == store.resolve()
+    w0 = store.stat().st_size
+    assert disk_bytes(outputs) <= 1.2 * w0 + factor_bytes(outputs)
+    # today's layout: a copy in each run, no store
+    old = tmp_path / "old"
+    for method, d in dirs.items():
+        snapshot_run(old / d.relative_to(outputs) / "snapshots", method,
+                     cfg=SnapshotConfig(schedule="steps", steps=[3, 6], w0_store="run"))
+    assert not (old / "w0").exists() and disk_bytes(old) == 3 * w0 + factor_bytes(old)
+    assert json.loads((old / "runs" / "a" / "snapshots" / "meta.json").read_text())["w0"]["store"] is None
+
+
+def test_concurrent_writers_of_one_w0_end_with_one_good_file(tmp_path: Path) -> None:
+    """Threads and processes publishing the same bytes at once: all succeed, one of them wrote, one inode."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from harness.w0store import checksum, publish
+
+    data = bytes(np.random.default_rng(0).integers(0, 256, 1 << 22, dtype=np.uint8))
+    digest = checksum(data)
+    barrier = threading.Barrier(8)
+
+    def write(_: int) -> tuple[Path, bool]:
+        barrier.wait()
+        return publish(tmp_path / "threads", data, digest)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(write, range(8)))
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+        results += list(pool.map(publish, [tmp_path / "procs"] * 4, [data] * 4, [digest] * 4))
+    for store in ("threads", "procs"):
+        files = list((tmp_path / store).iterdir())
+        assert len(files) == 1 and checksum(files[0].read_bytes()) == digest
+        mine = [written for path, written in results if path == files[0]]
+        assert len(mine) in (8, 4) and sum(mine) == 1  # exactly one writer's file, the others reused it
+
+
+def test_a_corrupt_store_file_is_detected_and_written_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from analysis.decomposition import open_snapshots
+
+    outputs = tmp_path / "outputs"
+    snapshot_run(outputs / "runs" / "a" / "snapshots", "lora")
+    store = next((outputs / "w0").iterdir())
+    raw = bytearray(store.read_bytes())
+    raw[-3] ^= 0xFF
+    store.write_bytes(bytes(raw))  # in place: the run's hard link (same inode) is corrupt too
+    problems = open_snapshots(outputs / "runs" / "a").verify()
+    assert len(problems) == 1 and "checksum mismatch" in problems[0] and store.name in problems[0]
+    with caplog.at_level("WARNING", logger="harness.w0store"):
+        snapshot_run(outputs / "runs" / "b" / "snapshots", "lora")
+    assert "corrupt store file" in caplog.text
+    meta = json.loads((outputs / "runs" / "a" / "snapshots" / "meta.json").read_text())
+    assert checksum_of(store) == meta["w0"]["checksum"]  # rewritten
+    assert open_snapshots(outputs / "runs" / "a").verify() == []  # a's own link is bad, the store is found
+
+
+def checksum_of(path: Path) -> str:
+    from harness.w0store import checksum
+
+    return checksum(path.read_bytes())
+
+
+def test_default_store_and_the_option() -> None:
+    from harness.config import config_hash
+    from harness.w0store import default_store, resolve_store
+
+    assert default_store(Path("/o/runs/lora_x")) == Path("/o/w0")
+    assert default_store(Path("/o/multirun/2024_ab/3_dora")) == Path("/o/w0")
+    assert default_store(Path("/scratch/exp/run1")) == Path("/scratch/exp/w0")
+    assert resolve_store("run", Path("/o/runs/x")) is None
+    assert resolve_store("/data/w0", Path("/o/runs/x")) == Path("/data/w0")
+    # where W0 is kept does not change the run: same config hash, same run folder
+    hashes = {config_hash(to_typed(compose_cfg([*TINY, "method=lora", *o])))
+              for o in ([], ["snapshot.w0_store=run"], ["snapshot.w0_store=/data/w0"])}
+    assert len(hashes) == 1
