@@ -274,8 +274,14 @@ class HarnessSweeper(BasicSweeper):
                                   "stage1_seed": stage1_seed, "rule": "best stage-1 score of the main metric on "
                                   "validation; ties: the value listed first", "created": time.time(), "points": []}
         stage2: list[list[str]] = []
+        values_of: dict[str, set[str]] = {}
+        for point in points:
+            for o in point:
+                values_of.setdefault(o.split("=", 1)[0], set()).add(o)
+        shown = {k for k, v in values_of.items() if len(v) > 1 or k in self.params}  # what tells points apart
         for point, jobs in points.items():
-            entry: dict[str, Any] = {"overrides": list(point), "candidates": [], "chosen": None}
+            label = " ".join(o for o in point if o.split("=", 1)[0] in shown) or "(the grid's one point)"
+            entry: dict[str, Any] = {"point": label, "overrides": list(point), "candidates": [], "chosen": None}
             best: Optional[tuple[float, float]] = None
             for job in jobs:
                 value = float(next(o for o in job if o.startswith(f"{sel.key}=")).split("=", 1)[1])
@@ -302,8 +308,7 @@ class HarnessSweeper(BasicSweeper):
                 if best is None or signed > best[0]:
                     best = (signed, value)
             if best is None:
-                log.error("selection: %s: no candidate finished with a validation score; stage 2 skipped",
-                          " ".join(point) or "(no overrides)")
+                log.error("selection: %s: no candidate finished with a validation score; stage 2 skipped", label)
                 record["points"].append(entry)
                 continue
             chosen = best[1]
@@ -311,8 +316,8 @@ class HarnessSweeper(BasicSweeper):
             entry["at_grid_edge"] = len(sel.values) > 1 and chosen in (min(sel.values), max(sel.values))
             if entry["at_grid_edge"]:
                 log.warning("selection: %s: chosen %s=%s is at the edge of the grid %s; consider extending it",
-                            " ".join(point), sel.key, chosen, sel.values)
-            log.info("selection: %s: %s=%s (%s: %s)", " ".join(point) or "(no overrides)", sel.key, chosen,
+                            label, sel.key, chosen, sel.values)
+            log.info("selection: %s: %s=%s (%s: %s)", label, sel.key, chosen,
                      sel.metric, ", ".join(f"{c['value']}: {c['score']}" for c in entry["candidates"]))
             entry["stage2"] = [[*point, f"{sel.key}={chosen!r}", f"seed={s}"] for s in sel.seeds]
             stage2 += entry["stage2"]

@@ -65,6 +65,7 @@ def test_two_stage_selection_end_to_end(tmp_path: Path, one_thread: Any) -> None
     chosen_by_method = {}
     for point in sel["points"]:
         method = next(o.split("=")[1] for o in point["overrides"] if o.startswith("method="))
+        assert point["point"] == f"task=custom method={method} budget=8"
         cands = point["candidates"]
         assert [c["value"] for c in cands] == [1.0, 4.0] and all(c["score"] is not None for c in cands)
         best = max(cands, key=lambda c: c["score"])  # accuracy: higher is better; ties -> first listed

@@ -174,3 +174,24 @@ def test_scaling_lora_equals_loras_scale_in_peft(match: str) -> None:
     assert peft_scale == pytest.approx(16 / (init_r + 1e-5), rel=1e-6)
     (lora_scale,) = scales("method.scaling=lora")
     assert lora_scale == pytest.approx(16 / 8, rel=1e-6)  # LoRA at r = budget = 8, alpha 16
+
+
+def test_resume_restores_best_tracking_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the checkpoint at step 8: the resumed run's best step and metrics equal the uninterrupted
+    run's (the evaluation at step 5 is only known through the checkpoint)."""
+    from harness import checkpoint as ck
+    from tests.harness.test_resume import Crash, crash_after
+
+    cfg = compose_cfg([*TINY, "method=lora", "snapshot=none", "train.save_model=false", "train.max_steps=12",
+                       "train.checkpoint_every=4", "train.eval_every=5", "task.validation_fraction=0.2"])
+    ref = run(cfg, tmp_path / "ref")
+    with monkeypatch.context() as m:
+        crash_after(m, 10)
+        with pytest.raises(Crash):
+            run(cfg, tmp_path / "res")
+    loop_state = ck.latest(tmp_path / "res").tree["loop"]
+    assert loop_state["best_step"] == 5 and loop_state["best_valid"] and loop_state["final_valid"]
+    out = run(cfg, tmp_path / "res")
+    assert out["resumed_from"] == 8
+    keys = [k for k in ref if k.startswith(("eval/", "valid/", "best")) or k == "split"]
+    assert {k: out[k] for k in keys} == {k: ref[k] for k in keys}
