@@ -84,7 +84,7 @@ class Selection:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
                                                               for x in seeds) or len(set(seeds)) != len(seeds):
             raise ConfigError(f"{where}.seeds: a non-empty list of distinct integers, e.g. [0,1,2]; got {seeds!r}")
-        if sel.metric not in SELECT_METRICS:
+        if not isinstance(sel.metric, str) or sel.metric not in SELECT_METRICS:
             raise ConfigError(f"{where}.metric: one of {', '.join(SELECT_METRICS)}, got {sel.metric!r}")
         sel.values = [float(v) for v in vals]
         return sel
