@@ -28,6 +28,35 @@ def _ceil_mul(x: Any, factor: Any) -> int:
 if not OmegaConf.has_resolver("ceil_mul"):
     OmegaConf.register_new_resolver("ceil_mul", _ceil_mul)
 
+#: AdaLoRA budget matching (``method.match``): ``rank`` matches LoRA's r = budget by the final rank,
+#: ``params`` by the trained parameters
+ADALORA_MATCH = ("rank", "params")
+
+
+def adalora_ranks(budget: Any, match: Any) -> tuple[int, int]:
+    """(init_r, target_r) of AdaLoRA matched with LoRA at r = ``budget``.
+
+    ``rank``: target_r = budget, init_r = ⌈1.5·budget⌉ (the paper's b(0) ≈ 1.5·b(T); ~1.5x LoRA's trained
+    parameters). ``params``: init_r = budget, so AdaLoRA trains P (out×r), λ (r), Q (r×in) = LoRA's B, A plus
+    r numbers per matrix; target_r = max(1, round(budget / 1.5)) keeps the paper's b(0)/b(T) ratio.
+    """
+    b = int(budget)
+    if str(match) == "params":
+        return b, max(1, int(round(b / 1.5)))
+    return _ceil_mul(b, 1.5), b
+
+
+def _adalora_r(which: Any, budget: Any, match: Any) -> int:
+    """``${adalora_r:init|target,${budget},${method.match}}`` (conf/method/adalora.yaml)."""
+    if str(match) not in ADALORA_MATCH:  # reported by validation, naming method.match
+        match = "rank"
+    init_r, target_r = adalora_ranks(budget, match)
+    return init_r if str(which) == "init" else target_r
+
+
+if not OmegaConf.has_resolver("adalora_r"):
+    OmegaConf.register_new_resolver("adalora_r", _adalora_r)
+
 
 @dataclass
 class ModelConfig:
@@ -53,6 +82,9 @@ class TaskConfig:
     problem: str = "classification"  # or regression
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
+    # a validation split carved from train (before max_train_samples), for model and lr selection; 0 = none
+    validation_fraction: float = 0.0
+    split_seed: int = 0  # the carve's seed: the same split for every method and training seed
 
 
 @dataclass
@@ -65,6 +97,7 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 128
     lr: Optional[float] = None  # None -> the method's lr
+    lr_scale: float = 1.0  # the lr used is (lr or method.lr) · lr_scale (an lr grid around each method's default)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
@@ -213,6 +246,7 @@ def validate(cfg: RunConfig) -> None:
     for key in ("batch_size", "grad_accum", "eval_batch_size", "eval_every", "log_every"):
         _check(getattr(t, key) > 0, f"train.{key}", f"must be a positive integer, got {getattr(t, key)}")
     _check(t.lr is None or t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(math.isfinite(t.lr_scale) and t.lr_scale > 0, "train.lr_scale", f"must be a finite number > 0, got {t.lr_scale}")
     _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {t.max_grad_norm}")
@@ -226,6 +260,9 @@ def validate(cfg: RunConfig) -> None:
     for key in ("max_train_samples", "max_eval_samples"):
         v = getattr(task, key)
         _check(v is None or v > 0, f"task.{key}", f"must be > 0 or null, got {v}")
+    vf = task.validation_fraction
+    _check(math.isfinite(vf) and 0 <= vf < 1, "task.validation_fraction",
+           f"must be in [0, 1), got {vf} (e.g. 0.1 holds out 10% of train; 0 = no validation split)")
     _check(cfg.model.max_length > 0, "model.max_length", f"must be > 0, got {cfg.model.max_length}")
     tr = cfg.tracking
     _check(tr.mode in ("offline", "online", "disabled"), "tracking.mode", f"offline, online or disabled, got '{tr.mode}'")
@@ -269,6 +306,20 @@ TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotu
 NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force")
 
 
+#: keys added after runs were recorded: left out of the config hash at their default value (the hash of a run
+#: that does not use them is unchanged), group -> key -> default
+HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "task": {"validation_fraction": 0.0, "split_seed": 0},
+    "train": {"lr_scale": 1.0},
+    "method": {"match": "rank", "scaling": "peft"},
+}
+
+
+def effective_lr(cfg: RunConfig) -> float:
+    """The lr a run trains with: ``(train.lr or method.lr) · train.lr_scale``."""
+    return float(cfg.train.lr or cfg.method.lr) * float(cfg.train.lr_scale)
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain-dict form of a typed config (JSON-serialisable)."""
     return dataclasses.asdict(cfg)
@@ -283,6 +334,13 @@ def config_hash(cfg: RunConfig) -> str:
     d["snapshot"].pop("w0_store", None)  # where W0 is stored does not change the run
     for key in NOT_HASHED_TRAIN_KEYS:
         d["train"].pop(key, None)
+    for group, defaults in HASH_NEUTRAL_DEFAULTS.items():
+        node = d.get(group)
+        for key, default in defaults.items():
+            if isinstance(node, dict) and key in node and node[key] == default:
+                node.pop(key)
+    if not d["task"].get("validation_fraction"):
+        d["task"].pop("split_seed", None)  # no split: its seed changes nothing
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

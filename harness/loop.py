@@ -70,7 +70,7 @@ class LoopResult:
     """What the loop measured."""
 
     final_eval: dict[str, float]
-    best_eval: dict[str, float]
+    best_eval: dict[str, float]  # dev metrics at the best evaluation step (chosen on validation when there is one)
     train_seconds: float
     tokens: int
     steps: int
@@ -79,6 +79,10 @@ class LoopResult:
     resumed_from: Optional[int] = None
     checkpoints: int = 0
     checkpoint_seconds: float = 0.0
+    final_valid: dict[str, float] = field(default_factory=dict)  # validation metrics at the last step ({}: none)
+    best_valid: dict[str, float] = field(default_factory=dict)  # validation metrics at best_step
+    best_step: Optional[int] = None  # the evaluation step whose selection metric was best
+    best_selected_on: str = "test"  # validation: best_* chosen on the validation split; test: on dev itself
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -144,8 +148,12 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
           total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
           metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
           callbacks: Sequence[Callback] = (), dist_ctx: DistContext = DistContext(),
-          checkpointing: Checkpointing = Checkpointing()) -> LoopResult:
+          checkpointing: Checkpointing = Checkpointing(), valid_enc: Optional[Encoded] = None) -> LoopResult:
     """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end.
+
+    Each evaluation scores dev (``eval/<metric>``, the reported set) and, when ``valid_enc`` is given, the
+    validation split (``valid/<metric>``). The best step is chosen on validation when there is one (its dev
+    metrics become ``best_eval``), else on dev itself (``best_selected_on="test"``).
 
     Callbacks see the model before the first step (step 0), after every optimizer step (after
     ``method.after_optimizer_step``, before ``zero_grad``, so gradients are still there) and at the end.
@@ -169,19 +177,27 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def run_eval(step: int) -> dict[str, float]:
-        res = evaluate(model, dev_enc, batch_size=cfg.eval_batch_size, pad_id=pad_id, device=device,
-                       problem=problem, metric_names=metric_names, autocast=autocast,
-                       pad_multiple=cfg.pad_to_multiple)
-        logger.log({f"eval/{k}": v for k, v in res.items()}, step)
-        log.info("step %d eval %s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()))
-        return res
+    def score(enc: Encoded) -> dict[str, float]:
+        return evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=pad_id, device=device, problem=problem,
+                        metric_names=metric_names, autocast=autocast, pad_multiple=cfg.pad_to_multiple)
+
+    def run_eval(step: int) -> tuple[dict[str, float], dict[str, float]]:
+        """(dev metrics, validation metrics or {}) at ``step``, logged as eval/... and valid/..."""
+        res = score(dev_enc)
+        val = score(valid_enc) if valid_enc is not None else {}
+        logger.log({**{f"eval/{k}": v for k, v in res.items()}, **{f"valid/{k}": v for k, v in val.items()}}, step)
+        log.info("step %d eval %s%s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()),
+                 "".join(f" valid/{k}={v:.4f}" for k, v in val.items()))
+        return res, val
 
     for cb in callbacks:
         cb.on_train_start(model, logger)
     model.train()
     best: dict[str, float] = {}
     final: dict[str, float] = {}
+    best_valid: dict[str, float] = {}
+    final_valid: dict[str, float] = {}
+    best_step: Optional[int] = None
     tokens = 0
     tokens_dev = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
@@ -196,6 +212,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     if resume is not None:
         lp = resume["loop"]
         start, best, final, tokens, n_in_window = resume["step"], lp["best"], lp["final"], lp["tokens"], lp["n_in_window"]
+        best_valid, final_valid = lp.get("best_valid", {}), lp.get("final_valid", {})
+        best_step = lp.get("best_step")
         tokens_dev = lp["tokens_dev"].to(device)
         loss_sum = lp["loss_sum"].to(device)
         terms_sum = {k: v.to(device) for k, v in lp["terms_sum"].items()}
@@ -274,9 +292,10 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
 
         if step % cfg.eval_every == 0 or step == total_steps:
             e0 = time.perf_counter()
-            final = run_eval(step)
-            if not best or _better(final[main_metric], best[main_metric], main_metric):
-                best = dict(final)
+            final, final_valid = run_eval(step)
+            chosen_now, chosen_best = (final_valid, best_valid) if valid_enc is not None else (final, best)
+            if not best or _better(chosen_now[main_metric], chosen_best[main_metric], main_metric):
+                best, best_valid, best_step = dict(final), dict(final_valid), step
             eval_seconds += time.perf_counter() - e0
             window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
 
@@ -294,7 +313,8 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
                     "scheduler": scheduler.state_dict(),
                     "data": {"epoch": batches.epoch, "offset": batches.offset, "n": batches.n,
                              "batch_size": batches.batch_size, "seed": batches.seed},
-                    "loop": {"best": best, "final": final, "tokens": tokens, "tokens_dev": tokens_dev,
+                    "loop": {"best": best, "final": final, "best_valid": best_valid, "final_valid": final_valid,
+                             "best_step": best_step, "tokens": tokens, "tokens_dev": tokens_dev,
                              "loss_sum": loss_sum, "terms_sum": terms_sum, "n_in_window": n_in_window,
                              "train_seconds": now - t0 - eval_seconds, "window_seconds": now - window_start},
                     "method": method.state_dict(model),
@@ -318,7 +338,9 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     train_seconds = time.perf_counter() - t0 - eval_seconds
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
     return LoopResult(final, best, train_seconds, tokens, total_steps, peak, resumed_from=resume["step"] if resume else None,
-                      checkpoints=n_ckpt, checkpoint_seconds=ckpt_seconds)
+                      checkpoints=n_ckpt, checkpoint_seconds=ckpt_seconds, final_valid=final_valid,
+                      best_valid=best_valid, best_step=best_step,
+                      best_selected_on="validation" if valid_enc is not None else "test")
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

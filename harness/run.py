@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 
 from harness import checkpoint as ckpt_io
 from harness import distributed
-from harness.config import RunConfig, config_hash, to_dict, to_typed, validate
+from harness.config import RunConfig, config_hash, effective_lr, to_dict, to_typed, validate
 from harness.errors import ConfigError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import Checkpointing, train
@@ -251,6 +251,7 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
         name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
         seed=c.seed, config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
+        data_split=p.data.split, lr=effective_lr(c),
     )
     if not attempt.previous:
         record.start(**fields)
@@ -356,6 +357,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     tokenizer = load_tokenizer(c.model)
     train_enc = encode(p.data.train, tokenizer, c.model.max_length)
     dev_enc = encode(p.data.dev, tokenizer, c.model.max_length)
+    valid_enc = encode(p.data.valid, tokenizer, c.model.max_length) if p.data.valid is not None else None
     model = load_model(c.model, p.model_conf)
     if c.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -376,9 +378,10 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     try:
         result = train(
             model, p.method, train_enc=train_enc, dev_enc=dev_enc, cfg=c.train, total_steps=p.total_steps,
-            lr=c.train.lr or c.method.lr, seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
+            lr=effective_lr(c), seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
             problem=p.data.problem, metric_names=p.data.metrics, main_metric=p.data.main_metric, logger=logger,
             callbacks=[snapshots] if snapshots is not None else [], dist_ctx=ctx, checkpointing=checkpointing,
+            valid_enc=valid_enc,
         )
     finally:
         if stop is not None:
@@ -393,7 +396,16 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "main_metric": p.data.main_metric,
         "main_metric_value": result.final_eval[p.data.main_metric],
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
+        **{f"valid/{k}": v for k, v in result.final_valid.items()},
+        # dev metrics at the step chosen on validation (best_selected_on=validation), or on dev itself ("test":
+        # selection on the reported set, kept for old records; not a fair number)
         **{f"best/{k}": v for k, v in result.best_eval.items()},
+        **{f"best_valid/{k}": v for k, v in result.best_valid.items()},
+        "best_step": result.best_step,
+        "best_selected_on": result.best_selected_on,
+        "lr": effective_lr(c),
+        "lr_scale": c.train.lr_scale,
+        "split": p.data.split,
         "trainable_params": n_trainable,
         "effective_params": p.method.effective_parameters(model),
         "adapted_matrices": len(p.targets),

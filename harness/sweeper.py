@@ -11,6 +11,11 @@ same command finds the same folders: jobs already ``done`` are skipped (``train.
 failed or killed ones run again (from their checkpoint), and one failing job never stops the others. A job
 whose configuration already has a folder in the sweep dir goes to that folder even when its default name
 (``<job num>_...``) changed, e.g. in a grown grid.
+
+Two-stage selection (``hydra.sweeper.select``, the ``compare`` preset; docs/protocol.md): stage 1 runs every
+grid point at each value of ``select.key`` with the first of ``select.seeds``; for every grid point the value
+with the best validation main metric is chosen (``selection.json`` in the sweep dir); stage 2 runs the chosen
+value with every seed (the stage-1 run of the first seed is the same configuration: found done and skipped).
 """
 
 from __future__ import annotations
@@ -18,27 +23,78 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
+from harness.run_record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 #: statuses of the jobs of the last sweep run in this process (read by the CLI for its exit code)
 LAST_SWEEP: list[dict[str, Any]] = []
 
+SELECTION_FILE = "selection.json"
+#: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
+SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
+
+
+@dataclass
+class Selection:
+    """``hydra.sweeper.select``: choose ``key`` among ``values`` on validation (seed ``seeds[0]``), then run the
+    choice with every seed. ``metric``: ``valid`` (the final validation main metric) or ``best_valid`` (the best
+    over evaluation steps). Ties go to the value listed first."""
+
+    key: str = "train.lr_scale"
+    values: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    metric: str = "valid"
+
+    @classmethod
+    def parse(cls, node: Any) -> "Selection":
+        """Typed and checked (ConfigError naming ``hydra.sweeper.select.<key>``)."""
+        where = "hydra.sweeper.select"
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: must be a mapping with key, values, seeds, metric; got {node!r}")
+        unknown = sorted(set(node) - {"key", "values", "seeds", "metric"})
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys are key, values, seeds, metric")
+        sel = cls(**node)
+        if not isinstance(sel.key, str) or not sel.key or sel.key == "seed":
+            raise ConfigError(f"{where}.key: a config key to select, e.g. train.lr_scale; got {sel.key!r}")
+        vals = sel.values
+        if not isinstance(vals, list) or len(vals) < 1 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+            raise ConfigError(f"{where}.values: a non-empty list of finite numbers, e.g. [0.5,1,2,4]; got {vals!r}")
+        if len(set(vals)) != len(vals):
+            raise ConfigError(f"{where}.values: listed twice in {vals}")
+        seeds = sel.seeds
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                              for x in seeds) or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{where}.seeds: a non-empty list of distinct integers, e.g. [0,1,2]; got {seeds!r}")
+        if not isinstance(sel.metric, str) or sel.metric not in SELECT_METRICS:
+            raise ConfigError(f"{where}.metric: one of {', '.join(SELECT_METRICS)}, got {sel.metric!r}")
+        sel.values = [float(v) for v in vals]
+        return sel
+
 
 class HarnessSweeper(BasicSweeper):
     """BasicSweeper + validation of every job + de-duplication of identical configurations."""
 
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None,
+                 select: Optional[Any] = None) -> None:
         # BasicSweeper.__init__ calls super(BasicSweeper, self), which breaks once Hydra's plugin scan has
         # re-executed its module (the name then points at a new class); set its attributes directly.
         self.overrides = None
@@ -49,13 +105,20 @@ class HarnessSweeper(BasicSweeper):
         self.config = None
         self.launcher = None
         self._existing: Optional[dict[str, str]] = None  # config hash -> folder of the runs already in the sweep dir
+        self.select = select  # hydra.sweeper.select (checked by Selection.parse when the sweep starts)
+        self._hashes: dict[tuple[str, ...], str] = {}  # job overrides -> config hash (every job, merged or not)
+        self._needs_validation = False
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:  # type: ignore[override]
+        return self._prepare(BasicSweeper.split_arguments(overrides, None)[0], max_batch_size)
+
+    def _prepare(self, jobs: List[List[str]], max_batch_size: Optional[int], first_num: int = 0) -> List[List[List[str]]]:
+        """Validate and de-duplicate ``jobs`` (override lists), place them in their folders, cut into batches;
+        job numbers start at ``first_num`` (a later stage continues the numbering of the earlier one)."""
         from harness.run import plan
 
         assert self.hydra_context is not None and self.config is not None
         self._existing = None
-        jobs = BasicSweeper.split_arguments(overrides, None)[0]
         kept: list[list[str]] = []
         seen: dict[str, list[str]] = {}
         configs: list[Any] = []
@@ -65,9 +128,14 @@ class HarnessSweeper(BasicSweeper):
             assert isinstance(with_hydra, dict)
             with_hydra.pop("hydra", None)
             try:
-                key = config_hash(plan(with_hydra).cfg)
+                typed = plan(with_hydra).cfg
+                if self._needs_validation and not typed.task.validation_fraction > 0:
+                    raise ConfigError("hydra.sweeper.select: selection is on the validation split, and this job has "
+                                      "none; set task.validation_fraction (e.g. 0.1)")
+                key = config_hash(typed)
             except HarnessError as e:
                 raise type(e)(f"{e} [sweep job: {' '.join(job) or '(no overrides)'}]") from None
+            self._hashes[tuple(job)] = key
             if key in seen:
                 log.info("sweep: %s is the same run as %s; running it once", " ".join(job), " ".join(seen[key]))
                 continue
@@ -78,7 +146,7 @@ class HarnessSweeper(BasicSweeper):
             raise ConfigError("sweep: no job to run")
         log.info("sweep: %d jobs (%d identical configurations merged)", len(kept), len(jobs) - len(kept))
         self._pin_sweep_dir(sorted(seen))
-        kept = [job + self._job_folder(num, key, cfg) for num, (job, (key, cfg)) in enumerate(zip(kept, configs))]
+        kept = [job + self._job_folder(first_num + i, key, cfg) for i, (job, (key, cfg)) in enumerate(zip(kept, configs))]
         if max_batch_size is None or max_batch_size <= 0:
             return [kept]
         return [kept[i : i + max_batch_size] for i in range(0, len(kept), max_batch_size)]
@@ -130,7 +198,10 @@ class HarnessSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         LAST_SWEEP.clear()
-        returns: Sequence[Sequence[Any]] = super().sweep(arguments)
+        if self.select is None:
+            returns: Sequence[Sequence[Any]] = super().sweep(arguments)
+        else:
+            returns = self._two_stage(Selection.parse(self.select), arguments)
         for batch in returns:
             for r in batch:
                 LAST_SWEEP.append(r.return_value if isinstance(r.return_value, dict) else {"status": "done"})
@@ -138,4 +209,129 @@ class HarnessSweeper(BasicSweeper):
         n_skip = sum(1 for r in LAST_SWEEP if r.get("skipped"))
         log.info("sweep finished: %d done (%d of them skipped: done before), %d not done", len(LAST_SWEEP) - n_bad,
                  n_skip, n_bad)
+        return returns
+
+    # -- two-stage selection --------------------------------------------------------------------------------
+
+    def _launch(self, batches: List[List[List[str]]], first_num: int) -> list[Any]:
+        """Launch ``batches`` as BasicSweeper.sweep does (legality check, then the launcher), job numbers from
+        ``first_num``; the launchers' results, batch by batch."""
+        assert self.launcher is not None
+        returns: list[Any] = []
+        num = first_num
+        for batch in batches:
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=num)
+            for r in results:
+                _ = r.return_value  # raises when a job failed in a way the app did not catch
+            num += len(batch)
+            returns.append(results)
+        return returns
+
+    def _runs_by_hash(self) -> dict[str, Path]:
+        """Config hash -> run folder, for every run.json in the sweep dir."""
+        assert self.config is not None
+        out: dict[str, Path] = {}
+        for f in sorted(Path(str(self.config.hydra.sweep.dir)).glob("*/run.json")):
+            try:
+                out.setdefault(json.loads(f.read_text()).get("config_hash"), f.parent)
+            except (OSError, ValueError, AttributeError):
+                continue
+        return out
+
+    def _two_stage(self, sel: Selection, arguments: List[str]) -> list[Any]:
+        """Stage 1: the grid × ``sel.values`` at seed ``sel.seeds[0]``; choose per grid point on validation;
+        stage 2: the chosen value × ``sel.seeds``. Writes ``selection.json`` after each stage."""
+        from harness import metrics as metric_fns
+
+        assert self.config is not None and self.hydra_context is not None
+        given = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for o in parser.parse_overrides(given):
+            if o.key_or_group in (sel.key, "seed"):
+                raise ConfigError(f"{o.key_or_group}: set by hydra.sweeper.select ({sel.key} over {sel.values}, seeds "
+                                  f"{sel.seeds}); change hydra.sweeper.select.values / .seeds instead")
+        stage1_seed = sel.seeds[0]
+        values = ",".join(repr(v) for v in sel.values)
+        grid = BasicSweeper.split_arguments(
+            parser.parse_overrides([*given, f"{sel.key}={values}", f"seed={stage1_seed}"]), None)[0]
+        point_of = lambda job: tuple(o for o in job if not o.startswith((f"{sel.key}=", "seed=")))  # noqa: E731
+        points: dict[tuple[str, ...], list[list[str]]] = {}
+        for job in grid:
+            points.setdefault(point_of(job), []).append(job)
+        self._needs_validation = True
+        batches = self._prepare(grid, self.max_batch_size)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info("selection, stage 1: %d grid points x %s=%s at seed %d (%d jobs)", len(points), sel.key,
+                 sel.values, stage1_seed, sum(len(b) for b in batches))
+        returns = self._launch(batches, 0)
+        next_num = sum(len(b) for b in batches)
+
+        by_hash = self._runs_by_hash()
+        record: dict[str, Any] = {"key": sel.key, "values": sel.values, "seeds": sel.seeds, "metric": sel.metric,
+                                  "stage1_seed": stage1_seed, "rule": "best stage-1 score of the main metric on "
+                                  "validation; ties: the value listed first", "created": time.time(), "points": []}
+        stage2: list[list[str]] = []
+        values_of: dict[str, set[str]] = {}
+        for point in points:
+            for o in point:
+                values_of.setdefault(o.split("=", 1)[0], set()).add(o)
+        shown = {k for k, v in values_of.items() if len(v) > 1 or k in self.params}  # what tells points apart
+        for point, jobs in points.items():
+            label = " ".join(o for o in point if o.split("=", 1)[0] in shown) or "(the grid's one point)"
+            entry: dict[str, Any] = {"point": label, "overrides": list(point), "candidates": [], "chosen": None}
+            best: Optional[tuple[float, float]] = None
+            for job in jobs:
+                value = float(next(o for o in job if o.startswith(f"{sel.key}=")).split("=", 1)[1])
+                h = self._hashes.get(tuple(job))
+                run_dir = by_hash.get(h) if h else None
+                cand: dict[str, Any] = {"value": value, "score": None, "status": "missing", "config_hash": h,
+                                        "run_dir": str(run_dir) if run_dir else None}
+                entry["candidates"].append(cand)
+                if run_dir is None:
+                    continue
+                try:
+                    cand["status"] = json.loads((run_dir / "run.json").read_text()).get("status")
+                    summary = json.loads((run_dir / "summary.json").read_text()) if cand["status"] == "done" else {}
+                except (OSError, ValueError):
+                    summary = {}
+                main = summary.get("main_metric")
+                score = summary.get(SELECT_METRICS[sel.metric].format(main)) if main else None
+                if score is None or not math.isfinite(score):
+                    continue  # failed (e.g. diverged at a high lr) or no validation: not a candidate
+                cand["score"] = score
+                entry["main_metric"] = main
+                m = metric_fns.METRICS.get(main)
+                signed = score if m is None or m.higher_is_better else -score
+                if best is None or signed > best[0]:
+                    best = (signed, value)
+            if best is None:
+                log.error("selection: %s: no candidate finished with a validation score; stage 2 skipped", label)
+                record["points"].append(entry)
+                continue
+            chosen = best[1]
+            entry["chosen"] = chosen
+            entry["at_grid_edge"] = len(sel.values) > 1 and chosen in (min(sel.values), max(sel.values))
+            if entry["at_grid_edge"]:
+                log.warning("selection: %s: chosen %s=%s is at the edge of the grid %s; consider extending it",
+                            label, sel.key, chosen, sel.values)
+            log.info("selection: %s: %s=%s (%s: %s)", label, sel.key, chosen,
+                     sel.metric, ", ".join(f"{c['value']}: {c['score']}" for c in entry["candidates"]))
+            entry["stage2"] = [[*point, f"{sel.key}={chosen!r}", f"seed={s}"] for s in sel.seeds]
+            stage2 += entry["stage2"]
+            record["points"].append(entry)
+        write_json_atomic(sweep_dir / SELECTION_FILE, record)
+        log.info("selection written to %s", sweep_dir / SELECTION_FILE)
+        if stage2:
+            batches = self._prepare(stage2, self.max_batch_size, first_num=next_num)
+            log.info("selection, stage 2: %d jobs (chosen value x seeds %s)", sum(len(b) for b in batches), sel.seeds)
+            returns += self._launch(batches, next_num)
+            by_hash = self._runs_by_hash()
+            for entry in record["points"]:
+                entry["stage2"] = [{"overrides": job, "config_hash": self._hashes.get(tuple(job)),
+                                    "run_dir": str(by_hash.get(self._hashes.get(tuple(job)), "")) or None}
+                                   for job in entry.get("stage2", [])]
+            write_json_atomic(sweep_dir / SELECTION_FILE, record)
         return returns

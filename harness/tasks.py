@@ -7,9 +7,10 @@ and read with quoting off and ``utf-8-sig`` (otherwise STS-B and MRPC silently l
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -74,6 +75,10 @@ class Split:
     def head(self, n: Optional[int]) -> "Split":
         return self if n is None or n >= len(self) else Split(self.texts[:n], self.labels[:n])
 
+    def take(self, idx: np.ndarray) -> "Split":
+        """The examples at ``idx`` (in that order)."""
+        return Split([self.texts[i] for i in idx], self.labels[idx])
+
 
 @dataclass
 class TaskData:
@@ -87,6 +92,27 @@ class TaskData:
     metrics: tuple[str, ...]
     main_metric: str
     source: str
+    valid: Optional[Split] = None  # carved from train (task.validation_fraction > 0), else None
+    train_index: Optional[np.ndarray] = None  # rows of the task's full train file used for training
+    valid_index: Optional[np.ndarray] = None  # rows of the full train file scored as validation
+    split: dict[str, Any] = field(default_factory=dict)  # sizes, seed and index hash (recorded by the run)
+
+
+def index_hash(idx: np.ndarray) -> str:
+    """A short hash of a set of row indices (sorted, int64): two runs with equal hashes used the same rows."""
+    return hashlib.sha256(np.sort(np.asarray(idx, dtype=np.int64)).tobytes()).hexdigest()[:12]
+
+
+def carve_validation(n: int, fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows ``0..n-1`` of a full train set: (held-out validation rows in a random order, training rows
+    sorted). ``round(fraction·n)`` rows (at least 1) are held out, chosen by ``default_rng(split_seed)``
+    only: the same split for every method, budget and training seed."""
+    n_val = max(1, int(round(fraction * n)))
+    if n_val >= n:
+        raise DataError(f"task.validation_fraction: {fraction} of {n} training examples leaves none to train on; "
+                        f"lower it")
+    perm = np.random.default_rng(split_seed).permutation(n)
+    return perm[:n_val], np.sort(perm[n_val:])
 
 
 def glue_dir(cfg: TaskConfig) -> Optional[Path]:
@@ -231,10 +257,13 @@ def _label_key(v: str) -> tuple[int, Any]:
 
 
 def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
-    """Load train/dev of the configured task (GLUE or custom); optional subsampling.
+    """Load train/dev of the configured task (GLUE or custom); optional validation split and subsampling.
 
-    ``max_train_samples`` takes a seeded random subset (the same for every method and run with that seed);
-    ``max_eval_samples`` the first examples of dev, so every run is scored on the same examples.
+    Order: ``validation_fraction`` > 0 first holds out a random ``split_seed``-seeded part of the *full* train
+    set (so the split never depends on the training seed or on ``max_train_samples``); then
+    ``max_train_samples`` takes a seeded random subset of the rest (the same for every method and run with
+    that seed); ``max_eval_samples`` keeps the first examples of dev, and of the validation rows (in the
+    split's random order, so a random subset of them; the rows held out stay out of training either way).
     """
     if cfg.name == "custom":
         data = _load_custom(cfg)
@@ -252,10 +281,26 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
         data = TaskData(spec.name, train, dev, spec.problem, spec.num_labels, spec.metrics, spec.main_metric, source)
     else:
         raise DataError(f"task.name: unknown task '{cfg.name}'; GLUE tasks {sorted(GLUE)} or 'custom' with task.train_file/dev_file")
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(data.train):
-        idx = np.sort(np.random.default_rng(seed).permutation(len(data.train))[: cfg.max_train_samples])
-        data.train = Split([data.train.texts[i] for i in idx], data.train.labels[idx])
+    full = data.train
+    n_full = len(full)
+    train_idx = np.arange(n_full)
+    held_out = np.zeros(0, dtype=np.int64)
+    if cfg.validation_fraction > 0:
+        held_out, train_idx = carve_validation(n_full, cfg.validation_fraction, cfg.split_seed)
+        valid_idx = held_out[: cfg.max_eval_samples] if cfg.max_eval_samples is not None else held_out
+        data.valid, data.valid_index = full.take(valid_idx), np.sort(valid_idx)
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_idx):
+        pick = np.sort(np.random.default_rng(seed).permutation(len(train_idx))[: cfg.max_train_samples])
+        train_idx = train_idx[pick]
+    data.train = full if len(train_idx) == n_full else full.take(train_idx)
+    data.train_index = train_idx
     data.dev = data.dev.head(cfg.max_eval_samples)
+    data.split = {"train_size": len(data.train), "dev_size": len(data.dev)}
+    if data.valid is not None:
+        assert data.valid_index is not None
+        data.split.update(validation_fraction=cfg.validation_fraction, split_seed=cfg.split_seed,
+                          validation_size=len(data.valid), validation_held_out=len(held_out),
+                          validation_hash=index_hash(data.valid_index))
     return data
 
 

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from peft import AdaLoraConfig, get_peft_model
 from torch import nn
 
-from harness.config import MethodConfig
+from harness.config import ADALORA_MATCH, MethodConfig
 from harness.errors import ConfigError, RunFailed
 from harness.families import MatrixRef
 from harness.methods import register
@@ -72,6 +72,32 @@ class AdaLoraMethodConfig(MethodConfig):
     orth_reg_weight: float = 0.1
     scores_every: int = 0
     fused: bool = True
+    match: str = "rank"  # rank | params: how init_r/target_r follow the budget (conf/method/adalora.yaml)
+    scaling: str = "peft"  # peft | lora: see :func:`peft_alpha`
+
+
+#: ``method.scaling``: ``peft`` keeps PEFT's scale α / (init_r + 1e-5); ``lora`` rescales α to LoRA's α / r
+ADALORA_SCALING = ("peft", "lora")
+#: the constant PEFT adds to ``ranknum`` (= init_r) in ``SVDLinear``: ΔW = P(λ ⊙ Q) · scaling / (ranknum + 1e-5)
+PEFT_RANKNUM_EPS = 1e-5
+
+
+def matched_lora_r(cfg: AdaLoraMethodConfig) -> int:
+    """The LoRA rank this AdaLoRA run is matched with: target_r (``match=rank``) or init_r (``match=params``)."""
+    return cfg.init_r if cfg.match == "params" else cfg.target_r
+
+
+def peft_alpha(cfg: AdaLoraMethodConfig) -> float:
+    """The ``lora_alpha`` handed to PEFT.
+
+    PEFT's AdaLoRA scales its update by ``lora_alpha / (ranknum + 1e-5)`` with ``ranknum = init_r``, LoRA by
+    ``alpha / r``. ``scaling=peft`` passes ``alpha`` unchanged; ``scaling=lora`` passes
+    ``alpha · (init_r + 1e-5) / r_m`` (r_m = :func:`matched_lora_r`), so that AdaLoRA's scale equals LoRA's
+    ``alpha / r_m`` at the same alpha (and, with the same lr, its step on ΔW per unit gradient of the factors).
+    """
+    if cfg.scaling == "lora":
+        return float(cfg.alpha) * (cfg.init_r + PEFT_RANKNUM_EPS) / matched_lora_r(cfg)
+    return float(cfg.alpha)
 
 
 def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
@@ -216,6 +242,12 @@ class AdaLora(Method):
             )
         if cfg.alpha <= 0:
             raise ConfigError(f"method.alpha: must be > 0, got {cfg.alpha}")
+        if cfg.match not in ADALORA_MATCH:
+            raise ConfigError(f"method.match: one of {', '.join(ADALORA_MATCH)}, got '{cfg.match}' (rank: target_r = "
+                              f"budget; params: init_r = budget, LoRA's trained parameters)")
+        if cfg.scaling not in ADALORA_SCALING:
+            raise ConfigError(f"method.scaling: one of {', '.join(ADALORA_SCALING)}, got '{cfg.scaling}' (peft: "
+                              f"PEFT's alpha/init_r; lora: LoRA's alpha/r at the matched rank)")
         if not 0 <= cfg.dropout < 1:
             raise ConfigError(f"method.dropout: must be in [0, 1), got {cfg.dropout}")
         for key in ("tinit", "tfinal"):
@@ -252,7 +284,7 @@ class AdaLora(Method):
         peft_cfg = AdaLoraConfig(
             init_r=cfg.init_r,
             target_r=cfg.target_r,
-            lora_alpha=cfg.alpha,
+            lora_alpha=peft_alpha(cfg),
             lora_dropout=cfg.dropout,
             tinit=self.tinit,
             tfinal=self.tfinal,

@@ -49,6 +49,9 @@ BAD = [
     (["nosuchpreset"], "not a preset"),
     (["train.batch_size=abc"], "train.batch_size"),
     (["model=tiny_bert", "modle.name=x"], "modle"),
+    (["task.validation_fraction=1.5"], "task.validation_fraction: must be in [0, 1), got 1.5"),
+    (["train.lr_scale=-2"], "train.lr_scale: must be a finite number > 0"),
+    (["method=adalora", "method.match=size"], "method.match: one of rank, params"),
 ]
 
 
