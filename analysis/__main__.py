@@ -41,18 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "python -m analysis " + shlex.join(argv)
     from analysis.compare import DuplicateRunError, SelectionError
     from analysis.table import BadOption
 
+    # log to this call's stderr, and only during it (the command may run in-process, e.g. under pytest)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     try:
         return int(args._main(args) or 0)
     except (FileNotFoundError, BadOption, DuplicateRunError, SelectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 if __name__ == "__main__":

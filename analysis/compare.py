@@ -750,6 +750,10 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
         skipped += runs.skipped
         if not runs.table.empty:
             t = runs.table.assign(source="harness")
+            unchosen = load.unchosen_candidates(t["run_dir"])
+            out = t["config_hash"].isin(list(unchosen))
+            skipped += [(Path(rd), unchosen[h]) for rd, h in zip(t.loc[out, "run_dir"], t.loc[out, "config_hash"])]
+            t = t.loc[~out]
             configs = {}
             for rd in t["run_dir"]:
                 try:

@@ -103,6 +103,36 @@ def _budget(method_cfg: dict[str, Any]) -> int | None:
     return None
 
 
+SELECTION_FILE = "selection.json"
+
+
+def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
+    """Config hash → why it is left out, for the stage-1 runs of a selection sweep (the ``compare`` preset)
+    whose value was not chosen: they served to choose the learning rate on the validation split and are
+    not results. Read from ``selection.json`` in each run's sweep folder; runs of the chosen value (stage 2,
+    including the stage-1 run that is also seed 0) are kept."""
+    out: dict[str, str] = {}
+    for sweep in sorted({Path(d).parent for d in run_dirs}):
+        f = sweep / SELECTION_FILE
+        if not f.is_file():
+            continue
+        try:
+            sel = _read_json(f)
+            points = sel["points"]
+            key = sel.get("key", "value")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("%s: unreadable (%s); every run of that sweep is used", f, e)
+            continue
+        for pt in points:
+            kept = {c.get("config_hash") for c in pt.get("stage2", [])}
+            for cand in pt.get("candidates", []):
+                h = cand.get("config_hash")
+                if h and h not in kept:
+                    out[h] = (f"selection candidate not chosen ({key}={cand.get('value')}, chosen "
+                              f"{pt.get('chosen')}; {f})")
+    return out
+
+
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """``metrics.jsonl`` of one run as a DataFrame (one row per logged step; a torn last line is dropped)."""
     path = Path(run_dir) / "metrics.jsonl"

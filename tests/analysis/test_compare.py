@@ -456,3 +456,22 @@ def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], optio
     assert cli(["table", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {option}"), err
+
+
+def test_unchosen_selection_candidates_are_not_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A `compare` sweep: stage-1 runs at the lr values not chosen on validation are left out (and listed)."""
+    sweep = tmp_path / "compare"
+    cands = {lr: write_run(sweep, f"s1_{lr:g}", method="lora", seed=0, lr=lr, value=v)
+             for lr, v in ((5e-4, 0.80), (1e-3, 0.85), (2e-3, 0.60))}
+    chosen = [cands[1e-3]] + [write_run(sweep, f"s2_{s}", method="lora", seed=s, lr=1e-3, value=0.84 + s / 100)
+                              for s in (1, 2)]
+    h = {d: json.loads((d / "run.json").read_text())["config_hash"] for d in [*cands.values(), *chosen]}
+    (sweep / "selection.json").write_text(json.dumps({"key": "train.lr_scale", "points": [{
+        "point": "task=sst2 method=lora budget=8", "chosen": 2.0,
+        "candidates": [{"value": v, "config_hash": h[d], "run_dir": str(d)} for v, d in zip((1.0, 2.0, 4.0), cands.values())],
+        "stage2": [{"config_hash": h[d], "run_dir": str(d)} for d in chosen]}]}))
+    runs, skipped, _ = compare.load_inputs([sweep])
+    assert sorted(runs["seed"]) == [0, 1, 2] and set(runs["run_dir"]) == {str(d.resolve()) for d in chosen}
+    assert sum("selection candidate not chosen" in why for _, why in skipped) == 2
+    long = compare.compare(runs)
+    assert len(long) == 1 and long.iloc[0]["n"] == 3 and long.iloc[0]["variant"] == ""
