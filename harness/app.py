@@ -24,15 +24,18 @@ USER_ERRORS: list[HarnessError] = []
 RESULTS: list[dict[str, Any]] = []
 
 
-def register_sweeper() -> None:
-    """Make ``hydra/sweeper=harness`` resolvable without Hydra's plugin scan, which cannot list packages
-    installed in editable mode (or not installed: running from a checkout)."""
+def register_plugins() -> None:
+    """Make ``hydra/sweeper=harness`` and ``hydra/launcher=packed`` resolvable without Hydra's plugin scan,
+    which cannot list packages installed in editable mode (or not installed: running from a checkout)."""
+    from harness.launcher import PackedLauncher
     from harness.sweeper import HarnessSweeper
 
-    Plugins.instance().class_name_to_class.setdefault("hydra_plugins.harness_sweeper.HarnessSweeper", HarnessSweeper)
+    known = Plugins.instance().class_name_to_class
+    known.setdefault("hydra_plugins.harness_sweeper.HarnessSweeper", HarnessSweeper)
+    known.setdefault("hydra_plugins.harness_sweeper.PackedLauncher", PackedLauncher)
 
 
-register_sweeper()
+register_plugins()
 
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

@@ -28,6 +28,23 @@ def _ceil_mul(x: Any, factor: Any) -> int:
 if not OmegaConf.has_resolver("ceil_mul"):
     OmegaConf.register_new_resolver("ceil_mul", _ceil_mul)
 
+
+def _on_device(device: Any, cpu_value: Any, gpu_value: Any) -> Any:
+    """``${on_device:${train.device},300,800}``: the GPU value when the run will train on CUDA
+    (``train.device`` cuda…, or auto with CUDA available), else the CPU value (device-aware presets)."""
+    name = str(device)
+    if name == "auto":
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    else:
+        on_gpu = name.startswith("cuda")
+    return gpu_value if on_gpu else cpu_value
+
+
+if not OmegaConf.has_resolver("on_device"):
+    OmegaConf.register_new_resolver("on_device", _on_device)
+
 #: AdaLoRA budget matching (``method.match``): ``rank`` matches LoRA's r = budget by the final rank,
 #: ``params`` by the trained parameters
 ADALORA_MATCH = ("rank", "params")

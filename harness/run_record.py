@@ -89,6 +89,8 @@ def environment(device: str) -> dict[str, Any]:
         "device": device,
         "cpu_threads": torch.get_num_threads(),
     }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # set per worker by the packed launcher
+        env["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         env["cuda"] = torch.version.cuda

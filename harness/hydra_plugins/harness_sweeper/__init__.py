@@ -6,3 +6,10 @@ from harness.sweeper import HarnessSweeper as _HarnessSweeper
 
 class HarnessSweeper(_HarnessSweeper):
     """See :class:`harness.sweeper.HarnessSweeper`."""
+
+
+from harness.launcher import PackedLauncher as _PackedLauncher  # noqa: E402
+
+
+class PackedLauncher(_PackedLauncher):
+    """See :class:`harness.launcher.PackedLauncher`."""
