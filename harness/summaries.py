@@ -159,13 +159,14 @@ def _status(result: dict[str, Any], record: dict[str, Any]) -> str:
 
 
 def _stage_of(sweep_dir: Path) -> dict[str, str]:
-    """Run folder -> ``1: candidate`` / ``1: chosen`` / ``2`` from the compare preset's selection.json."""
+    """Run folder -> ``1: candidate`` / ``1+2: chosen`` (the chosen candidate, also stage 2's first seed) / ``2``,
+    from the compare preset's selection.json."""
     sel = _read_json(sweep_dir / "selection.json")
     out: dict[str, str] = {}
     for point in sel.get("points", []):
         for c in point.get("candidates", []):
             if c.get("run_dir"):
-                out[c["run_dir"]] = "1: chosen" if c.get("value") == point.get("chosen") else "1: candidate"
+                out[c["run_dir"]] = "1+2: chosen" if c.get("value") == point.get("chosen") else "1: candidate"
         for job in point.get("stage2", []):
             if isinstance(job, dict) and job.get("run_dir"):
                 out.setdefault(job["run_dir"], "2")
@@ -205,7 +206,7 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
     tasks = dict.fromkeys(r["task"] for r in rows)
     for task in tasks:
         runs = {r["folder"]: r for r in rows if r["task"] == task and r["final"] is not None
-                and not r["stage"].startswith("1")}
+                and r["stage"] != "1: candidate"}
         if not runs:
             out.append(f"- {task}: no finished run")
             continue
@@ -253,9 +254,9 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
                   + (f"; traceback in {sweep_dir / r['folder'] / 'error.txt'}"
                      if (sweep_dir / r["folder"] / "error.txt").is_file() else "") for r in bad]
     if with_stage:
-        lines += ["", "Two-stage selection (selection.json): stage '1: candidate' / '1: chosen' rows are the stage-1 "
-                  "selection candidates (first seed, each value, scored on validation); stage 2 runs the chosen "
-                  "value with every seed. The best configuration below uses stage-2 runs only."]
+        lines += ["", "Two-stage selection (selection.json): rows of stage '1: candidate' and '1+2: chosen' are the "
+                  "stage-1 selection candidates (first seed, each value, scored on validation); stage 2 runs the "
+                  "chosen value with every seed. The best configuration below uses stage-2 runs only."]
     lines += ["", "Best configuration per task:", *best_per_task(rows), "", "Next:", "",
               f"    python -m analysis table {sweep_dir}",
               f"    python -m analysis report {sweep_dir} -o {sweep_dir}/report"]
