@@ -105,6 +105,7 @@ def test_selection_stages_running_job_and_validation_based_best(tmp_path: Path) 
         "chosen": 1.0, "candidates": [{"value": 0.5, "run_dir": str(runs["0_c05"])},
                                       {"value": 1.0, "run_dir": str(runs["1_c1"])}],
         "stage2": [{"run_dir": str(runs["1_c1"])}, {"run_dir": str(runs["2_s1"])}]}]}))
+    (runs["2_s1"] / "wandb" / "offline-run-20260101_000000-abc").mkdir(parents=True)
     results = [{"status": "done", "run_dir": str(runs[n])} for n in ("0_c05", "1_c1", "2_s1")]
     results.append({"status": "invalid", "run_dir": str(runs["3_busy"]), "error": "process 7 is running this run"})
     md = write_sweep_summary(tmp_path, results)
@@ -114,6 +115,7 @@ def test_selection_stages_running_job_and_validation_based_best(tmp_path: Path) 
     # 0.5 would win on its candidate run; stage 2 (lr_scale 1: 0.61, 0.72) decides
     assert "- rte: lora budget 8: accuracy 0.6650 (dev at the step best on validation; mean of 2 seeds)" in md
     assert "1m15s" in md and "stage-1 selection candidates" in md
+    assert f"wandb sync {tmp_path}/*/wandb/offline-run-*" in md
 
 
 def test_failed_run_block(tmp_path: Path) -> None:
