@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-log = logging.getLogger(__name__)
 
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"

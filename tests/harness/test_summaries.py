@@ -58,7 +58,8 @@ def test_sweep_writes_summary_with_failed_job(tmp_path: Path, capsys: pytest.Cap
     """Two jobs, one diverging: the table has both (done / failed with its reason), summary.md and summary.csv
     hold it, the next commands follow; run again, the done job reads 'skipped: done before'."""
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", *TINY, "snapshot=none", "train.max_grad_norm=0", "method.lr=5e-4,1e30", f"hydra.sweep.dir={sweep_dir}"]
+    args = ["-m", *TINY, "snapshot=none", "train.max_grad_norm=0", "method.lr=5e-4,1e30",
+            f"hydra.sweep.dir={sweep_dir}"]
     assert main(args) == 1
     out = capsys.readouterr().out
     md = (sweep_dir / "summary.md").read_text()
