@@ -11,6 +11,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Hydra flags that take a value in the next token
@@ -159,6 +160,19 @@ def _one_line(e: BaseException) -> str:
     return re.sub(r"\s*Config search path:.*$", "", text) or type(e).__name__
 
 
+def print_end(runs: list[dict[str, Any]], sweep: list[dict[str, Any]], sweep_summary: list[str]) -> None:
+    """What a run or a sweep says when it ends (docs/output.md): the sweep's summary, else the run's block."""
+    from harness.redact import redact
+    from harness.summaries import run_block
+
+    if sweep:
+        text = sweep_summary[0] if sweep_summary else ""
+    else:
+        text = run_block(runs[-1]) if runs else ""
+    if text:
+        print(redact(text.rstrip("\n")), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from harness.errors import HarnessError
@@ -213,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if app.USER_ERRORS:
         print(redact(f"error: {app.USER_ERRORS[0]}"), file=sys.stderr)
         return 2
+    if rank == 0:
+        print_end(app.RESULTS, sweeper.LAST_SWEEP, sweeper.LAST_SUMMARY)
     results = sweeper.LAST_SWEEP or app.RESULTS  # a sweep's jobs may have run in other processes
     bad = [r for r in results if r.get("status") != "done"]
     if bad:

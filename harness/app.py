@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import harness.config  # noqa: F401  (registers the ceil_mul resolver before composition)
 from harness.errors import HarnessError
 from harness.run import run
+from harness.summaries import job_finished
 
 log = logging.getLogger(__name__)
 
@@ -67,4 +68,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         result = {"status": "failed", "run_dir": str(run_dir), "error": describe_failure(e)}
         log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / "error.txt")
     RESULTS.append(result)
+    job_finished()
     return result

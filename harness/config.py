@@ -134,6 +134,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # also a checkpoint once this many minutes passed since the last; 0 = off
     resume: str = "auto"  # auto: continue a killed/failed run of the same config from its checkpoint | never
     force: bool = False  # re-run even when the run folder says done for the same config
+    verbose: bool = False  # true: transformers' loading messages and bars, PEFT's warnings (docs/output.md)
 
 
 @dataclass
@@ -320,7 +321,7 @@ RESUME_MODES = ("auto", "never")
 COMPILE_MODES = ("none", "layers", "model")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: train keys that do not change a run's result (left out of its config hash)
-NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force")
+NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force", "verbose")
 
 
 #: keys added after runs were recorded: left out of the config hash at their default value (the hash of a run

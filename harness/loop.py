@@ -381,4 +381,6 @@ def _cpu_peak_rss() -> int:
 def _progress(total: int, enabled: bool, initial: int = 0) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    # leave=None: kept on screen alone, cleared when it sits under a sweep's bar
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True,
+                leave=None)

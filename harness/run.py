@@ -43,6 +43,7 @@ from harness.models import load_model, load_tokenizer, meta_model, model_config
 from harness.redact import install_log_filter, redact
 from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
 from harness.snapshots import SnapshotCallback, select
+from harness.summaries import configure_output
 from harness.tasks import TaskData, encode, load_task
 from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, truncate_metrics
 
@@ -204,6 +205,7 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     install_log_filter()
     p = plan(cfg)
     c = p.cfg
+    configure_output(c.train.verbose)
     ctx = distributed.from_env()
     run_dir = Path(run_dir)
     if ctx.enabled:

@@ -37,12 +37,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
+from harness import summaries
 from harness.run_record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 #: statuses of the jobs of the last sweep run in this process (read by the CLI for its exit code)
 LAST_SWEEP: list[dict[str, Any]] = []
+#: the end-of-sweep summary of the last sweep (the text of <sweep>/summary.md; the CLI prints it)
+LAST_SUMMARY: list[str] = []
 
 SELECTION_FILE = "selection.json"
 #: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
@@ -108,6 +111,7 @@ class HarnessSweeper(BasicSweeper):
         self.select = select  # hydra.sweeper.select (checked by Selection.parse when the sweep starts)
         self._hashes: dict[tuple[str, ...], str] = {}  # job overrides -> config hash (every job, merged or not)
         self._needs_validation = False
+        self._progress: Optional[summaries.SweepProgress] = None
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:  # type: ignore[override]
         return self._prepare(BasicSweeper.split_arguments(overrides, None)[0], max_batch_size)
@@ -146,6 +150,8 @@ class HarnessSweeper(BasicSweeper):
             raise ConfigError("sweep: no job to run")
         log.info("sweep: %d jobs (%d identical configurations merged)", len(kept), len(jobs) - len(kept))
         self._pin_sweep_dir(sorted(seen))
+        if self._progress is not None:
+            self._progress.add(len(kept), Path(str(self.config.hydra.sweep.dir)))
         kept = [job + self._job_folder(first_num + i, key, cfg) for i, (job, (key, cfg)) in enumerate(zip(kept, configs))]
         if max_batch_size is None or max_batch_size <= 0:
             return [kept]
@@ -198,10 +204,16 @@ class HarnessSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         LAST_SWEEP.clear()
-        if self.select is None:
-            returns: Sequence[Sequence[Any]] = super().sweep(arguments)
-        else:
-            returns = self._two_stage(Selection.parse(self.select), arguments)
+        LAST_SUMMARY.clear()
+        self._start_progress()
+        returns: Sequence[Sequence[Any]] = []
+        try:
+            if self.select is None:
+                returns = super().sweep(arguments)
+            else:
+                returns = self._two_stage(Selection.parse(self.select), arguments)
+        finally:
+            self._end_progress(sum(len(b) for b in returns))
         for batch in returns:
             for r in batch:
                 LAST_SWEEP.append(r.return_value if isinstance(r.return_value, dict) else {"status": "done"})
@@ -209,7 +221,34 @@ class HarnessSweeper(BasicSweeper):
         n_skip = sum(1 for r in LAST_SWEEP if r.get("skipped"))
         log.info("sweep finished: %d done (%d of them skipped: done before), %d not done", len(LAST_SWEEP) - n_bad,
                  n_skip, n_bad)
+        self._write_summary()
         return returns
+
+    def _start_progress(self) -> None:
+        """The sweep's bar (off with train.progress=false); jobs of the basic launcher advance it as they end."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        assert self.config is not None
+        enabled = bool(OmegaConf.select(self.config, "train.progress", default=True))
+        self._progress = summaries.SweepProgress(enabled, in_process=isinstance(self.launcher, BasicLauncher))
+        summaries.ACTIVE[:] = [self._progress]
+
+    def _end_progress(self, finished: int) -> None:
+        if self._progress is not None:
+            self._progress.close(finished)
+        summaries.ACTIVE.clear()
+        self._progress = None
+
+    def _write_summary(self) -> None:
+        """<sweep>/summary.md and summary.csv (a failure to write them is logged, the sweep's results stand)."""
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            LAST_SUMMARY.append(summaries.write_sweep_summary(sweep_dir, LAST_SWEEP))
+        except OSError as e:
+            log.error("sweep summary not written to %s: %s", sweep_dir, e)
+            return
+        log.info("summary written to %s and %s", sweep_dir / summaries.SUMMARY_MD, sweep_dir / summaries.SUMMARY_CSV)
 
     # -- two-stage selection --------------------------------------------------------------------------------
 
