@@ -20,7 +20,8 @@ from tests.conftest import GLUE, ROOT, TINY
 
 BUSY = re.compile(r"^error: (?P<dir>\S+): running in pid (?P<pid>\d+) on (?P<host>\S+) since .+; wait for it, "
                   r"or pass hydra\.run\.dir=<another folder>$")
-RACE = [*TINY, "snapshot=none", "train.max_steps=30", "train.log_every=1", "train.eval_every=100"]
+# 600 tiny steps (~3 s of training): the second process arrives while the first holds the folder
+RACE = [*TINY, "snapshot=none", "train.max_steps=600", "train.log_every=1", "train.eval_every=1000"]
 
 
 def test_a_second_lock_is_refused_and_names_the_holder(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def check_race(run_dir: Path, rcs: list[int], errs: list[str]) -> None:
     assert len(lines) == 1 and BUSY.match(lines[0]) and "Traceback" not in loser, loser[-1500:]
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "train/loss" in r]
-    assert steps == list(range(1, 31)), steps
+    assert steps == list(range(1, 601)), steps
     assert json.loads((run_dir / "run.json").read_text())["attempt"] == 1
     assert not (run_dir / LOCK).exists()
 
