@@ -318,10 +318,13 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         try:
             record.failed(reason)
             write_text_atomic(run_dir / "error.txt", traceback.format_exc())
-            folder.finish()
         except OSError as e2:  # e.g. the disk is still full: the record then reads as crashed
             log.error("could not record the failure in %s: %s", run_dir, e2)
         logger.close(exit_code=1)
+        try:
+            folder.finish()  # after the loggers' last writes (wandb/)
+        except OSError as e2:
+            log.error("could not list the run's files in %s: %s", run_dir, e2)
         raise
     finally:
         if old_handler is not None:

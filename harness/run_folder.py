@@ -216,7 +216,11 @@ class RunFolder:
         lock = RunLock(run_dir)
         folder: Optional[RunFolder] = None
         try:
-            lock.acquire()
+            try:
+                lock.acquire()
+            except OSError as e:
+                raise ConfigError(f"{run_dir}: cannot take the run's lock ({e}); choose a writable hydra.run.dir") \
+                    from None
             manifest = Manifest.load(run_dir)
             here = {n for n in os.listdir(run_dir)
                     if n not in (LOCK, MANIFEST) and not n.startswith(f"{LOCK}.") and n not in set(ignore)}
