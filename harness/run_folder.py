@@ -226,8 +226,8 @@ class RunFolder:
                     if n not in (LOCK, MANIFEST) and not n.startswith(f"{LOCK}.") and n not in set(ignore)}
             if manifest is None:
                 if here:
-                    raise ConfigError(f"{run_dir}: not empty and not a harness run folder (found {_shown(run_dir, here)}); "
-                                      f"choose an empty folder or a new hydra.run.dir")
+                    raise ConfigError(f"{run_dir}: not empty and not a harness run folder (found "
+                                      f"{_shown(run_dir, here)}); choose an empty folder or a new hydra.run.dir")
                 manifest = Manifest(run_dir)
             clash = (here & set(planned)) - manifest.entries
             if clash:
