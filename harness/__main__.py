@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         print_end(app.RESULTS, sweeper.LAST_SWEEP, sweeper.LAST_SUMMARY)
     results = sweeper.LAST_SWEEP or app.RESULTS  # a sweep's jobs may have run in other processes
-    bad = [r for r in results if r.get("status") != "done"]
+    for r in results:  # jobs another process runs now are not failures of this sweep
+        if r.get("status") == "skipped-running":
+            print(redact(f"skipped-running: {r.get('error')}"), file=sys.stderr)
+    bad = [r for r in results if r.get("status") not in ("done", "skipped-running")]
     if bad:
         for r in bad:
             print(redact(f"{r.get('status')}: {r.get('run_dir')}: {r.get('error')}"), file=sys.stderr)

@@ -15,13 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 import harness.config  # noqa: F401  (registers the ceil_mul resolver before composition)
 from harness.errors import HarnessError
 from harness.run import run
+from harness.run_folder import RunBusy
 from harness.summaries import job_finished
 
 log = logging.getLogger(__name__)
 
 #: user errors of single runs in this process (the CLI prints them and exits with status 2)
 USER_ERRORS: list[HarnessError] = []
-#: outcome of every job run in this process: status done | failed | invalid, run_dir, error, skipped
+#: outcome of every job run in this process: status done | failed | invalid | skipped-running (another process
+#: runs it now), run_dir, error, skipped
 RESULTS: list[dict[str, Any]] = []
 
 
@@ -52,10 +54,18 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     name = hc.job.override_dirname or str(cfg.method.name)
     group = Path(hc.sweep.dir).name if multirun else None
     job = OmegaConf.to_container(cfg, resolve=False)
+    hydra_files = tuple(n for n in (hc.output_subdir, f"{hc.job.name}.log") if n)  # Hydra wrote them just now
     try:
-        summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num if multirun else None)
+        summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num if multirun else None,
+                      foreign_ok=hydra_files)
         result = {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary.get("main_metric_value"),
                   "skipped": bool(summary.get("skipped"))}
+    except RunBusy as e:
+        if not multirun:
+            USER_ERRORS.append(e)
+        else:
+            log.warning("job %s skipped: %s", name, e)
+        result = {"status": "skipped-running", "run_dir": str(run_dir), "error": str(e), "skipped": True}
     except HarnessError as e:
         if not multirun:  # reported by the CLI as one line (exit 2), not through Hydra's job report
             USER_ERRORS.append(e)
@@ -66,7 +76,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         from harness.run import describe_failure
 
         result = {"status": "failed", "run_dir": str(run_dir), "error": describe_failure(e)}
-        log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / "error.txt")
+        if (run_dir / "error.txt").is_file():
+            log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / "error.txt")
+        else:  # failed before its record was written (or the disk was full): the traceback goes to the log
+            log.error("run %s failed: %s", name, result["error"], exc_info=True)
     RESULTS.append(result)
     job_finished()
     return result

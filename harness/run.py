@@ -34,13 +34,14 @@ from omegaconf import DictConfig
 from harness import checkpoint as ckpt_io
 from harness import distributed
 from harness.config import RunConfig, config_hash, effective_lr, to_dict, to_typed, validate
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import Checkpointing, train
 from harness.methods import get_method
 from harness.methods.base import Method, trainable_parameters
 from harness.models import load_model, load_tokenizer, meta_model, model_config
 from harness.redact import install_log_filter, redact
+from harness.run_folder import RunFolder
 from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
 from harness.snapshots import SnapshotCallback, select
 from harness.summaries import configure_output
@@ -78,6 +79,7 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
     conf = model_config(typed.model, data.num_labels, data.problem)
     family = family_for(conf.model_type)
     targets = resolve_targets(meta_model(conf), family, list(typed.method.targets), typed.method.layers)
+    method.validate_targets(targets)
     if typed.snapshot.enabled:
         select(targets, typed.snapshot)  # snapshot.types/layers keep at least one matrix
     return Plan(typed, data, total, method, conf, family, targets)
@@ -120,6 +122,20 @@ class _StopRequest:
 #: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, and wandb/)
 RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR,
                  "adalora_ranks.jsonl", "adalora_scores", "adapter", "model")
+
+
+def planned_outputs(c: RunConfig) -> set[str]:
+    """The names this run may write into its folder (recorded in its manifest before any is written)."""
+    names = {"run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", ckpt_io.DIR}
+    if c.snapshot.enabled:
+        names.add("snapshots")
+    if c.train.save_model:
+        names.add("model" if c.method.name == "full" else "adapter")
+    if c.method.name == "adalora":
+        names.update(("adalora_ranks.jsonl", "adalora_scores"))
+    if c.tracking.wandb and c.tracking.mode != "disabled":
+        names.add("wandb")
+    return names
 
 
 @dataclass
@@ -173,11 +189,12 @@ def attempt_for(run_dir: Path, c: RunConfig) -> Attempt:
     return Attempt("resume", prev, checkpoint=ck) if ck is not None else Attempt("restart", prev)
 
 
-def _clear(run_dir: Path, keep_for_resume: bool) -> None:
+def _clear(run_dir: Path, keep_for_resume: bool, owned: set[str]) -> None:
     """Remove an earlier attempt's outputs (all of them; or, when resuming, only its final outputs — the
-    checkpoint, the metrics up to it, the snapshots and AdaLoRA records are cut back by their owners)."""
+    checkpoint, the metrics up to it, the snapshots and AdaLoRA records are cut back by their owners), only
+    those the harness wrote (``owned``: the folder's manifest entries)."""
     names = ("summary.json", "error.txt", "adapter", "model") if keep_for_resume else RUN_ARTIFACTS
-    for name in names:
+    for name in (n for n in names if n in owned):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -197,10 +214,12 @@ def describe_failure(e: BaseException, run_dir: Optional[Path] = None) -> str:
 
 
 def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str] = None,
-        group: Optional[str] = None, job_num: Optional[int] = None) -> dict[str, Any]:
+        group: Optional[str] = None, job_num: Optional[int] = None, foreign_ok: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train one configuration; write run.json, metrics.jsonl, summary.json and the adapter into ``run_dir``.
 
-    A run already done in ``run_dir`` returns its recorded summary with ``"skipped": True``.
+    A run already done in ``run_dir`` returns its recorded summary with ``"skipped": True``. The folder is
+    locked for the run's life and checked first (:class:`harness.run_folder.RunFolder`); ``foreign_ok``: names
+    others wrote into it this run (Hydra's ``.hydra/`` and job log).
     """
     install_log_filter()
     p = plan(cfg)
@@ -218,11 +237,14 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     else:
         device = pick_device(c.train.device, job_num)
     attempt: Optional[Attempt] = None
+    folder: Optional[RunFolder] = None
     if ctx.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            folder = RunFolder.claim(run_dir, planned_outputs(c), ignore=foreign_ok)
             attempt = attempt_for(run_dir, c)
-        except ConfigError as e:
+        except HarnessError as e:
+            if folder is not None:
+                folder.release()
             distributed.broadcast_str(ctx, "error")
             raise e
         verdict = attempt.kind if attempt.checkpoint is None else f"resume:{attempt.checkpoint.path}"
@@ -232,14 +254,25 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
             return {}
         resume = ckpt_io.read(Path(verdict.split(":", 1)[1])) if verdict.startswith("resume:") else None
         return _train_and_record(p, run_dir, device, NullLogger(), ctx, resume=resume)
-    assert attempt is not None
+    assert attempt is not None and folder is not None
+    try:
+        return _run_claimed(p, folder, attempt, device, ctx, name=name, group=group)
+    finally:
+        folder.release()
+
+
+def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.device, ctx: distributed.DistContext,
+                 *, name: Optional[str], group: Optional[str]) -> dict[str, Any]:
+    """Rank 0's part of :func:`run` in its locked folder: skip, or clean, record and train."""
+    c, run_dir = p.cfg, folder.run_dir
     if attempt.kind == "skip":
         log.info("%s: already done (config hash %s); skipped — pass train.force=true to run it again",
                  run_dir, config_hash(c))
         return {**(attempt.summary or {}), "skipped": True}
     resume = attempt.checkpoint
-    if attempt.kind != "new":  # only a folder known to hold a run record is cleaned (never a user's own folder)
-        _clear(run_dir, keep_for_resume=resume is not None)
+    folder.begin(planned_outputs(c))
+    if attempt.kind != "new":  # only what the harness wrote (its manifest) is cleaned
+        _clear(run_dir, keep_for_resume=resume is not None, owned=folder.owned)
     if resume is not None:
         dropped = truncate_metrics(run_dir / "metrics.jsonl", resume.step)
         log.info("%s: resuming after step %d (attempt %d; %d metric rows after it dropped)", run_dir, resume.step,
@@ -255,30 +288,31 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c),
     )
-    if not attempt.previous:
-        record.start(**fields)
-    else:
-        record.restart(attempt.previous, resumed_from=resume.step if resume else None, **fields)
-    write_json_atomic(run_dir / "config.json", resolved)
-    jsonl = JsonlLogger(run_dir / "metrics.jsonl")
-    sinks: list[MetricLogger] = [jsonl]
-    if c.tracking.wandb and c.tracking.mode != "disabled":
-        wb = WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group, job_type=c.method.name,
-                         config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None)
-        sinks.append(wb)
-        if wb.run_id:
-            record.update(wandb_id=wb.run_id)
-    logger = MultiLogger(sinks)
+    logger: MetricLogger = NullLogger()
     stop = _StopRequest()
     old_handler = _install_sigterm(stop)
+    try:  # from the first write on, a failure leaves run.json "failed" and error.txt
+        if not attempt.previous:
+            record.start(**fields)
+        else:
+            record.restart(attempt.previous, resumed_from=resume.step if resume else None, **fields)
+        write_json_atomic(run_dir / "config.json", resolved)
+        jsonl = JsonlLogger(run_dir / "metrics.jsonl")
+        sinks: list[MetricLogger] = [jsonl]
+        if c.tracking.wandb and c.tracking.mode != "disabled":
+            wb = WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group, job_type=c.method.name,
+                             config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None)
+            sinks.append(wb)
+            if wb.run_id:
+                record.update(wandb_id=wb.run_id)
+        logger = MultiLogger(sinks)
 
-    def save_checkpoint(step: int, tree: dict[str, Any]) -> None:
-        jsonl.sync()  # the metrics up to this step are on disk before the checkpoint that claims them
-        saved = ckpt_io.save(run_dir, step, tree)
-        record.checkpointed(step)
-        log.debug("checkpoint after step %d: %.1f MB in %.3f s", step, saved.bytes / 1e6, saved.seconds)
+        def save_checkpoint(step: int, tree: dict[str, Any]) -> None:
+            jsonl.sync()  # the metrics up to this step are on disk before the checkpoint that claims them
+            saved = ckpt_io.save(run_dir, step, tree)
+            record.checkpointed(step)
+            log.debug("checkpoint after step %d: %.1f MB in %.3f s", step, saved.bytes / 1e6, saved.seconds)
 
-    try:
         summary = _train_and_record(p, run_dir, device, logger, ctx, resume=resume, save=save_checkpoint,
                                     stop=stop)
     except BaseException as e:
@@ -290,6 +324,10 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
         except OSError as e2:  # e.g. the disk is still full: the record then reads as crashed
             log.error("could not record the failure in %s: %s", run_dir, e2)
         logger.close(exit_code=1)
+        try:
+            folder.finish()  # after the loggers' last writes (wandb/)
+        except OSError as e2:
+            log.error("could not list the run's files in %s: %s", run_dir, e2)
         raise
     finally:
         if old_handler is not None:
@@ -299,6 +337,7 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     record.data.pop("checkpoint", None)
     record.done()
     ckpt_io.remove(run_dir)  # a finished run needs no checkpoint
+    folder.finish()
     return summary
 
 

@@ -8,6 +8,7 @@ from (None: started over); ``checkpoint`` names the latest checkpoint's step.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -128,7 +129,13 @@ class RunRecord:
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        write_json_atomic(self.path, self.data)
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.path.is_file():
+                raise
+            _write_in_place(self.path, json.dumps(redact_obj(self.data), indent=2, default=str))
+            log.warning("%s: disk full; run.json rewritten in place (no room for a temporary copy)", self.path)
 
     def done(self) -> None:
         self.update(status="done", ended=time.time(), error=None)
@@ -139,6 +146,19 @@ class RunRecord:
     def checkpointed(self, step: int) -> None:
         """The latest checkpoint is the one after ``step``."""
         self.update(checkpoint={"step": step, "time": time.time()})
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """Overwrite ``path`` within its own blocks (a full disk has none for a new file): not atomic, so only the
+    fallback of :meth:`RunRecord.update`."""
+    data = redact(text).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

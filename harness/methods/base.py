@@ -34,6 +34,9 @@ class Method:
     def validate_run(self) -> None:
         """Checks that need the run length (e.g. AdaLoRA's schedule must fit); raise ConfigError."""
 
+    def validate_targets(self, targets: list[MatrixRef]) -> None:
+        """Checks that need the adapted matrices (before any weight is loaded); raise ConfigError."""
+
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         """Return the model to train, with exactly this method's parameters trainable."""
         raise NotImplementedError

@@ -57,6 +57,10 @@ class Dora(Lora):
                 raise ConfigError(f"method.keep_base_output: {missing} not among method.targets {list(cfg.targets)}; "
                                   f"keep W0·x only for adapted matrix types")
 
+    def validate_targets(self, targets: list[MatrixRef]) -> None:
+        if self.cfg.fused:
+            kept_layers(self.cfg.keep_base_output, targets)  # each entry names an adapted layer
+
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         model = super().wrap(model, targets, head)
         if self.cfg.fused:

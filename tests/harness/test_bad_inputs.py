@@ -90,6 +90,8 @@ CASES = [
     Case("adalora_beta_1", ("method=adalora", "method.beta1=1.0"), "method.beta1", "(0, 1)"),
     Case("adalora_deltaT_zero", ("method=adalora", "method.deltaT=0"), "method.deltaT", "positive integer"),
     Case("layer_out_of_range", ("method.layers=[99]",), "method.layers", "layers 0..1"),
+    Case("dora_keep_base_output_unmatched", ("method=dora", "method.keep_base_output=[Wx]"), "method.keep_base_output",
+         "use matrix types"),
     Case("unknown_top_level_key", ("+foo=1",), "foo", "known keys are"),
     Case("unknown_group_option", ("task=nosuchtask",), "task=nosuchtask", "choose one of: cola"),
     Case("unknown_task_name", ("task.name=mnli",), "task.name", "GLUE tasks"),

@@ -1,0 +1,278 @@
+"""A run folder's ownership: one writer at a time (``.lock``) and a record of what the harness wrote there
+(``.harness_manifest.json``). See docs/reliability.md.
+
+Lock: ``<run>/.lock`` holds ``{"pid", "host", "since"}`` (JSON text) and an exclusive ``flock`` for the run's
+whole life. The file is created complete (written under a temporary name, then hard-linked into place) and
+removed at release, so a holder's details can always be read; a lock file left by a dead process (its flock
+vanished with it) is taken over.
+
+Manifest: ``<run>/.harness_manifest.json`` = ``{"version": 1, "entries": [top-level names the harness writes
+there], "contents": [files inside those of them that are folders, as listed at the end of the last attempt],
+"contents_complete": bool}``. Entries are added *before* the harness creates them (a kill in between leaves a
+listed name that does not exist, which is harmless). Cleaning (``train.force=true``, a re-run) removes only
+entries; a folder that is neither empty nor a harness run folder is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from harness.errors import ConfigError, HarnessError
+from harness.run_record import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LOCK = ".lock"
+MANIFEST = ".harness_manifest.json"
+#: what a run folder written before manifests existed may hold (all of it the harness's)
+LEGACY_ENTRIES = ("run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", "snapshots", "checkpoints",
+                  "adalora_ranks.jsonl", "adalora_scores", "adapter", "model", "wandb")
+
+
+class RunBusy(HarnessError):
+    """Another live process holds this run folder's lock."""
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<run>/.lock`` (see the module docstring)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`RunBusy` naming its holder; a dead holder's file is taken over."""
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, os.O_RDWR)
+            except FileNotFoundError:
+                if self._create():
+                    return
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = _read_holder(fd)
+                current = self._is_current(fd)
+                os.close(fd)
+                if current:
+                    raise RunBusy(self._busy_message(holder)) from None
+                continue  # the file was replaced meanwhile (a release or a take-over): look again
+            if not self._is_current(fd):
+                os.close(fd)  # released (unlinked) between our open and flock
+                continue
+            log.warning("%s: taking over the lock of a process that is gone (%s)", self.run_dir,
+                        _describe(_read_holder(fd)))
+            os.unlink(self.path)  # held: nobody else can be using it; a fresh complete file replaces it
+            os.close(fd)
+        raise OSError(f"{self.path}: could not take the lock (the file keeps changing)")
+
+    def _create(self) -> bool:
+        """A complete lock file, locked, linked into place; False when another process linked one first."""
+        tmp = self.run_dir / f"{LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}) + "\n"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, text.encode())
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.link(tmp, self.path)
+        except FileExistsError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.fd = fd
+        return True
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at the lock's path."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _busy_message(self, holder: dict[str, Any]) -> str:
+        return (f"{self.run_dir}: running in {_describe(holder)}; wait for it, or pass "
+                f"hydra.run.dir=<another folder>")
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (nothing when not held)."""
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+            if holder else "another process")
+
+
+class Manifest:
+    """``.harness_manifest.json``: the names the harness wrote into a run folder (see the module docstring)."""
+
+    def __init__(self, run_dir: Path, entries: Iterable[str] = (), contents: Iterable[str] = (),
+                 complete: bool = False) -> None:
+        self.run_dir = run_dir
+        self.entries = set(entries)
+        self.contents = set(contents)
+        self.complete = complete
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Optional["Manifest"]:
+        """The folder's manifest; for a run folder from before manifests (run.json, no manifest) the known
+        names it holds; None for a folder that is no harness run."""
+        path = run_dir / MANIFEST
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                return cls(run_dir, data["entries"], data.get("contents", ()), bool(data.get("contents_complete")))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"{path}: unreadable ({e}); choose a new hydra.run.dir, or delete the run "
+                                  f"folder yourself") from None
+        if (run_dir / "run.json").is_file():
+            return cls(run_dir, [n for n in LEGACY_ENTRIES if (run_dir / n).exists()])
+        return None
+
+    def save(self) -> None:
+        write_json_atomic(self.run_dir / MANIFEST, {"version": 1, "entries": sorted(self.entries),
+                                                    "contents": sorted(self.contents),
+                                                    "contents_complete": self.complete})
+
+    def foreign_inside(self) -> list[str]:
+        """Files inside the harness's folders that it did not write (known only after an attempt that ended)."""
+        if not self.complete:
+            return []
+        found = _files_inside(self.run_dir, self.entries)
+        return sorted(found - self.contents)
+
+
+def _files_inside(run_dir: Path, entries: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for name in entries:
+        top = run_dir / name
+        if top.is_dir() and not top.is_symlink():
+            out.update(str(p.relative_to(run_dir)) for p in top.rglob("*") if not p.is_dir())
+    return out
+
+
+def _shown(run_dir: Path, names: Iterable[str], limit: int = 6) -> str:
+    names = sorted(names)
+    shown = [n + ("/" if (run_dir / n).is_dir() else "") for n in names[:limit]]
+    return ", ".join(shown) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+class RunFolder:
+    """A run folder claimed by this process: locked, checked, its manifest kept (see the module docstring)."""
+
+    def __init__(self, run_dir: Path, lock: RunLock, manifest: Manifest, created: bool) -> None:
+        self.run_dir = run_dir
+        self.lock = lock
+        self.manifest = manifest
+        self.created = created
+        self.started = False
+
+    @classmethod
+    def claim(cls, run_dir: Path, planned: Iterable[str], ignore: Iterable[str] = ()) -> "RunFolder":
+        """Lock ``run_dir`` (created when missing) and check that the run may write ``planned`` names there.
+
+        ``ignore``: names written into the folder by others this run (Hydra's ``.hydra/`` and job log).
+        Raises :class:`RunBusy` or ConfigError, leaving the folder as it was.
+        """
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        folder: Optional[RunFolder] = None
+        try:
+            try:
+                lock.acquire()
+            except OSError as e:
+                raise ConfigError(f"{run_dir}: cannot take the run's lock ({e}); choose a writable hydra.run.dir") \
+                    from None
+            manifest = Manifest.load(run_dir)
+            here = {n for n in os.listdir(run_dir)
+                    if n not in (LOCK, MANIFEST) and not n.startswith(f"{LOCK}.") and n not in set(ignore)}
+            if manifest is None:
+                if here:
+                    raise ConfigError(f"{run_dir}: not empty and not a harness run folder (found "
+                                      f"{_shown(run_dir, here)}); choose an empty folder or a new hydra.run.dir")
+                manifest = Manifest(run_dir)
+            clash = (here & set(planned)) - manifest.entries
+            if clash:
+                raise ConfigError(f"{run_dir}: holds {_shown(run_dir, clash)}, which the harness did not write and "
+                                  f"would overwrite; move it away or choose a new hydra.run.dir")
+            inside = manifest.foreign_inside()
+            if inside:
+                raise ConfigError(f"{run_dir}: holds {_shown(run_dir, inside)}, which the harness did not write, "
+                                  f"inside its own folders (removed when the run is redone); move it out or choose "
+                                  f"a new hydra.run.dir")
+            folder = cls(run_dir, lock, manifest, created)
+            return folder
+        finally:
+            if folder is None:
+                lock.release()
+                if created:
+                    _remove_if_empty(run_dir)
+
+    @property
+    def owned(self) -> set[str]:
+        """Names the harness wrote here (the only ones it may remove)."""
+        return set(self.manifest.entries)
+
+    def begin(self, planned: Iterable[str]) -> None:
+        """An attempt starts: ``planned`` names are the harness's from now on (recorded before any is written)."""
+        self.started = True
+        self.manifest.entries.update(planned)
+        self.manifest.complete = False
+        self.manifest.save()
+
+    def finish(self) -> None:
+        """An attempt ended (done or failed): list the files now inside the harness's folders."""
+        self.manifest.contents = _files_inside(self.run_dir, self.manifest.entries)
+        self.manifest.complete = True
+        self.manifest.save()
+
+    def release(self) -> None:
+        """Drop the lock; a folder created for a run that never started is removed again (when empty)."""
+        self.lock.release()
+        if self.created and not self.started:
+            _remove_if_empty(self.run_dir)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
