@@ -57,8 +57,15 @@ def test_wandb_failing_to_start_warns_once(why: str, extra: list[str], env: dict
     assert_done_locally(tmp_path)
 
 
-def test_unwritable_wandb_folder_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    (tmp_path / "wandb").write_text("a file where W&B wants its folder")
+def test_unwritable_wandb_folder_warns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    import wandb
+
+    def unwritable(*a: Any, **k: Any) -> None:  # what wandb.init raises when it cannot create <run>/wandb
+        raise PermissionError(13, "Permission denied", str(tmp_path / "wandb"))
+
+    # (a user's own file at <run>/wandb would make the harness refuse the folder before W&B starts)
+    monkeypatch.setattr(wandb, "init", unwritable)
     caplog.set_level(logging.WARNING)
     run(compose_cfg([*TINY, "method=lora", *OFFLINE]), tmp_path)
     assert len(wandb_warnings(caplog)) == 1
