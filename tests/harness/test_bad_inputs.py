@@ -212,6 +212,12 @@ def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def with_run_dir(args: list[str], tmp_path: Path) -> list[str]:
+    """``args`` with ``hydra.run.dir`` under ``tmp_path`` unless the case gives its own run or sweep folder."""
+    own = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    return args if own else [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+
+
 def no_done_folder(root: Path) -> None:
     """Nothing under ``root`` looks like a finished run (no run.json at all: rejected before any start)."""
     assert not list(root.rglob("run.json")), list(root.rglob("run.json"))
@@ -234,10 +240,9 @@ def test_bad_input(case: Case, bad_dir: Path, tmp_path: Path, monkeypatch: pytes
     if case.cpu_only and torch.cuda.is_available():
         pytest.skip("torch has CUDA here")
     monkeypatch.chdir(tmp_path)  # a sweep's default folder would go here
-    args = [a.replace("{d}", str(bad_dir)) for a in case.args]
+    args = with_run_dir([a.replace("{d}", str(bad_dir)) for a in case.args], tmp_path)
     before = contents(bad_dir)
-    own_dir = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
-    rc = main([*BASE, *args, *([] if own_dir else [f"hydra.run.dir={tmp_path / 'run'}"])])
+    rc = main([*BASE, *args])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert rc == 2, err[-2000:]
@@ -274,15 +279,15 @@ def test_a_folder_holding_another_run_is_left_alone(tmp_path: Path, capsys: pyte
     assert (run_dir / "run.json").read_text() == before  # the other run's record is untouched
 
 
-SUBPROCESS = ["not_utf8", "override_syntax", "unknown_group_option"]
+SUBPROCESS = ["not_utf8", "override_syntax", "unknown_group_option", "run_dir_in_proc", "label_nan"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS)
 def test_real_process_prints_one_line_only(case_id: str, bad_dir: Path, tmp_path: Path) -> None:
     case = next(c for c in CASES if c.id == case_id)
-    args = [a.replace("{d}", str(bad_dir)) for a in case.args]
+    args = with_run_dir([a.replace("{d}", str(bad_dir)) for a in case.args], tmp_path)
     env = {**os.environ, "GLUE_DIR": str(GLUE)}
-    r = subprocess.run([sys.executable, "-m", "harness", *BASE, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+    r = subprocess.run([sys.executable, "-m", "harness", *BASE, *args],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error:") and case.names in r.stderr
