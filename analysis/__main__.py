@@ -10,6 +10,7 @@ import importlib
 import logging
 import shlex
 import sys
+from typing import NoReturn
 
 # (command words, module, help)
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
@@ -20,9 +21,18 @@ COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one ``error:`` line (BadOption), not a usage screen."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        from analysis.table import BadOption
+
+        raise BadOption(f"{message} ({self.prog} --help lists the options)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all registered subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m analysis", description="Figures, tables and reports from run folders.")
+    parser = OneLineParser(prog="python -m analysis", description="Figures, tables and reports from run folders.")
     sub = parser.add_subparsers(dest="command", required=True)
     nested: dict[str, argparse._SubParsersAction] = {}
     for words, module, help_text in COMMANDS:
@@ -41,11 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.command_line = "python -m analysis " + shlex.join(argv)
     from analysis.compare import DuplicateRunError, SelectionError
     from analysis.table import BadOption
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BadOption as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.command_line = "python -m analysis " + shlex.join(argv)
 
     # log to this call's stderr, and only during it (the command may run in-process, e.g. under pytest)
     root = logging.getLogger()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from analysis.load import find_runs
+from analysis.outputs import check_folder
 from analysis.peft_format import json_default, peft_result, result_filename, result_subdir
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Export every run folder found; 1 when there was none."""
+    out = check_folder(Path(args.output), "-o/--output")
     run_dirs = find_runs(args.runs)
     if not run_dirs:
         print("error: no run folders (with run.json) found", file=sys.stderr)
         return 1
-    out = Path(args.output)
     counts: dict[str, int] = {}
     for rd in run_dirs:
         try:

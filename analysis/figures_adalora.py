@@ -23,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from analysis import ranks as R
+from analysis.outputs import out_folder
+from analysis.table import BadOption
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-peft-json", metavar="FILE", action="append", default=[],
                         help="a PEFT method_comparison result or adapter_config.json with a rank_pattern (repeatable)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: <first RUNS>/figures, or ./figures with --from-peft-json only)")
+                        help="output folder (default: a new ./analysis-figures-adalora-<time>/; never the run folders)")
     parser.add_argument("--steps", default=None,
                         help="comma-separated steps for the small multiples (default: 4 spread over the budget phase)")
     parser.add_argument("--include-unfinished", action="store_true", help="also draw runs that are not done")
@@ -141,14 +143,25 @@ def draw_peft_json(path: Path, out: Path) -> tuple[list[Path], str]:
     return written, v["line"]
 
 
+def parse_steps(text: str) -> list[int]:
+    """``--steps 100,200``: optimizer steps (integers >= 1); BadOption naming the option otherwise."""
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise BadOption(f"--steps: comma-separated whole numbers of optimizer steps, e.g. 100,200,400; got {text!r}") \
+            from None
+    if any(s < 1 for s in steps):
+        raise BadOption(f"--steps: steps count from 1, got {text!r}")
+    return steps
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw every condition found under ``args.runs`` and every ``--from-peft-json`` file."""
     if not args.runs and not args.from_peft_json:
-        print("error: give run folders (RUNS…) or --from-peft-json FILE")
-        return 2
-    out = args.out or (Path(args.runs[0]) / "figures" if args.runs else Path("figures"))
-    out.mkdir(parents=True, exist_ok=True)
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+        raise BadOption("give run folders (RUNS…) or --from-peft-json FILE")
+    steps = parse_steps(args.steps) if args.steps else None
+    out = out_folder(args.out, "--out", "figures-adalora")
+    print(f"writing into {out}")
     for f in args.from_peft_json:
         path = Path(f)
         if not path.is_file():

@@ -10,7 +10,8 @@ default (``out``: per output feature, the paper's ‖·‖_c and PEFT's magnitud
 Values are recomputed in float64 from the snapshot files (``--source tensors``) or taken from the index as
 computed online (``--source index``).
 
-Writes into ``--out`` (default ``<first RUN>/figures``), for T = type:
+Writes only into ``--out`` (default: a new ``./analysis-figures-dora-<time>/``; never into the run folders), for
+T = type:
 ``dora_fig2_<T>_<axis>.png|pdf``, ``dora_fig2_<T>_points.csv`` (every point drawn),
 ``dora_fig2_<T>_per_seed.csv`` (r and slope of each run), ``dora_fig2_<T>_stats.csv`` (the seed-level
 table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
@@ -29,6 +30,8 @@ import pandas as pd
 
 from analysis import decomposition as D
 from analysis import stats as S
+from analysis.outputs import out_folder
+from analysis.table import BadOption
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "feature (in), or both (default)")
     parser.add_argument("--source", choices=("tensors", "index"), default="tensors",
                         help="recompute from the snapshot files in float64 (default) or use the online values")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first RUNS>/figures)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: a new ./analysis-figures-dora-<time>/)")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the intervals over seeds, in (0, 1) (default 0.95)")
     parser.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
-    parser.add_argument("--wandb", choices=("auto", "off", "offline", "online"), default="auto",
-                        help="log the figure and table to W&B; auto: as the runs were tracked (default)")
+    parser.add_argument("--wandb", choices=("off", "on", "auto", "offline", "online"), default="off",
+                        help="log the figure and table to W&B (into --out): off (default); on: in the runs' mode, "
+                             "else offline; auto: only when the runs were tracked; or offline / online")
 
 
 _TYPE_ALIASES = {"query": "Wq", "key": "Wk", "value": "Wv", "q": "Wq", "k": "Wk", "v": "Wv"}
@@ -87,10 +92,11 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
     tr = _tracking(points)
     if mode == "off":
         return None
-    if mode == "auto":
-        if not tr.get("wandb") or tr.get("mode") == "disabled":
-            return None
-        mode = tr.get("mode", "offline")
+    tracked = bool(tr.get("wandb")) and tr.get("mode", "disabled") != "disabled"
+    if mode == "auto" and not tracked:
+        return None
+    if mode in ("auto", "on"):
+        mode = tr.get("mode", "offline") if tracked else "offline"
     try:
         import wandb
 
@@ -118,8 +124,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         confidence = S.check_confidence(args.confidence)
     except ValueError as e:
-        print(f"error: --confidence: {e}", file=sys.stderr)
-        return 2
+        raise BadOption(f"--confidence: {e}") from None
+    out = out_folder(args.out, "--out", "figures-dora")
     mtype = _TYPE_ALIASES.get(args.matrix_type, args.matrix_type)
     points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
                                  include_unfinished=args.include_unfinished)
@@ -130,7 +136,6 @@ def main(args: argparse.Namespace) -> int:
                 if args.source == "tensors" and any("snapshot file missing" in p for p in problems) else "")
         print(f"error: no snapshot points of matrix type {mtype!r} in {' '.join(args.runs)}{hint}", file=sys.stderr)
         return 1
-    out = args.out or (Path(args.runs[0]) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     axes = D.AXES if args.axis == "both" else (args.axis,)
     stats = pd.concat([D.correlation_table(points, axis=a, confidence=confidence) for a in axes], ignore_index=True)

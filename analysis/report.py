@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional, Sequence
 import pandas as pd
 
 from analysis import compare
-from analysis.table import add_common, load_finished, slug
+from analysis.table import add_common, check_options, load_finished, slug
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,8 @@ def check_in_browser(page: str | Path, *, chromium: Optional[str] = None, timeou
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``report``."""
     p.add_argument("runs", nargs="+", help="run folders, sweep folders, PEFT result files or folders")
-    p.add_argument("-o", "--output", default="report", help="output folder (default: report/)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output folder (default: a new ./analysis-report-<time>/; never the input folders)")
     p.add_argument("--title", default=None, help="page title")
     add_common(p)
     p.add_argument("--figures", action="append", default=[], metavar="DIR",
@@ -373,11 +374,14 @@ def main(args: argparse.Namespace) -> int:
     """Build ``<output>/index.html`` (+ figures/, table.md|tex|csv); 1 when no finished run was found."""
     import matplotlib.pyplot as plt
 
+    from analysis.outputs import out_folder
+
+    check_options(args)
+    out = out_folder(args.output, "-o/--output", "report")
     loaded = load_finished(args, "report on")
     if loaded is None:
         return 1
     runs, skipped, metrics, opts = loaded
-    out = Path(args.output)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     scale = 100.0 if args.percent else 1.0

@@ -2,8 +2,10 @@
 
 RUNS are run folders, sweep folders (any folder above run folders) or PEFT ``method_comparison`` result
 files / folders, several at once. The table goes to the terminal (or ``-o FILE``); runs that are not
-``done`` are left out and listed on stderr. When the runs were tracked with W&B (``tracking.wandb`` on),
-the comparison is also logged to W&B, in the sweep's group, as a Table and a ``comparison-table`` artifact.
+``done`` are left out and listed on stderr. Nothing is written into the input folders. With ``--wandb on``
+(or ``auto`` and runs tracked with W&B) the comparison is also logged to W&B, in the sweep's group, as a Table
+and a ``comparison-table`` artifact; the W&B run folder goes into ``--plots`` DIR, else a new
+``./analysis-table-<time>/``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="fmt", choices=["markdown", "latex", "csv"], default="markdown")
     add_common(p)
     p.add_argument("-o", "--output", help="write the table to this file instead of the terminal")
-    p.add_argument("--plots", metavar="DIR", help="also write Pareto plots and learning curves (PNG + PDF) to DIR")
-    p.add_argument("--wandb", choices=["auto", "on", "off"], default="auto",
-                   help="log the table to W&B: auto = when the runs were tracked with W&B (default)")
+    p.add_argument("--plots", metavar="DIR", nargs="?", const="",
+                   help="also write Pareto plots and learning curves (PNG + PDF) to DIR (default: a new "
+                        "./analysis-table-<time>/)")
+    p.add_argument("--wandb", choices=["off", "on", "auto"], default="off",
+                   help="log the table to W&B: off (default), on, or auto = when the runs were tracked with W&B")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -96,23 +100,31 @@ def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.D
 
 def main(args: argparse.Namespace) -> int:
     """Load, compare, print (or write); 1 when no finished run was found."""
+    from analysis.outputs import check_file, out_folder
+
+    check_options(args)
+    output = check_file(Path(args.output), "-o/--output") if args.output else None
+    folder = out_folder(args.plots, "--plots", "table") if args.plots is not None or args.wandb != "off" else None
     loaded = load_finished(args, "compare")
     if loaded is None:
         return 1
     runs, _, metrics, opts = loaded
     text = compare.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
                               scale=100.0 if args.percent else 1.0, **opts)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
-        log.info("wrote %s", args.output)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        log.info("wrote %s", output)
     else:
         sys.stdout.write(text)
-    if args.plots:
-        write_plots(runs, metrics, Path(args.plots), **opts)
+    if args.plots is not None:
+        assert folder is not None
+        write_plots(runs, metrics, folder, **opts)
+        print(f"plots in {folder}", file=sys.stderr)
     if args.wandb != "off":
+        assert folder is not None
         long = compare.compare(runs, **opts)
-        if log_to_wandb(runs, long, force=args.wandb == "on", args=args):
+        if log_to_wandb(runs, long, folder, force=args.wandb == "on", args=args):
             _wandb_teardown()
     return 0
 
@@ -162,7 +174,7 @@ def slug(s: str) -> str:
 
 def wandb_targets(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """One W&B destination per sweep group among harness runs tracked with W&B: project, entity, mode,
-    group and the sweep folder (common parent of the group's runs)."""
+    group."""
     from analysis.load import load_run_record
 
     if "source" not in runs or runs.empty:
@@ -177,27 +189,21 @@ def wandb_targets(runs: pd.DataFrame) -> list[dict[str, Any]]:
         if not tr.get("wandb") or tr.get("mode", "disabled") == "disabled":
             continue
         g = tr.get("group") or group or Path(rd).parent.name
-        t = out.setdefault(g, {"project": tr.get("project"), "entity": tr.get("entity"), "mode": tr.get("mode"),
-                               "group": g, "dirs": []})
-        t["dirs"].append(rd)
-    for t in out.values():
-        dirs = t.pop("dirs")
-        t["dir"] = os.path.commonpath(dirs) if len(dirs) > 1 else str(Path(dirs[0]).parent)
+        out.setdefault(g, {"project": tr.get("project"), "entity": tr.get("entity"), "mode": tr.get("mode"),
+                           "group": g})
     return list(out.values())
 
 
-def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, *, force: bool = False,
+def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, out: Path, *, force: bool = False,
                  args: Optional[argparse.Namespace] = None) -> list[str]:
     """Log the comparison of each W&B-tracked sweep group as a W&B Table (``comparison/long``,
     ``comparison/wide``) and a ``comparison-table`` artifact, in a ``job_type=analysis`` run of the same
-    project and group (offline runs land in ``<sweep>/wandb/``; ``wandb sync`` uploads them).
-    ``force``: also when no run was tracked (offline, in the first input's folder). Never raises: W&B
-    problems are logged. Returns the W&B run directories written."""
+    project and group (offline runs land in ``out/wandb/``; ``wandb sync`` uploads them; never in the
+    input folders). ``force``: also when no run was tracked (offline). Never raises: W&B problems are
+    logged. Returns the W&B run directories written."""
     targets = wandb_targets(runs)
     if not targets and force:
-        first = Path(str(runs["run_dir"].iloc[0]))
-        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None,
-                    "dir": str(first.parent)}]
+        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None}]
     if not targets:
         return []
     try:
@@ -206,6 +212,7 @@ def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, *, force: bool = False,
         log.warning("wandb is not installed (%s); the table was not logged to W&B", e)
         return []
     written = []
+    out.mkdir(parents=True, exist_ok=True)
     for t in targets:
         sel = long
         if t["group"] is not None and "group" in runs:
@@ -215,7 +222,7 @@ def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, *, force: bool = False,
         try:
             os.environ.setdefault("WANDB_SILENT", "true")
             run = wandb.init(project=t["project"], entity=t["entity"], group=t["group"], job_type="analysis",
-                             name=f"compare-{t['group'] or 'runs'}", mode=t["mode"], dir=t["dir"],
+                             name=f"compare-{t['group'] or 'runs'}", mode=t["mode"], dir=str(out),
                              config={"interval": getattr(args, "interval", "t"),
                                      "confidence": getattr(args, "confidence", 0.95),
                                      "inputs": [str(p) for p in getattr(args, "runs", [])]},

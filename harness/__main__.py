@@ -111,6 +111,23 @@ def check_flags(argv: list[str]) -> None:
         raise ConfigError(f"{' and '.join(modes)}: use one of them at a time (e.g. --cfg job without -m)")
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """The folder this command writes into (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``-m``; the last
+    override or conf/config.yaml's) can be created: checked before Hydra creates it (ConfigError otherwise)."""
+    from omegaconf import OmegaConf
+
+    from harness.run_folder import check_creatable
+
+    if any(a in argv for a in ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-completion", "-sc",
+                               "--version")):
+        return  # nothing is written
+    key = "hydra.sweep.dir" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(f"{key}=")]
+    hydra = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").hydra, resolve=False)
+    assert isinstance(hydra, dict)
+    check_creatable(given[-1] if given else str(hydra[key.split(".")[1]]["dir"]), key)
+
+
 def help_text() -> str:
     """What ``python -m harness --help`` prints."""
     lines = [
@@ -185,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = flags_first(map_bare_words(argv))
         check_flags(argv)
+        check_output_dir(argv)
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
         return 2

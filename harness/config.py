@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -225,6 +226,7 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    _check_required(cfg)
     allowed = {"method", "seed", "budget", *_GROUPS, "hydra"}
     extra = sorted(set(cfg.keys()) - allowed)
     if extra:
@@ -249,15 +251,65 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
     return typed
 
 
+def _check_required(cfg: DictConfig) -> None:
+    """``model=hf`` leaves ``model.name`` as ``???``: an error (the schema's default would otherwise replace it
+    silently and train MiniLM under the same config hash as ``model=minilm``)."""
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and "name" in model.keys() and OmegaConf.is_missing(model, "name"):
+        raise ConfigError("model.name: required with model=hf; pass model.name=<a hub name or a local folder "
+                          "with config.json>")
+
+
 def _check(ok: bool, key: str, msg: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {msg}")
+
+
+#: seeds are fed to numpy's and torch's generators, which take 0..2**32-1
+SEED_MAX = 2**32 - 1
+
+
+def _check_finite(cfg: RunConfig) -> None:
+    """Every float value of every group (method included) is a finite number: NaN or inf would only show up
+    later as a diverged or failed run."""
+    for group in ("method", *_GROUPS):
+        node = getattr(cfg, group)
+        for f in dataclasses.fields(node):
+            v = getattr(node, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{group}.{f.name}: must be a finite number, got {v}; pass a plain number "
+                                  f"(nan and inf are not allowed)")
+
+
+def check_device(name: str) -> None:
+    """``train.device``: auto, cpu, cuda, cuda:N (N < the GPU count) or mps, usable by this torch."""
+    import torch
+
+    key = "train.device"
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if name in ("auto", "cpu"):
+        return
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        _check(mps is not None and mps.is_available(), key, "mps is not available on this machine; use cpu or auto")
+        return
+    _check(m is not None, key, f"must be auto, cpu or cuda[:N] (or mps where available), got '{name}'")
+    assert m is not None
+    _check(torch.cuda.is_available(), key,
+           f"'{name}': no CUDA device is usable by this torch ({torch.__version__}); use train.device=cpu or auto")
+    n = torch.cuda.device_count()
+    _check(m.group(1) is None or int(m.group(1)) < n, key,
+           f"'{name}': this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1}); pick one of them, or use "
+           f"train.device=cpu or auto")
 
 
 def validate(cfg: RunConfig) -> None:
     """Range and cross-field checks that need no model or data (raises ConfigError)."""
     from harness.methods import get_method
 
+    _check_finite(cfg)
+    for key, seed in (("seed", cfg.seed), ("task.split_seed", cfg.task.split_seed)):
+        _check(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32-1), got {seed}")
     t = cfg.train
     _check(t.max_steps is None or t.max_steps > 0, "train.max_steps", f"must be > 0 or null, got {t.max_steps}")
     _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
@@ -268,12 +320,10 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     _check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {t.max_grad_norm}")
-    _check(
-        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-        "train.device",
-        f"must be auto, cpu or cuda[:N], got '{t.device}'",
-    )
+    check_device(t.device)
     task = cfg.task
+    _check(len(task.text_columns) in (1, 2), "task.text_columns",
+           f"must name one or two text columns, e.g. [text] or [sentence1,sentence2], got {list(task.text_columns)}")
     _check(task.problem in ("classification", "regression"), "task.problem", f"classification or regression, got '{task.problem}'")
     for key in ("max_train_samples", "max_eval_samples"):
         v = getattr(task, key)
@@ -296,6 +346,8 @@ def validate(cfg: RunConfig) -> None:
     m = cfg.method
     _check(m.lr > 0, "method.lr", f"must be > 0, got {m.lr}")
     _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
+    _check(m.layers is None or len(m.layers) > 0, "method.layers",
+           "an empty list adapts no layer; list layer indices, e.g. [0,1], or pass null for every layer")
     get_method(m.name).validate_config(m)
     _validate_snapshot(cfg.snapshot, m)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -51,6 +51,24 @@ def model_config(cfg: ModelConfig, num_labels: int, problem: str) -> PretrainedC
     if getattr(conf, "pad_token_id", None) is None:
         conf.pad_token_id = 0
     return conf
+
+
+#: model types whose inputs are limited by learned absolute position embeddings
+ABSOLUTE_POSITIONS = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "albert")
+
+
+def position_limit(conf: PretrainedConfig) -> Optional[int]:
+    """The longest input a model with learned absolute positions takes (None: relative or rotary positions,
+    no hard limit). RoBERTa-style models number positions from ``pad_token_id + 1``."""
+    n = getattr(conf, "max_position_embeddings", None)
+    learned = getattr(conf, "position_embedding_type", "absolute") == "absolute"
+    biased = bool(getattr(conf, "position_biased_input", False))  # DeBERTa: absolute positions added to the input
+    absolute = (conf.model_type in ABSOLUTE_POSITIONS and learned) or biased
+    if not isinstance(n, int) or not absolute:
+        return None
+    if conf.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return n - (conf.pad_token_id or 0) - 1
+    return n
 
 
 def meta_model(conf: PretrainedConfig) -> nn.Module:

@@ -39,7 +39,7 @@ from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import Checkpointing, train
 from harness.methods import get_method
 from harness.methods.base import Method, trainable_parameters
-from harness.models import load_model, load_tokenizer, meta_model, model_config
+from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
 from harness.redact import install_log_filter, redact
 from harness.run_folder import RunFolder
 from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
@@ -77,6 +77,10 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
     method = get_method(typed.method.name)(typed.method, total)
     method.validate_run()
     conf = model_config(typed.model, data.num_labels, data.problem)
+    limit = position_limit(conf)
+    if limit is not None and typed.model.max_length > limit:
+        raise ConfigError(f"model.max_length: {typed.model.max_length} exceeds the {limit} positions of "
+                          f"{typed.model.name} ({conf.model_type}); pass model.max_length={limit} or less")
     family = family_for(conf.model_type)
     targets = resolve_targets(meta_model(conf), family, list(typed.method.targets), typed.method.layers)
     method.validate_targets(targets)

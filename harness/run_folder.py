@@ -271,6 +271,32 @@ class RunFolder:
             _remove_if_empty(self.run_dir)
 
 
+def check_creatable(path: str, key: str) -> None:
+    """Raise ConfigError unless the folder ``path`` (the part before any ``${...}``) exists or can be created:
+    names within the file system's limits, the nearest existing ancestor a folder this process can create
+    folders in (probed with an empty folder, removed again). Nothing is left behind."""
+    import tempfile
+
+    text = path.split("${", 1)[0]
+    target = Path(text or ".").expanduser().absolute()
+    probe = target
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {probe} is a file, not a folder, so {path} cannot be created; choose another "
+                          f"{key}=<folder>")
+    name_max = os.pathconf(probe, "PC_NAME_MAX")
+    long = [part for part in target.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        raise ConfigError(f"{key}: the name '{long[0][:40]}...' has {len(os.fsencode(long[0]))} bytes, over the "
+                          f"file system's limit of {name_max}; choose a shorter {key}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=probe))
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot create folders in {probe} ({e.strerror}); choose a writable "
+                          f"{key}=<folder>") from None
+
+
 def _remove_if_empty(path: Path) -> None:
     try:
         path.rmdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,15 +141,54 @@ def _labels(df: pd.DataFrame, column: str, labels: Optional[tuple[str, ...]], pa
     values = df[column].astype(str).str.strip()
     if labels is None:
         try:
-            return values.astype(np.float32).to_numpy()
+            out = values.astype(np.float32).to_numpy()
         except ValueError:
-            bad = next(v for v in values if not _is_float(v))
-            raise DataError(f"{path}: column '{column}' must be numeric for a regression task, found '{bad}'") from None
+            i = next(i for i, v in enumerate(values) if not _is_float(v))
+            raise DataError(f"{_cell(path, i, column)}: must be numeric for a regression task, found "
+                            f"'{values.iloc[i]}'; fix the file") from None
+        bad = np.flatnonzero(~np.isfinite(out))
+        if len(bad):
+            raise DataError(f"{_cell(path, int(bad[0]), column)}: regression target '{values.iloc[bad[0]]}' is not a "
+                            f"finite number; fix the row or drop it")
+        return out
     index = {lab: i for i, lab in enumerate(labels)}
-    unknown = sorted(set(values) - set(index))
-    if unknown:
-        raise DataError(f"{path}: column '{column}' has labels {unknown[:5]} outside {list(labels)}; fix the file or the task's labels")
+    known = values.isin(list(index)).to_numpy()
+    if not known.all():
+        unknown = sorted(set(values) - set(index))
+        i = int(np.flatnonzero(~known)[0])
+        raise DataError(f"{_cell(path, i, column)}: label '{values.iloc[i]}' is unknown (labels {unknown[:5]} outside "
+                        f"{list(labels)}); fix the file or the task's labels")
     return values.map(index).to_numpy(dtype=np.int64)
+
+
+def _cell(path: Path, i: int, column: str) -> str:
+    """Where a cell is: the file, its data row (from 1, the header not counted) and column."""
+    return f"{path}: data row {i + 1}, column '{column}'"
+
+
+def _blank(v: Any) -> Optional[str]:
+    """Why a cell holds no usable value (None when it does): null, NaN, a boolean or empty text."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "is missing (null)"
+    if isinstance(v, (bool, np.bool_)):
+        return f"holds a boolean ({v})"
+    if isinstance(v, str) and not v.strip():
+        return "is empty"
+    return None
+
+
+def _check_cells(df: pd.DataFrame, text_cols: tuple[str, ...], label_col: str, path: Path,
+                 classification: bool) -> None:
+    """Every text and label cell holds a value; DataError naming file, row and column otherwise."""
+    for col in (*text_cols, label_col):
+        for i, v in enumerate(df[col].tolist()):
+            why = _blank(v)
+            if why is None and col == label_col and classification and str(v).strip().lower() == "nan":
+                why = "is 'nan'"
+            if why is not None:
+                what = "text" if col in text_cols else "label"
+                fix = "write it as text or a class name" if isinstance(v, (bool, np.bool_)) else "fill it in"
+                raise DataError(f"{_cell(path, i, col)}: the {what} {why}; {fix} or drop the row")
 
 
 def _is_float(v: str) -> bool:
@@ -166,6 +206,7 @@ def _split_from_frame(df: pd.DataFrame, text_cols: tuple[str, ...], label_col: s
         raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)} (set task.text_columns / task.label_column)")
     if len(df) == 0:
         raise DataError(f"{path}: no data rows")
+    _check_cells(df, text_cols, label_col, path, classification=labels is not None)
     texts = list(zip(*(df[c].astype(str).tolist() for c in text_cols)))
     return Split(texts, _labels(df, label_col, labels, path))
 
@@ -236,6 +277,7 @@ def _load_custom(cfg: TaskConfig) -> TaskData:
     if cfg.problem == "classification":
         if cfg.label_column not in train_df.columns:
             raise DataError(f"{cfg.train_file}: missing column '{cfg.label_column}'; found {list(train_df.columns)} (set task.label_column)")
+        _check_cells(train_df, (), cfg.label_column, Path(cfg.train_file), classification=True)
         labels = tuple(sorted({str(v).strip() for v in train_df[cfg.label_column]}, key=_label_key))
     train = _split_from_frame(train_df, text_cols, cfg.label_column, labels, Path(cfg.train_file))
     dev = _split_from_frame(dev_df, text_cols, cfg.label_column, labels, Path(cfg.dev_file))

@@ -408,35 +408,40 @@ class _FakeWandb(types.ModuleType):
         return self._Run()
 
 
-def test_table_logged_to_wandb_when_sweep_tracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sweep = make_sweep(tmp_path, failed=False, wandb=True)
+def test_table_logged_to_wandb_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = make_sweep(tmp_path / "sweeps", failed=False, wandb=True)
     build_parser()  # import every subcommand module (and what they import) before wandb is faked
     fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    assert cli(["table", str(sweep)]) == 0
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert cli(["table", str(sweep)]) == 0  # off by default
+    assert fake.inits == [] and not list(cwd.iterdir())
+    assert cli(["table", str(sweep), "--wandb", "auto"]) == 0
     assert len(fake.inits) == 1
     init = fake.inits[0]
     assert init["group"] == "sweep" and init["job_type"] == "analysis" and init["mode"] == "offline"
-    assert Path(init["dir"]) == sweep.resolve()
+    (out,) = cwd.iterdir()  # a new folder under the current directory, never the sweep
+    assert Path(init["dir"]) == out and out.name.startswith("analysis-table-")
     assert set(fake.logged[0]) == {"comparison/long", "comparison/wide"}
     art = fake.artifacts[0]
     assert art.type == "comparison-table" and art.name == "comparison-sweep"
     long = art.entries["comparison_long"].dataframe
     assert len(long) == 8 and {"mean", "low", "high", "n"} <= set(long.columns)
-    # --wandb off, and untracked sweeps log nothing
+    # --wandb auto: untracked sweeps log nothing
     fake.inits.clear()
-    assert cli(["table", str(sweep), "--wandb", "off"]) == 0
-    assert fake.inits == []
     plain = make_sweep(tmp_path / "plain", failed=False)
-    assert cli(["table", str(plain)]) == 0
+    assert cli(["table", str(plain), "--wandb", "auto"]) == 0
     assert fake.inits == []
 
 
 def test_table_logged_to_real_offline_wandb(tmp_path: Path) -> None:
     pytest.importorskip("wandb")
-    sweep = make_sweep(tmp_path, failed=False, wandb=True)
-    assert cli(["table", str(sweep)]) == 0
-    runs = list((sweep / "wandb").glob("offline-run-*"))
+    sweep = make_sweep(tmp_path / "sweeps", failed=False, wandb=True)
+    assert cli(["table", str(sweep), "--wandb", "on", "--plots", str(tmp_path / "out")]) == 0
+    assert not list(sweep.rglob("wandb"))
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     tables = list(runs[0].glob("files/media/table/comparison/long_*.table.json"))
     assert tables, "the comparison table was not written"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from analysis import figures_adalora as F
+from analysis.__main__ import main as analysis_main
 from analysis.plots import adalora as P
 from tests.analysis.test_ranks import FINAL_A, FINAL_B, PEFT_FILE, make_run
 
@@ -18,9 +17,7 @@ matplotlib.use("Agg")
 
 
 def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    F.add_arguments(parser)
-    return F.main(parser.parse_args(list(argv)))
+    return analysis_main(["figures", "adalora", *argv])
 
 
 def test_registered_as_figures_adalora() -> None:
@@ -44,12 +41,19 @@ def test_peft_json_heatmap_and_per_type_totals(tmp_path: Path, capsys: pytest.Ca
     assert "FFN n/a" in out and "top descriptive" in out  # one PEFT file = one run: no interval
 
 
-def test_runs_all_figures_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_all_figures_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep"
     make_run(sweep / "0_adalora_s0", seed=0, final=FINAL_A)
     make_run(sweep / "1_adalora_s1", seed=1, final=FINAL_B)
+    before = sorted(p.relative_to(sweep) for p in sweep.rglob("*"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     assert cli(str(sweep), "--steps", "4,14,20") == 0
-    out = sweep / "figures"
+    assert sorted(p.relative_to(sweep) for p in sweep.rglob("*")) == before  # the runs are only read
+    (out,) = cwd.iterdir()  # by default a new folder under the current directory
+    assert out.name.startswith("analysis-figures-adalora-")
     stem = "adalora_rte_tiny_b4_T20"
     for kind in ("heatmap", "steps", "time"):
         assert (out / f"{stem}_{kind}.png").stat().st_size > 0 and (out / f"{stem}_{kind}.pdf").stat().st_size > 0
@@ -66,6 +70,7 @@ def test_runs_all_figures_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_no_input_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli() == 2
+    assert capsys.readouterr().err.startswith("error: give run folders")
 
 
 def test_plot_functions_take_and_return_axes() -> None:

@@ -98,10 +98,27 @@ def test_nothing_to_draw_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_logged_to_wandb_offline_as_image_and_table(tmp_path: Path) -> None:
     make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,), wandb=True)
     out = tmp_path / "fig"
-    assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(out)]) == 0
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(out), "--wandb", "on"]) == 0
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].rglob("*.png")) and list(runs[0].rglob("*.table.json"))
+
+
+def test_read_only_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --out the files go to a new folder under the current directory, printed; the sweep (tracked
+    with W&B) is left as it was and nothing is logged to W&B unless asked."""
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, methods=("lora",), seeds=(0,), wandb=True)
+    before = sorted(p.relative_to(sweep) for p in sweep.rglob("*"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["figures", "dora", str(sweep), "--axis", "out"]) == 0
+    assert sorted(p.relative_to(sweep) for p in sweep.rglob("*")) == before
+    (out,) = cwd.iterdir()
+    assert out.name.startswith("analysis-figures-dora-") and str(out) in capsys.readouterr().out
+    assert (out / "dora_fig2_Wq_out.png").is_file() and not (out / "wandb").exists()
 
 
 def test_a_method_run_at_several_lrs_gets_a_panel_per_lr(tmp_path: Path) -> None:
