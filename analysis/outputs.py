@@ -4,12 +4,12 @@ under the current directory, never into the run or sweep folders they read."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 from analysis.table import BadOption
+from harness.run_folder import folder_problem
 
 
 def default_out(command: str) -> Path:
@@ -26,21 +26,15 @@ def check_folder(path: Path, option: str) -> Path:
     """``path`` is a folder that exists or can be created, and can be written into; BadOption naming
     ``option`` otherwise. Nothing is left behind (the probe is an empty folder, removed again)."""
     target = Path(path).expanduser().absolute()
-    probe = target
-    while not os.path.lexists(probe):
-        probe = probe.parent
-    if not probe.is_dir():
-        raise BadOption(f"{option}: {probe} is a file, not a folder; give a folder to write into")
-    name_max = os.pathconf(probe, "PC_NAME_MAX")
-    long = [part for part in target.parts if len(os.fsencode(part)) > name_max]
-    if long:
-        raise BadOption(f"{option}: a name of {len(os.fsencode(long[0]))} bytes is over the file system's limit of "
-                        f"{name_max}; give a shorter path")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".analysis-probe-", dir=probe))
-    except OSError as e:
-        raise BadOption(f"{option}: cannot write into {probe} ({e.strerror}); give a writable folder") from None
-    return target
+    bad = folder_problem(target, ".analysis-probe-")
+    if bad is None:
+        return target
+    if bad.kind == "file":
+        raise BadOption(f"{option}: {bad.probe} is a file, not a folder; give a folder to write into")
+    if bad.kind == "long":
+        raise BadOption(f"{option}: a name of {bad.size} bytes is over the file system's limit of "
+                        f"{bad.limit}; give a shorter path")
+    raise BadOption(f"{option}: cannot write into {bad.probe} ({bad.reason}); give a writable folder")
 
 
 def check_file(path: Path, option: str) -> Path:

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -271,30 +272,57 @@ class RunFolder:
             _remove_if_empty(self.run_dir)
 
 
-def check_creatable(path: str, key: str) -> None:
-    """Raise ConfigError unless the folder ``path`` (the part before any ``${...}``) exists or can be created:
-    names within the file system's limits, the nearest existing ancestor a folder this process can create
-    folders in (probed with an empty folder, removed again). Nothing is left behind."""
+@dataclass
+class FolderProblem:
+    """Why a folder cannot be created or written: ``kind`` file | long | unwritable, at ``probe`` (the
+    nearest existing ancestor); for ``long`` the offending ``name``, its ``size`` in bytes and the ``limit``;
+    for ``unwritable`` the OS ``reason``."""
+
+    kind: str
+    probe: Path
+    name: str = ""
+    size: int = 0
+    limit: int = 0
+    reason: str = ""
+
+
+def folder_problem(target: Path, probe_prefix: str) -> Optional[FolderProblem]:
+    """None when the folder ``target`` exists or can be created and written into: names within the file
+    system's limits, the nearest existing ancestor a folder this process can create folders in (probed with
+    an empty folder named ``probe_prefix…``, removed again). Nothing is left behind."""
     import tempfile
 
-    text = path.split("${", 1)[0]
-    target = Path(text or ".").expanduser().absolute()
     probe = target
     while not os.path.lexists(probe):
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"{key}: {probe} is a file, not a folder, so {path} cannot be created; choose another "
-                          f"{key}=<folder>")
-    name_max = os.pathconf(probe, "PC_NAME_MAX")
-    long = [part for part in target.parts if len(os.fsencode(part)) > name_max]
+        return FolderProblem("file", probe)
+    limit = os.pathconf(probe, "PC_NAME_MAX")
+    long = [part for part in target.parts if len(os.fsencode(part)) > limit]
     if long:
-        raise ConfigError(f"{key}: the name '{long[0][:40]}...' has {len(os.fsencode(long[0]))} bytes, over the "
-                          f"file system's limit of {name_max}; choose a shorter {key}")
+        return FolderProblem("long", probe, name=long[0], size=len(os.fsencode(long[0])), limit=limit)
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=probe))
+        os.rmdir(tempfile.mkdtemp(prefix=probe_prefix, dir=probe))
     except OSError as e:
-        raise ConfigError(f"{key}: cannot create folders in {probe} ({e.strerror}); choose a writable "
-                          f"{key}=<folder>") from None
+        return FolderProblem("unwritable", probe, reason=str(e.strerror))
+    return None
+
+
+def check_creatable(path: str, key: str) -> None:
+    """Raise ConfigError unless the folder ``path`` (the part before any ``${...}``) exists or can be created
+    (:func:`folder_problem`)."""
+    text = path.split("${", 1)[0]
+    bad = folder_problem(Path(text or ".").expanduser().absolute(), ".harness-probe-")
+    if bad is None:
+        return
+    if bad.kind == "file":
+        raise ConfigError(f"{key}: {bad.probe} is a file, not a folder, so {path} cannot be created; choose another "
+                          f"{key}=<folder>")
+    if bad.kind == "long":
+        raise ConfigError(f"{key}: the name '{bad.name[:40]}...' has {bad.size} bytes, over the "
+                          f"file system's limit of {bad.limit}; choose a shorter {key}")
+    raise ConfigError(f"{key}: cannot create folders in {bad.probe} ({bad.reason}); choose a writable "
+                      f"{key}=<folder>")
 
 
 def _remove_if_empty(path: Path) -> None:
