@@ -79,8 +79,8 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
 
 def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.DataFrame, list[tuple[Path, str]], Any, dict[str, Any]]]:
     """(runs, runs left out, metrics, comparison options) from the arguments of :func:`add_common`, the runs
-    left out listed on stderr; None after an error line when no run finished (nothing ``to {purpose}``)."""
-    check_options(args)
+    left out listed on stderr; None after an error line when no run finished (nothing ``to {purpose}``).
+    The options themselves are checked by the caller first (:func:`check_options`), before any output folder."""
     runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
                                                  peft_task=args.peft_task)
     report_skipped(skipped)
