@@ -232,6 +232,21 @@ def task_order_key(task: Any) -> tuple[int, str]:
     return (TASK_ORDER.index(t), t) if t in TASK_ORDER else (len(TASK_ORDER), t)
 
 
+def per_run_values(runs: pd.DataFrame, *, metric: Optional[str] = None,
+                   which: Literal["final", "best"] = "final") -> pd.DataFrame:
+    """The runs with every key of :data:`KEYS` present (variant and model as strings, budget None when
+    missing), ``metric`` (its name) and ``_value`` (the run's value); runs without a value are dropped."""
+    r = runs.copy()
+    for k in KEYS:
+        if k not in r:
+            r[k] = "" if k == "variant" else None
+    r["variant"] = r["variant"].fillna("")
+    r["budget"] = r["budget"].astype(object).where(r["budget"].notna(), None)
+    r["model"] = r["model"].fillna("")
+    r["metric"], r["_value"] = _metric_column(r, metric, which)
+    return r[r["_value"].notna()]
+
+
 def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
             kind: stats.IntervalKind = "t", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
     """The long table: one row per (model, task, method, budget, variant).
@@ -243,15 +258,7 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
     """
     if runs.empty:
         return pd.DataFrame(columns=KEYS + ["metric", "higher_is_better", "mean", "low", "high", "std", "n", "seeds"])
-    r = runs.copy()
-    for k in KEYS:
-        if k not in r:
-            r[k] = "" if k == "variant" else None
-    r["variant"] = r["variant"].fillna("")
-    r["budget"] = r["budget"].astype(object).where(r["budget"].notna(), None)
-    r["model"] = r["model"].fillna("")
-    r["metric"], r["_value"] = _metric_column(r, metric, which)
-    r = r[r["_value"].notna()]
+    r = per_run_values(runs, metric=metric, which=which)
     rows = []
     for key, g in r.groupby(KEYS + ["metric"], dropna=False, sort=False):
         iv = stats.interval(g["_value"], kind=kind, confidence=confidence, n_resamples=n_resamples)
@@ -291,14 +298,8 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
             "n_a", "n_b", "paired", "verdict"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
-    r = runs.copy()
-    for k in KEYS:
-        if k not in r:
-            r[k] = "" if k == "variant" else None
-    r["variant"] = r["variant"].fillna("")
-    r["model"] = r["model"].fillna("")
-    r["metric"], r["_value"] = _metric_column(r, metric, which)
-    r = r[r["_value"].notna() & r["budget"].notna()]
+    r = per_run_values(runs, metric=metric, which=which)
+    r = r[r["budget"].notna()]
     rows = []
     for key, g in r.groupby(["model", "task", "budget", "variant", "metric"], dropna=False, sort=False):
         for a, b, source in PAPER_CLAIMS:
