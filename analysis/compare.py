@@ -332,7 +332,8 @@ def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4,
                    f"difference {r.diff * scale:+.{digits}f}{ci} ({how}) → {r.verdict}")
     if out:
         out.insert(0, f"Verdicts: the difference of means over seeds with its {confidence * 100:g}% t-interval; agrees / "
-                      "disagrees when the interval lies wholly on one side of 0, else inconclusive; descriptive with one seed.")
+                      "disagrees when the interval lies wholly on one side of 0, else inconclusive (also when every seed gives the "
+                      "same difference: a zero-width interval is no evidence); descriptive with one seed.")
     return out
 
 

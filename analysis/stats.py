@@ -164,10 +164,15 @@ def verdict(iv: Interval, expected_sign: float) -> str:
     """How the interval ``iv`` of a quantity compares with a claim that its sign is ``expected_sign``.
 
     ``agrees``: the whole interval lies on the claimed side of 0; ``disagrees``: on the other side;
-    ``inconclusive``: it contains 0; ``descriptive``: no interval (one seed) or no claim to compare with.
+    ``inconclusive``: it contains 0, or it has no width (every seed gave the same value: with few seeds and
+    a discrete metric, e.g. accuracy differing by one example in each of 3 seeds, s = 0 says nothing about
+    the spread between seeds, and a zero-width t-interval is no evidence); ``descriptive``: no interval
+    (one seed) or no claim to compare with.
     """
     if not math.isfinite(expected_sign) or expected_sign == 0 or not (math.isfinite(iv.low) and math.isfinite(iv.high)):
         return "descriptive"
+    if iv.high - iv.low <= 1e-12 * max(1.0, abs(iv.mean)):
+        return "inconclusive"
     lo, hi = (iv.low, iv.high) if expected_sign > 0 else (-iv.high, -iv.low)
     if lo > 0:
         return "agrees"

@@ -115,7 +115,9 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 128
     lr: Optional[float] = None  # None -> the method's lr
-    lr_scale: float = 1.0  # the lr used is (lr or method.lr) · lr_scale (an lr grid around each method's default)
+    # the lr used is (lr or method.lr) · lr_scale (an lr grid around each method's default); in a config file also a
+    # mapping method name -> scale (per-method learning rates in one sweep), resolved to this run's number on load
+    lr_scale: float = 1.0
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
@@ -237,6 +239,7 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {budget!r}")
     method_cls = get_method(str(cfg.method.name))
+    _pick_lr_scale(cfg, str(cfg.method.name))
     typed = RunConfig(method=_typed_group(method_cls.config_cls, cfg.method, "method"))
     for key, schema in _GROUPS.items():
         if key in cfg:
@@ -249,6 +252,19 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
     if typed.budget is not None and (not isinstance(typed.budget, int) or typed.budget <= 0):
         raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {typed.budget!r}")
     return typed
+
+
+def _pick_lr_scale(cfg: DictConfig, method: str) -> None:
+    """``train.lr_scale`` given per method (``{full: 2.0, adalora: 4.0, default: 2.0}``) becomes this run's number,
+    in place: the typed config, its hash and the records are those of ``train.lr_scale=<number>``."""
+    train = cfg.get("train")
+    scale = train.get("lr_scale") if isinstance(train, DictConfig) else None
+    if not isinstance(scale, DictConfig):
+        return
+    if method not in scale and "default" not in scale:
+        raise ConfigError(f"train.lr_scale: no entry for method '{method}' (entries: {sorted(scale.keys())}); "
+                          f"add '{method}: <number>' or 'default: <number>', or pass one number")
+    train.lr_scale = scale[method] if method in scale else scale["default"]
 
 
 def _check_required(cfg: DictConfig) -> None:

@@ -12,6 +12,10 @@ job at a time wastes the device; several jobs on one GPU each keep nearly their 
   variable once), so every GPU carries exactly ``jobs_per_gpu`` workers. The job itself is Hydra's ``run_job`` as in the joblib launcher: its records
   are those of a job run alone.
 
+Longest first: packed jobs start in decreasing order of expected cost (``train.max_steps`` × the method's
+``step_cost``, read from each job's overrides), so the slowest jobs do not start last and run alone at the
+end of the sweep; job numbers, folders and the returned order are those of the sweep.
+
 ``jobs_per_gpu: auto`` = min(free memory of the emptiest GPU / ``job_memory_gb``, CPU cores / (#GPUs ·
 ``cpus_per_job``), ``max_jobs_per_gpu``); a job that needs more than a quarter of a GPU (a large model)
 gets the GPU alone. An explicit value must lie in 1 .. the machine's limit (the same formula without the
@@ -34,7 +38,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
 
@@ -126,6 +130,30 @@ def plan_slots(*, jobs_per_gpu: Union[int, str], gpus: Union[Sequence[int], str]
     return Slots(ids, n, why)
 
 
+def job_costs(job_overrides: Sequence[Sequence[str]], config: DictConfig) -> list[float]:
+    """Expected relative cost of each job: ``train.max_steps`` × the method's ``step_cost`` (the overrides win
+    over the sweep's config; anything unreadable counts as 1, which only affects the start order)."""
+    from harness.methods import METHODS
+
+    def base(key: str) -> Any:
+        try:
+            return OmegaConf.select(config, key, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - an interpolation that needs the job's context: use the default
+            return None
+
+    method0, steps0 = base("method.name"), base("train.max_steps")
+    costs = []
+    for ov in job_overrides:
+        kv = dict(o.lstrip("+~").split("=", 1) for o in ov if "=" in o)
+        method = METHODS.get(str(kv.get("method", method0)))
+        try:
+            steps = float(kv.get("train.max_steps", steps0) or 1)
+        except ValueError:
+            steps = 1.0
+        costs.append(steps * (method.step_cost if method is not None else 1.0))
+    return costs
+
+
 def make_tokens(folder: Path, slots: Slots) -> None:
     """One token file per worker slot (``<gpu>_<k>``) in ``folder``; a worker claims one by renaming it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -213,10 +241,15 @@ class PackedLauncher(Launcher):
             make_tokens(tokens, slots)
             get_reusable_executor(max_workers=slots.parallel).shutdown(wait=True)  # fresh, unpinned workers
             state = Singleton.get_state()
-            runs = Parallel(n_jobs=slots.parallel, backend="loky")(
-                delayed(_execute)(initial_job_idx + i, list(ov), self.hydra_context, self.config,
+            costs = job_costs(job_overrides, self.config)
+            order = sorted(range(len(job_overrides)), key=lambda i: -costs[i])  # stable: ties keep sweep order
+            done = Parallel(n_jobs=slots.parallel, backend="loky")(
+                delayed(_execute)(initial_job_idx + i, list(job_overrides[i]), self.hydra_context, self.config,
                                   self.task_function, state, tokens)
-                for i, ov in enumerate(job_overrides))
+                for i in order)
         finally:
             shutil.rmtree(tokens, ignore_errors=True)
-        return list(runs)
+        runs: list[Optional[JobReturn]] = [None] * len(job_overrides)
+        for i, r in zip(order, done):
+            runs[i] = r
+        return [r for r in runs if r is not None]

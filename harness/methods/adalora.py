@@ -209,6 +209,8 @@ class AllocationRecord:
 class AdaLora(Method):
     """PEFT AdaLoRA; ``total_step`` is set from the run; allocation enforced and recorded."""
 
+    step_cost = 1.7
+
     config_cls = AdaLoraMethodConfig
     #: the run folder; set by the run before training, records go there (kept in memory when None)
     run_dir: Optional[Path] = None

@@ -22,6 +22,9 @@ class Method:
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    #: Time of one training step relative to full fine-tuning of the same model (measured on one H200, MiniLM,
+    #: SST-2 batches: benchmarks/results/sweep_packing_h200.json). The packed launcher starts costly jobs first.
+    step_cost: ClassVar[float] = 1.0
 
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg

@@ -37,6 +37,8 @@ class DoraMethodConfig(LoraMethodConfig):
 class Dora(Lora):
     """PEFT LoRA with ``use_dora=True``; with ``fused``, PEFT's DoRA Linear forward swapped for the harness's."""
 
+    step_cost = 2.6
+
     config_cls = DoraMethodConfig
     use_dora = True
 

@@ -38,6 +38,8 @@ def check_lora_keys(cfg: LoraMethodConfig) -> None:
 class Lora(Method):
     """PEFT LoRA on the selected matrices; the task head is trained in full (``modules_to_save``)."""
 
+    step_cost = 1.1
+
     config_cls = LoraMethodConfig
     use_dora = False
 

@@ -90,3 +90,13 @@ def test_aggregate_groups() -> None:
     lo, hi = st.t.interval(0.95, 2, loc=2.0, scale=st.sem([1.0, 2.0, 3.0]))
     assert out.loc["a", "v_low"] == pytest.approx(lo) and out.loc["a", "v_high"] == pytest.approx(hi)
     assert out.loc["b", "v_n"] == 1 and math.isnan(out.loc["b", "v_low"])
+
+
+def test_zero_width_interval_is_inconclusive_not_a_verdict() -> None:
+    # RTE accuracy, 277 examples: DoRA one example below LoRA in each of 3 seeds -> s = 0, a point "interval"
+    d = stats.difference([0.5957, 0.6498, 0.5451], [0.5993, 0.6534, 0.5487], paired=True)
+    assert d.low == pytest.approx(d.high) and d.mean < 0
+    assert stats.verdict(d, +1.0) == "inconclusive" and stats.verdict(d, -1.0) == "inconclusive"
+    # any spread at all gives the interval its say again
+    d2 = stats.difference([0.5957, 0.6498, 0.5451], [0.5993, 0.6538, 0.5487], paired=True)
+    assert d2.high < 0 and stats.verdict(d2, +1.0) == "disagrees"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.launcher import Slots, claim_token, make_tokens, plan_slots
+from harness.launcher import Slots, claim_token, job_costs, make_tokens, plan_slots
+from harness.methods import METHODS
 
 KW = dict(job_memory_gb=2.0, cpus_per_job=1.0, max_jobs_per_gpu=16, n_jobs=100)
 
@@ -66,6 +67,20 @@ def test_every_gpu_gets_exactly_its_slots_under_concurrent_claims(tmp_path: Path
     assert sorted(g for g in got if g is not None) == [0, 0, 0, 1, 1, 1] and got.count(None) == 2
 
 
+def test_costly_jobs_start_first() -> None:
+    """Cost = steps × the method's step_cost; the sweep's own method and steps fill in what a job leaves out."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"method": {"name": "lora"}, "train": {"max_steps": 100}})
+    jobs = [["method=full", "seed=0"], ["seed=1"], ["method=dora", "seed=0"], ["method=full", "train.max_steps=400"],
+            ["+method=nonesuch"]]
+    costs = job_costs(jobs, cfg)
+    m = {k: METHODS[k].step_cost for k in ("full", "lora", "dora")}
+    assert costs == pytest.approx([100 * m["full"], 100 * m["lora"], 100 * m["dora"], 400 * m["full"], 100.0])
+    assert m["dora"] > m["lora"] > m["full"] == 1.0
+    assert [i for i in sorted(range(len(jobs)), key=lambda i: -costs[i])][:2] == [3, 2]
+
+
 def _sweep(tmp_path: Path, name: str, *extra: str) -> Path:
     d = tmp_path / name
     cmd = [sys.executable, "-m", "harness", "-m", "method=lora,dora,full", "model=tiny_bert", "train.max_steps=3",
@@ -102,3 +117,6 @@ def test_packed_jobs_keep_the_records_of_jobs_run_alone(tmp_path: Path) -> None:
     pinned = [json.loads(p.read_text())["environment"].get("cuda_visible_devices")
               for p in packed_dir.glob("*/run.json")]
     assert sorted(pinned) in (["0", "0", "1"], ["0", "1", "1"])
+    # started longest first (dora), but numbered and placed as the sweep lists them
+    assert sorted(p.name for p in packed_dir.iterdir() if (p / "run.json").exists()) == sorted(
+        p.name for p in (tmp_path / "alone").iterdir() if (p / "run.json").exists())

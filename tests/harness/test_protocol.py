@@ -100,6 +100,19 @@ def test_lr_scale_multiplies_the_methods_lr_or_train_lr() -> None:
     assert effective_lr(to_typed(compose_cfg([*TINY, "train.lr=1e-4", "train.lr_scale=0.5"]))) == pytest.approx(5e-5)
 
 
+def test_lr_scale_per_method_resolves_to_the_runs_number_with_the_same_hash() -> None:
+    """The default sweep's per-method scales: a run's typed config, hash and lr are those of one number."""
+    per = "train.lr_scale={default: 2.0, adalora: 4.0}"
+    for method, scale in (("lora", 2.0), ("adalora", 4.0), ("full", 2.0)):
+        got = to_typed(compose_cfg([*TINY, f"method={method}", per]))
+        plain = to_typed(compose_cfg([*TINY, f"method={method}", f"train.lr_scale={scale}"]))
+        assert got.train.lr_scale == scale and config_hash(got) == config_hash(plain), method
+    sweep = to_typed(compose_cfg(["experiment=sweep", "method=adalora", "budget=4", "train.device=cpu"]))
+    assert sweep.train.lr_scale == 4.0 and effective_lr(sweep) == pytest.approx(4e-3)
+    with pytest.raises(ConfigError, match=r"train.lr_scale: no entry for method 'dora'.*add 'dora: <number>'"):
+        to_typed(compose_cfg([*TINY, "method=dora", "train.lr_scale={lora: 2.0}"]))
+
+
 # ---------------------------------------------------------------------------------- selection in a run
 
 
