@@ -273,6 +273,11 @@ class AdaLora(Method):
                 f"the run's {T} optimizer steps; lower tinit/tfinal (fractions < 1 scale with the run) "
                 f"or raise train.max_steps"
             )
+        if T - tf < 2:
+            raise ConfigError(
+                f"method.tfinal: AdaLoRA's last masking (step T - tfinal = {T - tf}) would come before any importance "
+                f"update (PEFT updates scores at steps < T - tfinal); lower tfinal or raise train.max_steps"
+            )
         if self.cfg.deltaT > T - ti - tf:
             raise ConfigError(
                 f"method.deltaT: masking every {self.cfg.deltaT} steps never happens in the budgeting phase "

@@ -42,6 +42,7 @@ BAD = [
     (["method=lorax"], "method"),
     (["method.r=0"], "method.r: must be a positive integer"),
     (["method=adalora", "method.tinit=3", "method.tfinal=2"], "does not fit"),
+    (["method=adalora", "method.tinit=0", "method.tfinal=3"], "method.tfinal: AdaLoRA's last masking (step T - tfinal = 1)"),
     (["method=adalora", "budget=8", "method.init_r=4"], "method.target_r"),
     (["task.glue_dir=/nonexistent/glue"], "/nonexistent/glue: GLUE folder not found"),
     (["method.targets=[q_proj]"], "method.targets: 'q_proj'"),
