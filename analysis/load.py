@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.run_record import read_status
+from harness.run_record import SELECTION_FILE, read_status
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ def _budget(method_cfg: dict[str, Any]) -> int | None:
     return None
 
 
-SELECTION_FILE = "selection.json"
 
 
 def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:

@@ -25,6 +25,9 @@ from harness.redact import redact, redact_obj
 
 log = logging.getLogger(__name__)
 
+#: A sweep folder's record of a two-stage selection (written by harness.sweeper, read by analysis and summaries).
+SELECTION_FILE = "selection.json"
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file + fsync + rename, so a reader never sees half a file. A failed write

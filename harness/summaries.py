@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.run_record import SELECTION_FILE
+
 
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"
@@ -160,7 +162,7 @@ def _status(result: dict[str, Any], record: dict[str, Any]) -> str:
 def _stage_of(sweep_dir: Path) -> dict[str, str]:
     """Run folder -> ``1: candidate`` / ``1+2: chosen`` (the chosen candidate, also stage 2's first seed) / ``2``,
     from the compare preset's selection.json."""
-    sel = _read_json(sweep_dir / "selection.json")
+    sel = _read_json(sweep_dir / SELECTION_FILE)
     out: dict[str, str] = {}
     for point in sel.get("points", []):
         for c in point.get("candidates", []):

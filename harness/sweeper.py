@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
 from harness import summaries
-from harness.run_record import write_json_atomic
+from harness.run_record import SELECTION_FILE, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ LAST_SWEEP: list[dict[str, Any]] = []
 #: the end-of-sweep summary of the last sweep (the text of <sweep>/summary.md; the CLI prints it)
 LAST_SUMMARY: list[str] = []
 
-SELECTION_FILE = "selection.json"
 #: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
 SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
 
