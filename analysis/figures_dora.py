@@ -12,7 +12,8 @@ computed online (``--source index``).
 
 Writes only into ``--out`` (default: a new ``./analysis-figures-dora-<time>/``; never into the run folders), for
 T = type:
-``dora_fig2_<T>_<axis>.png|pdf``, ``dora_fig2_<T>_points.csv`` (every point drawn),
+``dora_fig2_<T>_<axis>.png|pdf|csv`` (the figure and the points it draws, layers 1-based as drawn),
+``dora_fig2_<T>_points.csv`` (every point with all its statistics, layers 0-based as in the module names),
 ``dora_fig2_<T>_per_seed.csv`` (r and slope of each run), ``dora_fig2_<T>_stats.csv`` (the seed-level
 table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
 A missing or corrupt snapshot file is named on stderr and its points are left out; the rest goes on.
@@ -57,16 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _TYPE_ALIASES = {"query": "Wq", "key": "Wk", "value": "Wv", "q": "Wq", "k": "Wk", "v": "Wv"}
-
-
-def _save(fig: Any, out: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=160, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def _tracking(points: pd.DataFrame) -> dict[str, Any]:
@@ -114,12 +105,26 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
         return None
 
 
+_TYPE_NAMES = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output", "Wf1": "FFN up",
+               "Wf2": "FFN down"}
+
+
+def figure_title(points: pd.DataFrame, mtype: str, axis: str) -> str:
+    """``ΔM vs ΔD of the query matrices (Wq), norms per output feature`` over the setup line (model, task,
+    steps, seeds) and the number of layers and checkpoints; a part the runs do not share is left out."""
+    from analysis.plots.style import first, setup_line
+
+    what = f"{_TYPE_NAMES[mtype]} matrices ({mtype})" if mtype in _TYPE_NAMES else f"{mtype} matrices"
+    setup = setup_line(model=first(points, "model"), task=first(points, "task"),
+                       steps=first(points, "total_steps"), seeds=points["seed"].nunique())
+    shape = f"{points['layer'].nunique()} layers × {points['checkpoint'].nunique()} checkpoints"
+    return f"ΔM vs ΔD of the {what}, norms {D.AXIS_LABELS[axis]}\n{' · '.join(p for p in (setup, shape) if p)}"
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw the figure(s); exit 0 when a figure was made (problems are reported), 1 when nothing could be."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from analysis.plots.dora import dora_figure
+    from analysis.figure_files import save_figure, with_setup
+    from analysis.plots.dora import dora_figure, figure_data
 
     try:
         confidence = S.check_confidence(args.confidence)
@@ -143,11 +148,10 @@ def main(args: argparse.Namespace) -> int:
     stem = f"dora_fig2_{mtype}"
     images: dict[str, Path] = {}
     n_seeds = points["seed"].nunique()
+    drawn = with_setup(points)
     for a in axes:
-        title = (f"ΔM vs ΔD of {mtype}, norms {D.AXIS_LABELS[a]} — {points['layer'].nunique()} layers × "
-                 f"{points['checkpoint'].nunique()} checkpoints, {n_seeds} seed{'s' if n_seeds != 1 else ''}")
-        fig = dora_figure(points, stats, axis=a, suptitle=title)
-        png, _ = _save(fig, out, f"{stem}_{a}")
+        fig = dora_figure(drawn, stats, axis=a, suptitle=figure_title(drawn, mtype, a))
+        png, _, _ = save_figure(fig, out, f"{stem}_{a}", figure_data(points, a))
         images[f"{mtype}_{a}"] = png
     points.to_csv(out / f"{stem}_points.csv", index=False)
     per_seed.to_csv(out / f"{stem}_per_seed.csv", index=False)
@@ -175,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
     print(table)
     print("\n".join(notes[:2]))
     folder = log_to_wandb(args.wandb, points, stats, images, out, name=f"figures-dora-{mtype}")
-    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf, {stem}_points.csv, {stem}_per_seed.csv, "
+    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf|csv, {stem}_points.csv, {stem}_per_seed.csv, "
           f"{stem}_stats.csv, {stem}.md"
           + (f"; W&B: {folder}" if folder else ""))
     return 0

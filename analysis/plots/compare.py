@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label  # noqa: E402
+from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label
 
 METHOD_COLORS = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
 METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
