@@ -59,21 +59,26 @@ def first(frame: pd.DataFrame, column: str) -> Any:
     return vals[0] if len(vals) == 1 else None
 
 
-def method_styles(frame: pd.DataFrame, method_col: str = "method") -> dict[str, tuple[str, Any]]:
+def method_styles(frame: pd.DataFrame, method_col: str = "method", palette: str = "tab10") -> dict[str, tuple[str, Any]]:
     """method → (label, colour): the data's ``method_label`` / ``method_color`` columns where present
-    (written by the harness into run.json), else :data:`METHOD_LABELS` / :data:`METHOD_COLORS`, and tab10
-    colours in name order for methods neither knows."""
-    import matplotlib.pyplot as plt
-
+    (written by the harness into run.json), else :data:`METHOD_LABELS` / :data:`METHOD_COLORS`, and the
+    ``palette``'s colours in name order for methods neither knows."""
     methods = list(dict.fromkeys(frame[method_col].astype(str))) if method_col in frame else []
     unknown = sorted(m for m in methods if m not in METHOD_COLORS)
     out: dict[str, tuple[str, Any]] = {}
     for m in methods:
         rows = frame[frame[method_col].astype(str) == m]
         label = first(rows, "method_label") or METHOD_LABELS.get(m, m)
-        color = first(rows, "method_color") or METHOD_COLORS.get(m) or plt.get_cmap("tab10")(unknown.index(m) % 10)
+        color = first(rows, "method_color") or METHOD_COLORS.get(m) or _palette_color(palette, unknown.index(m))
         out[m] = (str(label), color)
     return out
+
+
+def _palette_color(palette: str, i: int) -> Any:
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap(palette)
+    return cmap(i % getattr(cmap, "N", 10))
 
 
 def scale_exponent(values: Iterable[float]) -> int:
