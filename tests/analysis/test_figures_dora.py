@@ -34,12 +34,15 @@ def test_figure_files_table_and_paper_values(tmp_path: Path, capsys: pytest.Capt
     make_sweep(tmp_path / "sweep")
     out = tmp_path / "fig"
     assert main(["figures", "dora", str(tmp_path / "sweep"), "--out", str(out)]) == 0
-    for name in ("dora_fig2_Wq_out.png", "dora_fig2_Wq_out.pdf", "dora_fig2_Wq_in.png", "dora_fig2_Wq_in.pdf",
-                 "dora_fig2_Wq_points.csv", "dora_fig2_Wq_per_seed.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
+    for name in ("dora_fig2_Wq_out.png", "dora_fig2_Wq_out.pdf", "dora_fig2_Wq_out.csv", "dora_fig2_Wq_in.png",
+                 "dora_fig2_Wq_in.pdf", "dora_fig2_Wq_in.csv", "dora_fig2_Wq_points.csv", "dora_fig2_Wq_per_seed.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
         assert (out / name).stat().st_size > 0, name
     points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
     assert len(points) == 3 * 2 * 2 * 3  # methods × seeds × layers × checkpoints (step 0 left out)
     assert set(points["checkpoint"]) == {1, 2, 3} and set(points["type"]) == {"Wq"}
+    drawn = pd.read_csv(out / "dora_fig2_Wq_out.csv")  # the figure's own data: what it draws, layers as drawn
+    assert len(drawn) == len(points) and sorted(drawn["layer"].unique()) == [1, 2]
+    assert drawn["dM"].tolist() == pytest.approx(points["dM_out"].tolist())
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
     assert set(zip(stats["method"], stats["axis"])) == {(m, a) for m in ("full", "lora", "dora") for a in ("out", "in")}
     assert (stats["n_seeds"] == 2).all() and stats["interval"].str.contains("Student-t over seeds").all()
