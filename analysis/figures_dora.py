@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``figures dora``."""
-    parser.add_argument("runs", nargs="+", help="run folders or folders above them (sweeps)")
+    parser.add_argument("runs", nargs="*", help="run folders or folders above them (sweeps)")
+    parser.add_argument("--from-points", metavar="FILE", type=Path, default=None,
+                        help="redraw from a dora_fig2_<type>_points.csv written earlier instead of run folders "
+                             "(statistics recomputed from its points)")
     parser.add_argument("--type", default="Wq", dest="matrix_type",
                         help="matrix type (Wq Wk Wv Wo Wf1 Wf2) or module suffix, e.g. value; default Wq (the paper's)")
     parser.add_argument("--axis", choices=("out", "in", "both"), default="both",
@@ -121,6 +124,19 @@ def figure_title(points: pd.DataFrame, mtype: str, axis: str) -> str:
     return f"ΔM vs ΔD of the {what}, norms {D.AXIS_LABELS[axis]}\n{' · '.join(p for p in (setup, shape) if p)}"
 
 
+def read_points(path: Path, mtype: str) -> pd.DataFrame:
+    """The points of matrix type ``mtype`` in a ``dora_fig2_<type>_points.csv`` (BadOption when it is not one)."""
+    points = pd.read_csv(path, float_precision="round_trip")  # the statistics come out bit-identical
+    if "rank" in points:  # whole numbers, empty for full FT
+        points["rank"] = points["rank"].astype("Int64")
+    need = {"run_dir", "method", "seed", "layer", "checkpoint", "step", "type"}
+    if missing := sorted(need - set(points.columns)):
+        raise BadOption(f"--from-points: {path} is not a points file of figures dora (no column {', '.join(missing)})")
+    if "panel" not in points:
+        points["panel"] = D.panels(points)
+    return points[points["type"] == mtype].reset_index(drop=True)
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw the figure(s); exit 0 when a figure was made (problems are reported), 1 when nothing could be."""
     from analysis.figure_files import save_figure, with_setup
@@ -130,16 +146,27 @@ def main(args: argparse.Namespace) -> int:
         confidence = S.check_confidence(args.confidence)
     except ValueError as e:
         raise BadOption(f"--confidence: {e}") from None
+    if bool(args.runs) == bool(args.from_points):
+        raise BadOption("give run folders (RUNS…) or --from-points FILE, not both")
+    if args.from_points and not args.from_points.is_file():
+        raise FileNotFoundError(f"--from-points: {args.from_points}: no such file")
     out = out_folder(args.out, "--out", "figures-dora")
     mtype = _TYPE_ALIASES.get(args.matrix_type, args.matrix_type)
-    points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
-                                 include_unfinished=args.include_unfinished)
+    if args.from_points:
+        points, problems = read_points(args.from_points, mtype), []
+        origin = f"read from {args.from_points}"
+    else:
+        points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
+                                     include_unfinished=args.include_unfinished)
+        origin = ("recomputed in float64 from the snapshot files" if args.source == "tensors"
+                  else "as computed online")
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if points.empty:
         hint = ("; the tensor files are gone: --source index draws the values computed during training"
                 if args.source == "tensors" and any("snapshot file missing" in p for p in problems) else "")
-        print(f"error: no snapshot points of matrix type {mtype!r} in {' '.join(args.runs)}{hint}", file=sys.stderr)
+        where = args.from_points or " ".join(args.runs)
+        print(f"error: no snapshot points of matrix type {mtype!r} in {where}{hint}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     axes = D.AXES if args.axis == "both" else (args.axis,)
@@ -153,12 +180,11 @@ def main(args: argparse.Namespace) -> int:
         fig = dora_figure(drawn, stats, axis=a, suptitle=figure_title(drawn, mtype, a))
         png, _, _ = save_figure(fig, out, f"{stem}_{a}", figure_data(points, a))
         images[f"{mtype}_{a}"] = png
-    points.to_csv(out / f"{stem}_points.csv", index=False)
+    drawn.to_csv(out / f"{stem}_points.csv", index=False)
     per_seed.to_csv(out / f"{stem}_per_seed.csv", index=False)
     stats.to_csv(out / f"{stem}_stats.csv", index=False)
     table = D.markdown_table(stats, confidence=confidence)
-    notes = [f"Matrix type {mtype}; {len(points)} points from {points['run_dir'].nunique()} runs; values "
-             f"{'recomputed in float64 from the snapshot files' if args.source == 'tensors' else 'as computed online'}. "
+    notes = [f"Matrix type {mtype}; {len(points)} points from {points['run_dir'].nunique()} runs; values {origin}. "
              f"r and slope: per run over its (layer, checkpoint) points, then the mean over seeds with a "
              f"{confidence * 100:g}% Student-t interval"
              + (" (one seed: descriptive, no interval)." if n_seeds < 2 else ".")
@@ -167,7 +193,7 @@ def main(args: argparse.Namespace) -> int:
              "matrix types and the per-input-feature axis have no paper value. 'r within checkpoint' and "
              "'pooled r' are not the paper's statistic.",
              f"Command: `{getattr(args, 'command_line', 'python -m analysis figures dora ...')}`"]
-    if args.source == "tensors":
+    if args.source == "tensors" or args.from_points:
         online = [c for c in points.columns if c.startswith("online_")]
         if online:
             worst = max(float(((points[c[7:]] - points[c]).abs() / points[c[7:]].abs().clip(lower=1e-12)).max())

@@ -109,7 +109,7 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mappi
         if fits:
             handles.append(Line2D([], [], color="crimson", lw=0.9,
                                   label="least-squares fit" + (f", one per seed ({fits})" if fits > 1 else "")))
-        ax.legend(handles=handles, fontsize=6.5, loc="lower right", framealpha=0.8)
+        ax.legend(handles=handles, fontsize=6.5, loc="best", framealpha=0.8)
     return ax
 
 
