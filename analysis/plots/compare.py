@@ -209,6 +209,22 @@ def _suptitle(fig: Figure, frame: pd.DataFrame, what: str) -> None:
     fig.suptitle(f"{what} · {setup}" if setup else what, fontsize=10)
 
 
+def pareto_data(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None) -> pd.DataFrame:
+    """The rows a :func:`pareto_figure` of ``task`` / ``model`` draws (to write beside it as CSV)."""
+    return _select(long, task, model).reset_index(drop=True)
+
+
+def curves_data(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None,
+                seeds: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The rows a :func:`curves_figure` draws: the means (``seed`` empty) and, where given, the per-seed points."""
+    d = _select(curves, None, model)
+    parts = [d[d["task"].isin(tasks)] if tasks is not None else d]
+    if seeds is not None:
+        s = _select(seeds, None, model)
+        parts.append((s[s["task"].isin(tasks)] if tasks is not None else s).rename(columns={"value": "mean"}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def pareto_figure(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
                   xs: Sequence[str] = ("trainable_params", "train_seconds", "peak_memory_bytes")) -> Figure:
     """One row of Pareto plots for one task: metric vs each of ``xs``, one legend for the figure."""

@@ -53,3 +53,12 @@ def test_pareto_row_has_one_shared_legend_and_the_runs_colours() -> None:
     assert dora and dora[0].lines[0].get_color() == "#222222"
     assert fig._suptitle.get_text() == "Score against cost · MiniLM-L6 · RTE · 3 seeds"
     plt.close(fig)
+
+
+def test_data_of_the_figures_is_what_they_draw() -> None:
+    curves, seeds = two_seed_curves()
+    data = pc.curves_data(curves, tasks=["rte"], model="minilm", seeds=seeds)
+    assert len(data) == 2 + 4 and data["seed"].notna().sum() == 4
+    assert pc.curves_data(curves, tasks=["sst2"]).empty
+    long = pd.DataFrame({"method": ["lora", "lora"], "task": ["rte", "sst2"], "model": "minilm"})
+    assert pc.pareto_data(long, task="rte")["task"].tolist() == ["rte"]
