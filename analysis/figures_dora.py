@@ -17,6 +17,7 @@ T = type:
 ``dora_fig2_<T>_per_seed.csv`` (r and slope of each run), ``dora_fig2_<T>_stats.csv`` (the seed-level
 table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
 A missing or corrupt snapshot file is named on stderr and its points are left out; the rest goes on.
+``--from-points FILE`` redraws all of it from a ``_points.csv`` written earlier (statistics recomputed).
 """
 
 from __future__ import annotations
