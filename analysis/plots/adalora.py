@@ -10,7 +10,7 @@ Layers are drawn 1-based. Every function takes ``ax=None`` (or ``axes=None``), d
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -147,8 +147,9 @@ def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Option
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     n = int(measured["n"].max()) if "n" in measured and len(measured) else 1
+    label = "measured, Σ non-zero λ" + (f" (mean of {_runs_label(n)})" if n > 1 else "")
     ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker="o", ms=1.8, alpha=0.8,
-            drawstyle="steps-post", zorder=2, label=f"measured, Σ non-zero λ (mean of {_runs_label(n)})" if n > 1 else "measured, Σ non-zero λ")
+            drawstyle="steps-post", zorder=2, label=label)
     if n > 1 and (measured["kept_max"] > measured["kept_min"]).any():
         ax.fill_between(measured["step"], measured["kept_min"], measured["kept_max"], color="#d62728", alpha=0.2,
                         lw=0, step="post", label=f"min–max over {_runs_label(n)}")

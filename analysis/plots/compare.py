@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label
-from analysis.plots.style import METHOD_COLORS, first, legend_below, method_styles, plain_ticks, setup_line
+from analysis.plots.style import first, legend_below, method_styles, plain_ticks, setup_line
 
 METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
 

@@ -12,14 +12,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import ScalarFormatter
 
-#: Fallback labels and colours when the data carries no ``method_label`` / ``method_color`` column.
-METHOD_LABELS: dict[str, str] = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
+from analysis.compare import METHOD_LABELS, task_label
+
+#: Fallback colours when the data carries no ``method_color`` column (labels: ``analysis.compare.METHOD_LABELS``).
 METHOD_COLORS: dict[str, str] = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
 #: Short names of the harness's model configs (``conf/model/``) as a reader knows them.
 MODEL_LABELS: dict[str, str] = {"minilm": "MiniLM-L6", "tiny_bert": "tiny BERT", "tiny_deberta": "tiny DeBERTa",
-                                "tiny_llama": "tiny Llama", "tiny_roberta": "tiny RoBERTa", "tiny": "tiny BERT"}
-TASK_LABELS: dict[str, str] = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B",
-                               "qnli": "QNLI", "qqp": "QQP", "mnli": "MNLI", "metamathqa": "MetaMathQA"}
+                                "tiny_llama": "tiny Llama", "tiny_roberta": "tiny RoBERTa"}
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -30,11 +29,6 @@ def _known(v: Any) -> bool:
 def model_label(model: Any) -> str:
     """``MiniLM-L6`` for ``minilm``; other names unchanged."""
     return MODEL_LABELS.get(str(model), str(model))
-
-
-def task_label(task: Any) -> str:
-    """``SST-2`` for ``sst2``; other names unchanged."""
-    return TASK_LABELS.get(str(task).lower(), str(task))
 
 
 def setup_line(*, model: Any = None, task: Any = None, steps: Any = None, seeds: Any = None) -> str:
@@ -59,7 +53,8 @@ def first(frame: pd.DataFrame, column: str) -> Any:
     return vals[0] if len(vals) == 1 else None
 
 
-def method_styles(frame: pd.DataFrame, method_col: str = "method", palette: str = "tab10") -> dict[str, tuple[str, Any]]:
+def method_styles(frame: pd.DataFrame, method_col: str = "method",
+                  palette: str = "tab10") -> dict[str, tuple[str, Any]]:
     """method → (label, colour): the data's ``method_label`` / ``method_color`` columns where present
     (written by the harness into run.json), else :data:`METHOD_LABELS` / :data:`METHOD_COLORS`, and the
     ``palette``'s colours in name order for methods neither knows."""

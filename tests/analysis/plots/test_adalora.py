@@ -36,7 +36,7 @@ def test_heatmap_figure_is_human_titled_one_based_and_has_no_table(two_seeds: tu
     assert len(heat) == 1 and [t.get_text() for t in heat[0].get_xticklabels()] == ["1", "2", "3"]
     assert not any(ax.tables for ax in fig.axes)  # the summary goes beside the figure as CSV / LaTeX
     assert fig._suptitle is None and heat[0].get_title() == \
-        "AdaLoRA final ranks, b(T)/n = 4 (initial 6)\ntiny BERT · RTE · 20 steps · 2 seeds, mean ± std per cell"
+        "AdaLoRA final ranks, b(T)/n = 4 (initial 6)\ntiny · RTE · 20 steps · 2 seeds, mean ± std per cell"
     plt.close(fig)
 
 

@@ -30,7 +30,8 @@ def test_figure_is_publication_ready() -> None:
     pts = points()
     fig = dora_figure(pts, axis="out", suptitle=figure_title(pts, "Wq", "out"))
     assert_publication(fig)
-    assert fig._suptitle.get_text().splitlines()[1] == "MiniLM-L6 · SST-2 · 200 steps · 2 seeds · 3 layers × 2 checkpoints"
+    setup = fig._suptitle.get_text().splitlines()[1]
+    assert setup == "MiniLM-L6 · SST-2 · 200 steps · 2 seeds · 3 layers × 2 checkpoints"
     panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
     assert [ax.get_title() for ax in panels] == ["FT", "LoRA"]
     assert panels[0].get_xlabel() == "ΔD (×10⁻⁴), norms per output feature"

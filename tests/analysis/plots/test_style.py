@@ -39,7 +39,8 @@ def test_plain_ticks_removes_the_offset_text_the_default_draws() -> None:
 
 
 def test_setup_line_and_slug_check() -> None:
-    assert style.setup_line(model="minilm", task="rte", steps=1200, seeds=3) == "MiniLM-L6 · RTE · 1200 steps · 3 seeds"
+    line = style.setup_line(model="minilm", task="rte", steps=1200, seeds=3)
+    assert line == "MiniLM-L6 · RTE · 1200 steps · 3 seeds"
     assert style.setup_line(model=None, task="sst2", steps=float("nan"), seeds=1) == "SST-2 · 1 seed"
     fig = plt.figure()
     fig.suptitle("AdaLoRA · rte_minilm_b4_T1200")
@@ -57,7 +58,7 @@ def test_method_styles_prefer_the_runs_label_and_colour() -> None:
                           "method_label": ["LoRA (PEFT)", None, None], "method_color": ["#000001", None, None]})
     got = style.method_styles(frame)
     assert got["lora"] == ("LoRA (PEFT)", "#000001")
-    assert got["dora"] == ("DoRA", style.METHOD_COLORS["dora"])
+    assert got["dora"] == (style.METHOD_LABELS["dora"], style.METHOD_COLORS["dora"])
     assert got["vera"][0] == "vera" and len(got["vera"][1]) == 4  # an RGBA from the palette
     assert style.method_styles(frame.drop(columns=["method_label", "method_color"]))["lora"] == \
         ("LoRA", style.METHOD_COLORS["lora"])
