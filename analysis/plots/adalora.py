@@ -141,6 +141,11 @@ def rank_over_time(curves: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = No
     return ax
 
 
+def _marker(measured: pd.DataFrame) -> Optional[str]:
+    """Small dots at the recorded steps where they are few enough to tell apart; a plain line otherwise."""
+    return "o" if len(measured) <= 60 else None
+
+
 def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axes:
     """Total kept rank b(t): the formula of PAPERS.md as a line on top, the measured kept rank (Σ non-zero λ,
     mean over runs) as a thin line with small markers under it, its min–max over runs shaded where they differ."""
@@ -148,7 +153,8 @@ def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Option
         _, ax = plt.subplots(figsize=(6, 3.5))
     n = int(measured["n"].max()) if "n" in measured and len(measured) else 1
     label = "measured, Σ non-zero λ" + (f" (mean of {_runs_label(n)})" if n > 1 else "")
-    ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker="o", ms=1.8, alpha=0.8,
+    ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8,
+            alpha=0.8,
             drawstyle="steps-post", zorder=2, label=label)
     if n > 1 and (measured["kept_max"] > measured["kept_min"]).any():
         ax.fill_between(measured["step"], measured["kept_min"], measured["kept_max"], color="#d62728", alpha=0.2,
@@ -171,7 +177,7 @@ def budget_residual(measured: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axe
         _, ax = plt.subplots(figsize=(6, 2))
     res = measured["kept_mean"] - measured["formula"]
     ax.axhline(0, color="black", lw=0.8, ls="--", label="formula (0)")
-    ax.plot(measured["step"], res, color="#d62728", lw=0.8, marker="o", ms=1.8, drawstyle="steps-post",
+    ax.plot(measured["step"], res, color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8, drawstyle="steps-post",
             label="measured − formula")
     if (measured["kept_max"] > measured["kept_min"]).any():
         ax.fill_between(measured["step"], measured["kept_min"] - measured["formula"],
