@@ -164,3 +164,15 @@ def test_from_points_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["figures", "dora", *argv, "--out", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message.format(d=tmp_path) in err[0]
+
+
+def test_title_names_the_setup_read_from_the_runs(tmp_path: Path) -> None:
+    from analysis import decomposition as D
+    from analysis.figure_files import with_setup
+    from analysis.figures_dora import figure_title
+
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0, 1))
+    points, _ = D.collect([tmp_path / "sweep"], matrix_type="Wq", source="index")
+    title = figure_title(with_setup(points), "Wq", "out")
+    assert title == ("ΔM vs ΔD of the query matrices (Wq), norms per output feature (the paper's ‖·‖_c, PEFT's "
+                     "magnitude)\ntiny BERT · SST-2 · 6 steps · 2 seeds · 2 layers × 3 checkpoints")
