@@ -1,8 +1,8 @@
 """DoRA's Figure 2: ΔM against ΔD, one panel per method, a point per (layer, checkpoint).
 
 Colour = layer (1-based, as the paper), marker = checkpoint, the least-squares line of each run (one thin
-line per seed), and in the corner the seed-level r and slope with their intervals and the verdict (from
-:func:`analysis.decomposition.correlation_table`). Axis labels carry the scale (``ΔM (×10⁻³)``); a legend
+line per seed), and over each panel, in its title, the seed-level r and slope with their intervals and the
+verdict (from :func:`analysis.decomposition.correlation_table`). Axis labels carry the scale (``ΔM (×10⁻³)``); a legend
 in every panel names the checkpoints and the fit lines. Nothing here writes files.
 """
 
@@ -85,23 +85,27 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mappi
     if not s:
         r, slope, _ = pearson_slope(x * fx, y * fy)
         s = {"pearson": r, "slope": slope}
-    text = (f"r = {_fmt_iv(s.get('pearson', nan), s.get('pearson_low', nan), s.get('pearson_high', nan), '+.2f')}\n"
-            f"slope = {_fmt_iv(s.get('slope', nan), s.get('slope_low', nan), s.get('slope_high', nan), '.3g')}")
+    r_iv = _fmt_iv(s.get("pearson", nan), s.get("pearson_low", nan), s.get("pearson_high", nan), "+.2f")
+    slope_iv = _fmt_iv(s.get("slope", nan), s.get("slope_low", nan), s.get("slope_high", nan), ".3g")
+    lines = [f"r = {r_iv} · slope = {slope_iv}"]
     n = s.get("n_seeds")
-    if n is not None:
-        text += f"\n{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]")
     method = str(points["method"].iloc[0]) if len(points) else ""
     panel = str(points["panel"].iloc[0]) if len(points) and "panel" in points else method
     paper = s.get("paper_pearson", nan)
+    last = []
+    if n is not None:
+        last.append(f"{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]"))
     if paper is not None and math.isfinite(paper):
-        text += f"\npaper r = {paper:+.2f} → {s.get('verdict', '')}"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.85})
+        last.append(f"paper r = {paper:+.2f} → {s.get('verdict', '')}")
+    if last:
+        lines.append(" · ".join(last))
+    name = title if title is not None else panel_title(points, panel)
+    # the statistics go over the panel (as its title's second and third lines), never over the points
+    ax.set_title(name + "\n" + "\n".join(lines), fontsize=8)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     plain_ticks(ax)
     ax.grid(alpha=0.3, lw=0.5)
-    ax.set_title(title if title is not None else panel_title(points, panel))
     if legend:
         steps = points.groupby("checkpoint")["step"].agg(lambda s: sorted(set(s)))
         handles = [Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="0.4",

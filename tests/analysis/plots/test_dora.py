@@ -33,7 +33,9 @@ def test_figure_is_publication_ready() -> None:
     setup = fig._suptitle.get_text().splitlines()[1]
     assert setup == "MiniLM-L6 · SST-2 · 200 steps · 2 seeds · 3 layers × 2 checkpoints"
     panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
-    assert [ax.get_title() for ax in panels] == ["FT", "LoRA"]
+    assert [ax.get_title().splitlines()[0] for ax in panels] == ["FT", "LoRA"]
+    assert panels[1].get_title().splitlines()[1].startswith("r = ")  # statistics over the panel, not on the points
+    assert not panels[1].texts
     assert panels[0].get_xlabel() == "ΔD (×10⁻⁴), norms per output feature"
     assert panels[0].get_ylabel() == "ΔM (×10⁻³), norms per output feature"
     (cbar,) = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
@@ -46,7 +48,8 @@ def test_figure_is_publication_ready() -> None:
 def test_the_runs_method_label_titles_the_panel() -> None:
     pts = points(1).assign(method_label=lambda d: d["method"].map({"full": "Full fine-tuning", "lora": "LoRA"}))
     fig = dora_figure(pts, axis="out")
-    assert [ax.get_title() for ax in fig.axes if not hasattr(ax, "_colorbar")] == ["Full fine-tuning", "LoRA"]
+    panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    assert [ax.get_title().splitlines()[0] for ax in panels] == ["Full fine-tuning", "LoRA"]
     plt.close(fig)
 
 
