@@ -203,9 +203,8 @@ def _shared_legend(fig: Figure, axes: Sequence[Axes]) -> None:
 
 
 def _suptitle(fig: Figure, frame: pd.DataFrame, what: str) -> None:
-    n = frame["n"].max() if "n" in frame and len(frame) else None
-    setup = setup_line(model=first(frame, "model"), task=first(frame, "task"),
-                       seeds=int(n) if n is not None and n == n else None)
+    """``what · model · task · seeds``, each part only where every row shares it."""
+    setup = setup_line(model=first(frame, "model"), task=first(frame, "task"), seeds=first(frame, "n"))
     fig.suptitle(f"{what} · {setup}" if setup else what, fontsize=10)
 
 
