@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.command_line = "python -m analysis " + shlex.join(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # the commands only write files: never open a window, with or without a display
 
     # log to this call's stderr, and only during it (the command may run in-process, e.g. under pytest)
     root = logging.getLogger()

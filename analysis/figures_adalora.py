@@ -1,13 +1,17 @@
 """``python -m analysis figures adalora RUNS… | --from-peft-json FILE``: AdaLoRA's rank allocation.
 
-For each condition (task, model, budget, run length; seeds pooled) it writes, as PNG + PDF + CSV:
+For each condition (task, model, budget, run length; seeds pooled) it writes each figure as PNG + PDF +
+the CSV of what it draws (layers 1-based, as drawn):
 
 * ``adalora_<cond>_heatmap``: the paper's Figure 3 (final rank, x = layer, y = Wq Wk Wv Wo Wf1 Wf2, mean
-  ± std over seeds in each cell) over a table of mean rank and budget share per matrix type, FFN vs
-  attention and top vs bottom third of the layers, titled with the one-line verdict against the paper;
-* ``adalora_<cond>_steps``: the same heatmap at chosen steps (small multiples);
-* ``adalora_<cond>_time``: rank over time per matrix type, and the budget schedule measured vs formula;
-* CSV files: final ranks per cell, per-run shares, the verdict summary, rank over time, the budget.
+  ± std over seeds in each cell); beside it ``_summary.csv`` / ``_summary.tex``: mean rank and budget
+  share per matrix type, FFN vs attention and top vs bottom third of the layers (the LaTeX caption is the
+  one-line verdict against the paper);
+* ``adalora_<cond>_steps``: the same heatmap at chosen steps (small multiples, one colour bar);
+* ``adalora_<cond>_time``: rank over time per matrix type (one line per seed below 3 seeds, ± std band
+  from 3), and the budget schedule (formula and measured) over its residual panel (measured − formula);
+* data CSV files: final ranks per cell (layers 0-based as in the module names), per-run shares, the
+  verdict summary, rank over time, the budget.
 
 ``--from-peft-json FILE`` draws the heatmap of a PEFT ``method_comparison`` result (or of an adapter's
 ``adapter_config.json``) from its ``rank_pattern``, with per-type totals in ``..._by_type.csv``.
@@ -16,15 +20,20 @@ For each condition (task, model, budget, run length; seeds pooled) it writes, as
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 
 from analysis import ranks as R
+from analysis.figure_files import save_figure
 from analysis.outputs import out_folder
+from analysis.plots.style import first, setup_line
 from analysis.table import BadOption
+from harness.families import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-unfinished", action="store_true", help="also draw runs that are not done")
 
 
-def _save(fig: Any, out: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
-
-
 def by_type(final: pd.DataFrame) -> pd.DataFrame:
     """Total and mean final rank per heatmap row (per run, then mean over runs)."""
     per_run = final.groupby(["run_dir", "row", "type"])["rank"].agg(total="sum", mean="mean", matrices="count")
@@ -60,26 +58,105 @@ def by_type(final: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("row").reset_index(drop=True)
 
 
+def summary_table(summary: pd.DataFrame, types: Sequence[str] = MATRIX_TYPES) -> pd.DataFrame:
+    """The verdict's numbers as a display table (written beside the heatmap as CSV and LaTeX, never drawn in
+    it): mean rank per matrix, share of the final budget and top-minus-bottom-third rank difference, per
+    matrix type and for FFN / attention / top and bottom third, each ``mean ±half-width`` of the Student-t
+    interval over runs (no ± with one run). ``summary`` is :func:`analysis.ranks.summarize_shares`."""
+
+    def cell(key: str, pct: bool = False) -> str:
+        if key not in summary.index or pd.isna(summary.loc[key, "mean"]):
+            return "–"
+        m, k = summary.loc[key, "mean"], summary.loc[key, "n"]
+        half = (summary.loc[key, "high"] - summary.loc[key, "low"]) / 2 if "high" in summary else math.nan
+        f = 100.0 if pct else 1.0
+        txt = f"{f * m:.0f}%" if pct else f"{m:.2f}"
+        if k > 1 and half == half:
+            txt += f" ±{f * half:.0f}" if pct else f" ±{half:.2f}"
+        return txt
+
+    cols = [t for t in types if f"mean_{t}" in summary.index and pd.notna(summary.loc[f"mean_{t}", "mean"])]
+    groups = {"FFN": "ffn", "attention": "attn", "top third": "top", "bottom third": "bottom"}
+    rows = {
+        "mean rank per matrix": [cell(f"mean_{t}") for t in cols] + [cell(f"{g}_mean") for g in groups.values()],
+        "share of the final budget": [cell(f"share_{t}", True) for t in cols]
+        + [cell(f"{g}_share", True) for g in groups.values()],
+        "top third − bottom third (rank)": [cell(f"topdiff_{t}") for t in cols]
+        + [cell("topdiff_ffn"), cell("topdiff_attn"), "", ""],
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*cols, *groups]).rename_axis("quantity")
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def write_summary(summary: pd.DataFrame, verdict_line: str, out: Path, stem: str) -> list[Path]:
+    """:func:`summary_table` as ``<stem>_summary.csv`` and ``<stem>_summary.tex`` (the verdict line as the
+    LaTeX caption); returns the paths."""
+    table = summary_table(summary)
+    paths = [out / f"{stem}_summary.csv", out / f"{stem}_summary.tex"]
+    table.to_csv(paths[0])
+    caption = "".join(_LATEX_SPECIAL.get(c, c) for c in verdict_line)
+    paths[1].write_text(table.to_latex(caption=caption, label=f"tab:{stem}", escape=True), encoding="utf-8")
+    return paths
+
+
+def heatmap_cells(ranks: pd.DataFrame) -> pd.DataFrame:
+    """The heatmap's cells as drawn: :func:`analysis.ranks.heatmap_long` with 1-based layers."""
+    cells = R.heatmap_long(ranks)
+    return cells.assign(layer=cells["layer"].astype(int) + 1)
+
+
+def condition_title(what: str, ranks: pd.DataFrame) -> str:
+    """``AdaLoRA final ranks, b(T)/n = 4 (initial 6)`` over ``MiniLM-L6 · RTE · 1200 steps · 3 seeds``."""
+    target, init = first(ranks, "target_r"), ranks["init_r"].max() if "init_r" in ranks else None
+    if target is not None:
+        what += f", b(T)/n = {target:g}" + (f" (initial {init:g})" if init is not None and init == init else "")
+    seeds = ranks["run_dir"].nunique()
+    setup = setup_line(model=first(ranks, "model"), task=first(ranks, "task"), steps=first(ranks, "total_steps"),
+                       seeds=seeds)
+    return f"{what}\n{setup}" + (", mean ± std per cell" if seeds > 1 and "final" in what else "")
+
+
+def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFrame,
+              formula: pd.DataFrame) -> pd.DataFrame:
+    """Every line of the time figure in one long frame: ``panel`` (rank, budget, residual), ``series``
+    (matrix type / ``type run`` / formula / measured), step, value, low, high."""
+    parts = [pd.DataFrame({"panel": "rank", "series": curves["type"].astype(str), "step": curves["step"],
+                           "value": curves["mean"], "low": curves["mean"] - curves["std"],
+                           "high": curves["mean"] + curves["std"]})]
+    if per_run["run_dir"].nunique() < 3:
+        parts.append(pd.DataFrame({"panel": "rank", "series": per_run["type"].astype(str) + " " + per_run["run_dir"],
+                                   "step": per_run["step"], "value": per_run["rank"]}))
+    parts.append(pd.DataFrame({"panel": "budget", "series": "measured", "step": measured["step"],
+                               "value": measured["kept_mean"], "low": measured["kept_min"],
+                               "high": measured["kept_max"]}))
+    if not formula.empty:
+        parts.append(pd.DataFrame({"panel": "budget", "series": "formula", "step": formula["step"],
+                                   "value": formula["formula"]}))
+    parts.append(pd.DataFrame({"panel": "residual", "series": "measured − formula", "step": measured["step"],
+                               "value": measured["kept_mean"] - measured["formula"],
+                               "low": measured["kept_min"] - measured["formula"],
+                               "high": measured["kept_max"] - measured["formula"]}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def draw_condition(long: pd.DataFrame, headers: dict[str, dict[str, Any]], out: Path, label: str,
                    steps: list[int] | None) -> tuple[list[Path], str]:
     """All figures and CSV files of one condition; returns the written paths and the verdict line."""
     from analysis.plots import adalora as P
-    import matplotlib.pyplot as plt
 
-    written: list[Path] = []
     final = R.final_ranks(long)
     mean, std, n = R.heatmap_table(final)
     shares = R.allocation_shares(final)
     summary = R.summarize_shares(shares)
     v = R.verdict(shares)
-    n_runs = final["run_dir"].nunique()
-    last = int(final["step"].max())
-    title = f"AdaLoRA final ranks · {label} · step {last} · {n_runs} run{'s' if n_runs != 1 else ''}"
-    if n_runs > 1:
-        title += " (mean ± std)"
     stem = f"adalora_{label}"
-    written += _save(P.figure3(mean, std, n, summary, v["line"], title=title, vmax=float(final["init_r"].max())),
-                     out, f"{stem}_heatmap")
+    fig = P.figure3(mean, std, n, title=condition_title("AdaLoRA final ranks", final),
+                    vmax=float(final["init_r"].max()))
+    written = save_figure(fig, out, f"{stem}_heatmap", heatmap_cells(final))
+    written += write_summary(summary, v["line"], out, stem)
 
     R.heatmap_long(final).to_csv(out / f"{stem}_final_ranks.csv", index=False)
     shares.to_csv(out / f"{stem}_shares.csv", index=False)
@@ -90,33 +167,44 @@ def draw_condition(long: pd.DataFrame, headers: dict[str, dict[str, Any]], out: 
     if "phase" in long.columns and long["step"].nunique() > 1:
         chosen = steps or R.default_steps(long)
         snap = R.at_steps(long, chosen)
-        tables = []
+        tables, cells = [], []
         for s in chosen:
             sub = snap[snap["at"] == s]
             if sub.empty:
                 continue
             m, sd, k = R.heatmap_table(sub)
             rec = sorted(sub["step"].unique())
-            tables.append((f"step {rec[0]}" if len(rec) == 1 else f"last mask step ≤ {s}", m, sd, k))
+            title = f"step {rec[0]}" if len(rec) == 1 else f"last mask step ≤ {s}"
+            tables.append((title, m, sd, k))
+            cells.append(heatmap_cells(sub).assign(panel=title, at=s))
         if tables:
             axes = P.rank_heatmap_grid(tables, vmax=float(long["init_r"].max()))
-            axes[0].figure.suptitle(f"AdaLoRA ranks at chosen steps · {label}", fontsize=10)
-            written += _save(axes[0].figure, out, f"{stem}_steps")
-            snap.to_csv(out / f"{stem}_steps.csv", index=False)
-            written.append(out / f"{stem}_steps.csv")
+            axes[0].figure.suptitle(condition_title("AdaLoRA ranks at chosen steps", long), fontsize=10)
+            written += save_figure(axes[0].figure, out, f"{stem}_steps", pd.concat(cells, ignore_index=True))
 
         curves = R.rank_over_time(long)
+        per_run = long.groupby(["run_dir", "seed", "step", "type"], dropna=False, observed=True)["rank"].mean()
+        per_run = per_run.reset_index()
         measured, formula = R.budget_curve(long, headers)
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
         h = headers.get(str(long["run_dir"].iloc[0]), {})
-        P.rank_over_time(curves, ax=a1, target=h.get("target_r"), init=h.get("init_r"))
-        P.budget_schedule(measured, formula, ax=a2)
-        fig.suptitle(f"AdaLoRA allocation over time · {label}", fontsize=10)
-        written += _save(fig, out, f"{stem}_time")
+        fig = P.time_figure(curves, measured, formula, per_run=per_run, target=h.get("target_r"),
+                            init=h.get("init_r"), suptitle=condition_title("AdaLoRA allocation over time", long))
+        written += save_figure(fig, out, f"{stem}_time", time_data(curves, per_run, measured, formula))
         curves.to_csv(out / f"{stem}_rank_over_time.csv", index=False)
         measured.to_csv(out / f"{stem}_budget.csv", index=False)
         written += [out / f"{stem}_rank_over_time.csv", out / f"{stem}_budget.csv"]
     return written, v["line"]
+
+
+def _peft_base_model(path: Path) -> Optional[str]:
+    """The base model's name (last part of ``base_model_name_or_path``) of a PEFT result or adapter config."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = data.get("run_info", {}).get("peft_config", data) if isinstance(data, dict) else {}
+    name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    return str(name).rstrip("/").rsplit("/", 1)[-1] if name else None
 
 
 def draw_peft_json(path: Path, out: Path) -> tuple[list[Path], str]:
@@ -131,11 +219,12 @@ def draw_peft_json(path: Path, out: Path) -> tuple[list[Path], str]:
     if label == "adapter_config":
         label = path.parent.name
     stem = f"adalora_{label}"
-    target = final["target_r"].iloc[0]
-    title = f"AdaLoRA final ranks · {path.name} · b(T)/n = {target}, init_r = {int(final['init_r'].max())}"
-    written = _save(P.figure3(mean, None, None, R.summarize_shares(shares), v["line"], title=title,
-                              vmax=float(final["init_r"].max())), out,
-                    f"{stem}_heatmap")
+    step = first(final, "step")
+    title = condition_title("AdaLoRA final ranks, PEFT result", final.assign(model=_peft_base_model(path),
+                                                                             total_steps=step or None))
+    written = save_figure(P.figure3(mean, None, None, title=title, vmax=float(final["init_r"].max())), out,
+                          f"{stem}_heatmap", heatmap_cells(final))
+    written += write_summary(R.summarize_shares(shares), v["line"], out, stem)
     R.heatmap_long(final).to_csv(out / f"{stem}_final_ranks.csv", index=False)
     by_type(final).to_csv(out / f"{stem}_by_type.csv", index=False)
     shares.to_csv(out / f"{stem}_shares.csv", index=False)

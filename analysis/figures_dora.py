@@ -12,10 +12,12 @@ computed online (``--source index``).
 
 Writes only into ``--out`` (default: a new ``./analysis-figures-dora-<time>/``; never into the run folders), for
 T = type:
-``dora_fig2_<T>_<axis>.png|pdf``, ``dora_fig2_<T>_points.csv`` (every point drawn),
+``dora_fig2_<T>_<axis>.png|pdf|csv`` (the figure and the points it draws, layers 1-based as drawn),
+``dora_fig2_<T>_points.csv`` (every point with all its statistics, layers 0-based as in the module names),
 ``dora_fig2_<T>_per_seed.csv`` (r and slope of each run), ``dora_fig2_<T>_stats.csv`` (the seed-level
 table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
 A missing or corrupt snapshot file is named on stderr and its points are left out; the rest goes on.
+``--from-points FILE`` redraws all of it from a ``_points.csv`` written earlier (statistics recomputed).
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``figures dora``."""
-    parser.add_argument("runs", nargs="+", help="run folders or folders above them (sweeps)")
+    parser.add_argument("runs", nargs="*", help="run folders or folders above them (sweeps)")
+    parser.add_argument("--from-points", metavar="FILE", type=Path, default=None,
+                        help="redraw from a dora_fig2_<type>_points.csv written earlier instead of run folders "
+                             "(statistics recomputed from its points)")
     parser.add_argument("--type", default="Wq", dest="matrix_type",
                         help="matrix type (Wq Wk Wv Wo Wf1 Wf2) or module suffix, e.g. value; default Wq (the paper's)")
     parser.add_argument("--axis", choices=("out", "in", "both"), default="both",
@@ -57,16 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _TYPE_ALIASES = {"query": "Wq", "key": "Wk", "value": "Wv", "q": "Wq", "k": "Wk", "v": "Wv"}
-
-
-def _save(fig: Any, out: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=160, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def _tracking(points: pd.DataFrame) -> dict[str, Any]:
@@ -114,27 +109,65 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
         return None
 
 
+_TYPE_NAMES = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output", "Wf1": "FFN up",
+               "Wf2": "FFN down"}
+
+
+def figure_title(points: pd.DataFrame, mtype: str, axis: str) -> str:
+    """``ΔM vs ΔD of the query matrices (Wq), norms per output feature`` over the setup line (model, task,
+    steps, seeds) and the number of layers and checkpoints; a part the runs do not share is left out."""
+    from analysis.plots.style import first, setup_line
+
+    what = f"{_TYPE_NAMES[mtype]} matrices ({mtype})" if mtype in _TYPE_NAMES else f"{mtype} matrices"
+    setup = setup_line(model=first(points, "model"), task=first(points, "task"),
+                       steps=first(points, "total_steps"), seeds=points["seed"].nunique())
+    shape = f"{points['layer'].nunique()} layers × {points['checkpoint'].nunique()} checkpoints"
+    return f"ΔM vs ΔD of the {what}, norms {D.AXIS_LABELS[axis]}\n{' · '.join(p for p in (setup, shape) if p)}"
+
+
+def read_points(path: Path, mtype: str) -> pd.DataFrame:
+    """The points of matrix type ``mtype`` in a ``dora_fig2_<type>_points.csv`` (BadOption when it is not one)."""
+    points = pd.read_csv(path, float_precision="round_trip")  # the statistics come out bit-identical
+    if "rank" in points:  # whole numbers, empty for full FT
+        points["rank"] = points["rank"].astype("Int64")
+    need = {"run_dir", "method", "seed", "layer", "checkpoint", "step", "type"}
+    if missing := sorted(need - set(points.columns)):
+        raise BadOption(f"--from-points: {path} is not a points file of figures dora (no column {', '.join(missing)})")
+    if "panel" not in points:
+        points["panel"] = D.panels(points)
+    return points[points["type"] == mtype].reset_index(drop=True)
+
+
 def main(args: argparse.Namespace) -> int:
     """Draw the figure(s); exit 0 when a figure was made (problems are reported), 1 when nothing could be."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from analysis.plots.dora import dora_figure
+    from analysis.figure_files import save_figure, with_setup
+    from analysis.plots.dora import dora_figure, figure_data
 
     try:
         confidence = S.check_confidence(args.confidence)
     except ValueError as e:
         raise BadOption(f"--confidence: {e}") from None
+    if bool(args.runs) == bool(args.from_points):
+        raise BadOption("give run folders (RUNS…) or --from-points FILE, not both")
+    if args.from_points and not args.from_points.is_file():
+        raise FileNotFoundError(f"--from-points: {args.from_points}: no such file")
     out = out_folder(args.out, "--out", "figures-dora")
     mtype = _TYPE_ALIASES.get(args.matrix_type, args.matrix_type)
-    points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
-                                 include_unfinished=args.include_unfinished)
+    if args.from_points:
+        points, problems = read_points(args.from_points, mtype), []
+        origin = f"read from {args.from_points}"
+    else:
+        points, problems = D.collect(args.runs, matrix_type=mtype, source=args.source,
+                                     include_unfinished=args.include_unfinished)
+        origin = ("recomputed in float64 from the snapshot files" if args.source == "tensors"
+                  else "as computed online")
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if points.empty:
         hint = ("; the tensor files are gone: --source index draws the values computed during training"
                 if args.source == "tensors" and any("snapshot file missing" in p for p in problems) else "")
-        print(f"error: no snapshot points of matrix type {mtype!r} in {' '.join(args.runs)}{hint}", file=sys.stderr)
+        where = args.from_points or " ".join(args.runs)
+        print(f"error: no snapshot points of matrix type {mtype!r} in {where}{hint}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     axes = D.AXES if args.axis == "both" else (args.axis,)
@@ -143,18 +176,16 @@ def main(args: argparse.Namespace) -> int:
     stem = f"dora_fig2_{mtype}"
     images: dict[str, Path] = {}
     n_seeds = points["seed"].nunique()
+    drawn = with_setup(points)
     for a in axes:
-        title = (f"ΔM vs ΔD of {mtype}, norms {D.AXIS_LABELS[a]} — {points['layer'].nunique()} layers × "
-                 f"{points['checkpoint'].nunique()} checkpoints, {n_seeds} seed{'s' if n_seeds != 1 else ''}")
-        fig = dora_figure(points, stats, axis=a, suptitle=title)
-        png, _ = _save(fig, out, f"{stem}_{a}")
+        fig = dora_figure(drawn, stats, axis=a, suptitle=figure_title(drawn, mtype, a))
+        png, _, _ = save_figure(fig, out, f"{stem}_{a}", figure_data(points, a))
         images[f"{mtype}_{a}"] = png
-    points.to_csv(out / f"{stem}_points.csv", index=False)
+    drawn.to_csv(out / f"{stem}_points.csv", index=False)
     per_seed.to_csv(out / f"{stem}_per_seed.csv", index=False)
     stats.to_csv(out / f"{stem}_stats.csv", index=False)
     table = D.markdown_table(stats, confidence=confidence)
-    notes = [f"Matrix type {mtype}; {len(points)} points from {points['run_dir'].nunique()} runs; values "
-             f"{'recomputed in float64 from the snapshot files' if args.source == 'tensors' else 'as computed online'}. "
+    notes = [f"Matrix type {mtype}; {len(points)} points from {points['run_dir'].nunique()} runs; values {origin}. "
              f"r and slope: per run over its (layer, checkpoint) points, then the mean over seeds with a "
              f"{confidence * 100:g}% Student-t interval"
              + (" (one seed: descriptive, no interval)." if n_seeds < 2 else ".")
@@ -163,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
              "matrix types and the per-input-feature axis have no paper value. 'r within checkpoint' and "
              "'pooled r' are not the paper's statistic.",
              f"Command: `{getattr(args, 'command_line', 'python -m analysis figures dora ...')}`"]
-    if args.source == "tensors":
+    if args.source == "tensors" or args.from_points:
         online = [c for c in points.columns if c.startswith("online_")]
         if online:
             worst = max(float(((points[c[7:]] - points[c]).abs() / points[c[7:]].abs().clip(lower=1e-12)).max())
@@ -175,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
     print(table)
     print("\n".join(notes[:2]))
     folder = log_to_wandb(args.wandb, points, stats, images, out, name=f"figures-dora-{mtype}")
-    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf, {stem}_points.csv, {stem}_per_seed.csv, "
+    print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf|csv, {stem}_points.csv, {stem}_per_seed.csv, "
           f"{stem}_stats.csv, {stem}.md"
           + (f"; W&B: {folder}" if folder else ""))
     return 0

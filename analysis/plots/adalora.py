@@ -1,24 +1,26 @@
 """AdaLoRA figures: the paper's Figure 3 rank heatmap (mean ± spread over seeds), small multiples over
-steps, rank over time per matrix type, the budget schedule (measured vs formula) and the verdict table.
+steps, rank over time per matrix type (seed lines below 3 seeds, a ± std band from 3), the budget schedule
+(formula and measured) with its residual panel.
 
-Every function takes ``ax=None`` (or ``axes=None``), draws, and returns the Axes; nothing is written here.
+Layers are drawn 1-based. Every function takes ``ax=None`` (or ``axes=None``), draws, and returns the Axes
+(the figure builders return the Figure); nothing is written here and no table is drawn inside a figure
+(the command writes the numbers as CSV / LaTeX beside it).
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-
-from harness.families import MATRIX_TYPES  # noqa: E402
+from analysis.plots.style import layer_ticklabels, plain_ticks
+from harness.families import MATRIX_TYPES
 
 TYPE_COLORS = dict(zip(MATRIX_TYPES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
 CMAP = "YlGnBu"
@@ -45,7 +47,7 @@ def rank_heatmap(mean: pd.DataFrame, std: Optional[pd.DataFrame] = None, n: Opti
     vals = mean.to_numpy(dtype=float)
     vmax = float(np.nanmax(vals)) if vmax is None else vmax
     im = ax.imshow(np.ma.masked_invalid(vals), aspect="auto", cmap=CMAP, vmin=vmin, vmax=max(vmax, vmin + 1e-9))
-    ax.set_xticks(range(mean.shape[1]), [str(int(c) + 1) for c in mean.columns])
+    ax.set_xticks(range(mean.shape[1]), layer_ticklabels(mean.columns))
     ax.set_yticks(range(mean.shape[0]), list(mean.index))
     ax.set_xlabel("layer (1 = nearest the input)")
     if annotate:
@@ -63,7 +65,7 @@ def rank_heatmap(mean: pd.DataFrame, std: Optional[pd.DataFrame] = None, n: Opti
                     ax.text(j, i, txt, ha="center", va="center", fontsize=fs, color="white" if dark else "black",
                             linespacing=0.9)
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="rank")
+        ax.figure.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="rank (kept singular values)")
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -72,7 +74,8 @@ def rank_heatmap(mean: pd.DataFrame, std: Optional[pd.DataFrame] = None, n: Opti
 def rank_heatmap_grid(tables: Sequence[tuple[str, pd.DataFrame, Optional[pd.DataFrame], Optional[pd.DataFrame]]], *,
                       axes: Optional[Sequence[Axes]] = None, vmax: Optional[float] = None,
                       ncols: int = 2) -> list[Axes]:
-    """Small multiples: one :func:`rank_heatmap` per (title, mean, std, n), on a shared colour scale."""
+    """Small multiples: one :func:`rank_heatmap` per (title, mean, std, n), on a shared colour scale with one
+    colour bar for all panels."""
     if axes is None:
         nrows = math.ceil(len(tables) / ncols)
         m0 = tables[0][1]
@@ -84,98 +87,129 @@ def rank_heatmap_grid(tables: Sequence[tuple[str, pd.DataFrame, Optional[pd.Data
             ax.set_visible(False)
     if vmax is None:
         vmax = max(float(np.nanmax(t[1].to_numpy(dtype=float))) for t in tables)
-    for ax, (title, mean, std, n) in zip(axes, tables):
+    drawn = list(axes[: len(tables)])
+    for ax, (title, mean, std, n) in zip(drawn, tables):
         rank_heatmap(mean, std, n, ax=ax, vmax=vmax, title=title, colorbar=False, fontsize=6)
-    return list(axes[: len(tables)])
+    drawn[0].figure.colorbar(drawn[0].images[0], ax=drawn, fraction=0.03, pad=0.02, label="rank (kept singular values)")
+    return drawn
 
 
-def rank_over_time(curves: pd.DataFrame, *, ax: Optional[Axes] = None, target: Optional[float] = None,
-                   init: Optional[float] = None) -> Axes:
-    """Mean rank per matrix of each type (lines, ± std over runs shaded) against the optimizer step.
-    ``curves`` has columns step, type, mean, std (:func:`analysis.ranks.rank_over_time`)."""
+def _runs_label(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+def rank_over_time(curves: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = None, ax: Optional[Axes] = None,
+                   target: Optional[float] = None, init: Optional[float] = None) -> Axes:
+    """Mean rank per matrix of each type against the optimizer step. ``curves`` has columns step, type,
+    mean, std, n (:func:`analysis.ranks.rank_over_time`); ``per_run`` (run_dir, step, type, rank: each run's
+    mean over its matrices of the type), when given and from fewer than 3 runs, is drawn as one line per
+    run instead of a spread band (a band from 2 runs says nothing); from 3 runs on the band is ± std."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
+    n_runs = int(curves["n"].max()) if "n" in curves and len(curves) else 1
+    seeds = per_run if per_run is not None and 1 < per_run["run_dir"].nunique() < 3 else None
+    styles = ("-", "--")
     for t, sub in curves.groupby("type", observed=True, sort=True):
         c = TYPE_COLORS.get(str(t))
+        if seeds is not None:
+            for i, (_, run) in enumerate(seeds[seeds["type"] == t].groupby("run_dir", sort=True)):
+                ax.step(run["step"], run["rank"], where="post", color=c, lw=1.1, ls=styles[i],
+                        label=str(t) if i == 0 else None)
+            continue
         ax.step(sub["step"], sub["mean"], where="post", label=str(t), color=c, lw=1.5)
-        if sub["std"].notna().any():
+        if n_runs >= 3 and sub["std"].notna().any():
             ax.fill_between(sub["step"], sub["mean"] - sub["std"].fillna(0), sub["mean"] + sub["std"].fillna(0),
                             step="post", color=c, alpha=0.15, lw=0)
     if target is not None:
-        ax.axhline(target, color="grey", ls=":", lw=1, label="b(T)/n")
+        ax.axhline(target, color="grey", ls=":", lw=1, label="b(T)/n, final budget")
     if init is not None:
-        ax.axhline(init, color="grey", ls="--", lw=0.8, label="b(0)/n")
+        ax.axhline(init, color="grey", ls="--", lw=0.8, label="b(0)/n, initial rank")
+    handles, _ = ax.get_legend_handles_labels()
+    if seeds is not None:
+        first_rows = seeds.drop_duplicates("run_dir").sort_values("run_dir")
+        names = [f"seed {s}" for s in first_rows["seed"]] if "seed" in first_rows else ["run 1", "run 2"]
+        handles += [Line2D([], [], color="0.3", ls=styles[i], label=name) for i, name in enumerate(names)]
+    elif n_runs >= 3:
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, label=f"± std over {_runs_label(n_runs)}"))
+    elif n_runs > 1:
+        handles.append(Line2D([], [], color="0.3", label=f"mean of {_runs_label(n_runs)}"))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean rank per matrix")
-    ax.set_title("rank over time per matrix type (at mask steps)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    plain_ticks(ax)
+    ax.set_title("Rank per matrix type (at mask steps)", fontsize=10)
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     return ax
 
 
+def _marker(measured: pd.DataFrame) -> Optional[str]:
+    """Small dots at the recorded steps where they are few enough to tell apart; a plain line otherwise."""
+    return "o" if len(measured) <= 60 else None
+
+
 def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axes:
-    """Total kept rank at each mask step (dots, min–max over runs) over b(t) of the formula (line)."""
+    """Total kept rank b(t): the formula of PAPERS.md as a line on top, the measured kept rank (Σ non-zero λ,
+    mean over runs) as a thin line with small markers under it, its min–max over runs shaded where they differ."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
+    n = int(measured["n"].max()) if "n" in measured and len(measured) else 1
+    label = "measured, Σ non-zero λ" + (f" (mean of {_runs_label(n)})" if n > 1 else "")
+    ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8,
+            alpha=0.8,
+            drawstyle="steps-post", zorder=2, label=label)
+    if n > 1 and (measured["kept_max"] > measured["kept_min"]).any():
+        ax.fill_between(measured["step"], measured["kept_min"], measured["kept_max"], color="#d62728", alpha=0.2,
+                        lw=0, step="post", label=f"min–max over {_runs_label(n)}")
     if not formula.empty:
-        ax.plot(formula["step"], formula["formula"], color="black", lw=1.2, label="b(t), formula (PAPERS.md)")
-    err = np.vstack([measured["kept_mean"] - measured["kept_min"], measured["kept_max"] - measured["kept_mean"]])
-    ax.errorbar(measured["step"], measured["kept_mean"], yerr=err, fmt="o", ms=3, color="#d62728", lw=0.8,
-                label="kept rank, measured (Σ non-zero λ)")
+        ax.plot(formula["step"], formula["formula"], color="black", lw=1.0, ls="--", zorder=3,
+                label="b(t), formula (cubic schedule)")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("total rank b(t)")
-    ax.set_title("budget schedule: measured vs formula", fontsize=10)
+    ax.set_ylabel("total rank b(t) (kept singular values)")
+    plain_ticks(ax)
+    ax.set_title("Budget schedule: formula and measured", fontsize=10)
     ax.legend(fontsize=7)
     return ax
 
 
-def verdict_table(summary: pd.DataFrame, line: str, *, ax: Optional[Axes] = None,
-                  types: Sequence[str] = MATRIX_TYPES) -> Axes:
-    """The figure's table: mean rank per matrix, share of the final budget and the top-minus-bottom-third
-    rank difference, per matrix type, for FFN vs attention and top vs bottom third (mean ± half-width of the
-    Student-t interval over runs), with the one-line verdict as its title.
-    ``summary`` is :func:`analysis.ranks.summarize_shares` (index = column names of the shares)."""
+def budget_residual(measured: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axes:
+    """Measured minus formula at each recorded step (``kept_mean − formula``; min and max over runs as
+    well where they differ): 0 when PEFT's masking keeps exactly the scheduled budget."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 2.2))
-    ax.axis("off")
-
-    def cell(key: str, pct: bool = False) -> str:
-        if key not in summary.index or summary.loc[key, "mean"] != summary.loc[key, "mean"]:
-            return "–"
-        m, k = summary.loc[key, "mean"], summary.loc[key, "n"]
-        s = (summary.loc[key, "high"] - summary.loc[key, "low"]) / 2 if "high" in summary else float("nan")
-        f = 100.0 if pct else 1.0
-        txt = f"{f * m:.0f}%" if pct else f"{m:.2f}"
-        if k > 1 and s == s:
-            txt += f" ±{f * s:.0f}" if pct else f" ±{s:.2f}"
-        return txt
-
-    cols = [t for t in types if f"mean_{t}" in summary.index and pd.notna(summary.loc[f"mean_{t}", "mean"])]
-    header = cols + ["FFN", "attention", "top ⅓", "bottom ⅓"]
-    rows = [
-        [cell(f"mean_{t}") for t in cols]
-        + [cell("ffn_mean"), cell("attn_mean"), cell("top_mean"), cell("bottom_mean")],
-        [cell(f"share_{t}", True) for t in cols] + [cell("ffn_share", True), cell("attn_share", True),
-                                                    cell("top_share", True), cell("bottom_share", True)],
-        [cell(f"topdiff_{t}") for t in cols] + [cell("topdiff_ffn"), cell("topdiff_attn"), "", ""],
-    ]
-    table = ax.table(cellText=rows, colLabels=header,
-                     rowLabels=["mean rank / matrix (± 95% CI)", "share of budget", "top ⅓ − bottom ⅓ (rank)"],
-                     loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    table.auto_set_column_width(list(range(-1, len(header))))
-    table.scale(1, 1.3)
-    ax.set_title("\n".join(textwrap.wrap(line, 120)), fontsize=7.5, loc="left")
+        _, ax = plt.subplots(figsize=(6, 2))
+    res = measured["kept_mean"] - measured["formula"]
+    ax.axhline(0, color="black", lw=0.8, ls="--", label="formula (0)")
+    ax.plot(measured["step"], res, color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8, drawstyle="steps-post",
+            label="measured − formula")
+    if (measured["kept_max"] > measured["kept_min"]).any():
+        ax.fill_between(measured["step"], measured["kept_min"] - measured["formula"],
+                        measured["kept_max"] - measured["formula"], color="#d62728", alpha=0.2, lw=0, step="post",
+                        label="min–max over runs")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("residual (rank)")
+    plain_ticks(ax)
+    ax.legend(fontsize=7)
     return ax
 
 
-def figure3(mean: pd.DataFrame, std: Optional[pd.DataFrame], n: Optional[pd.DataFrame], summary: pd.DataFrame,
-            line: str, *, title: str = "", vmax: Optional[float] = None) -> Any:
-    """Heatmap over the verdict table, one figure (returns the Figure; the CLI saves it)."""
-    spread = n is not None and float(np.nanmax(n.to_numpy(dtype=float), initial=1)) > 1
-    width = max(9.5 if spread else 7.5, 0.45 * mean.shape[1] + 2.5)  # the table needs room for "mean ±std"
-    fig = plt.figure(figsize=(width, 0.55 * mean.shape[0] + 3.6), constrained_layout=True)
-    gs = fig.add_gridspec(2, 1, height_ratios=[0.55 * mean.shape[0] + 1.2, 1.9])
-    rank_heatmap(mean, std, n, ax=fig.add_subplot(gs[0]), title=title, vmax=vmax)
-    verdict_table(summary, line, ax=fig.add_subplot(gs[1]))
+def figure3(mean: pd.DataFrame, std: Optional[pd.DataFrame], n: Optional[pd.DataFrame], *, title: str = "",
+            vmax: Optional[float] = None) -> Figure:
+    """The paper's Figure 3 alone (the verdict's numbers go beside it as a table file); returns the Figure."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * mean.shape[1] + 2.5), 0.55 * mean.shape[0] + 1.6),
+                           constrained_layout=True)
+    rank_heatmap(mean, std, n, ax=ax, title=title, vmax=vmax)
+    return fig
+
+
+def time_figure(curves: pd.DataFrame, measured: pd.DataFrame, formula: pd.DataFrame, *,
+                per_run: Optional[pd.DataFrame] = None, target: Optional[float] = None,
+                init: Optional[float] = None, suptitle: str = "") -> Figure:
+    """Rank over time per matrix type (left), and the budget schedule over its residual panel (right)."""
+    fig, axd = plt.subplot_mosaic([["rank", "budget"], ["rank", "residual"]], figsize=(11, 4.6),
+                                  height_ratios=[2.2, 1], constrained_layout=True)
+    rank_over_time(curves, per_run=per_run, ax=axd["rank"], target=target, init=init)
+    budget_schedule(measured, formula, ax=axd["budget"])
+    axd["budget"].sharex(axd["residual"])
+    axd["budget"].set_xlabel("")
+    budget_residual(measured, ax=axd["residual"])
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     return fig

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label
+from analysis.plots.style import first, legend_below, method_styles, plain_ticks, setup_line
 
-from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label  # noqa: E402
-
-METHOD_COLORS = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
 METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
 
 #: x axes of the Pareto plots: column → (label, scale factor, log axis, lower is better)
@@ -36,10 +33,12 @@ X_AXES: dict[str, tuple[str, float, bool, bool]] = {
 
 def method_color(method: str, others: Sequence[str] = ()) -> Any:
     """A fixed colour for the four harness methods; other methods (PEFT files) take tab20 in order."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    rest = sorted(m for m in set(others) | {method} if m not in METHOD_COLORS)
-    return plt.get_cmap("tab20")(rest.index(method) % 20)
+    return method_styles(pd.DataFrame({"method": list(dict.fromkeys([*others, method]))}), palette="tab20")[method][1]
+
+
+def _budget_suffix(method: Any, budget: Any, variant: Any) -> str:
+    """`` r=8 (variant)``: what :func:`analysis.compare.method_label` adds after the method's name."""
+    return method_label(method, budget, variant)[len(method_label(method)):]
 
 
 def _select(df: pd.DataFrame, task: Optional[str], model: Optional[str]) -> pd.DataFrame:
@@ -86,12 +85,13 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     ys = d["mean"].to_numpy(float)
     lo = np.where(np.isfinite(d["low"].to_numpy(float)), ys - d["low"].to_numpy(float), 0.0)
     hi = np.where(np.isfinite(d["high"].to_numpy(float)), d["high"].to_numpy(float) - ys, 0.0)
-    methods = list(d["method"])
+    styles = method_styles(d, palette="tab20")
     seen: set[str] = set()
     for i, (_, r) in enumerate(d.iterrows()):
         m = r["method"]
+        label, color = styles[str(m)]
         ax.errorbar(xs[i], ys[i], yerr=[[lo[i]], [hi[i]]], fmt=METHOD_MARKERS.get(m, "o"), ms=6, capsize=3,
-                    color=method_color(m, methods), label=method_label(m) if m not in seen else None, zorder=3)
+                    color=color, label=label if m not in seen else None, zorder=3)
         seen.add(m)
     hib = bool(d["higher_is_better"].iloc[0])
     on = pareto_front(xs, ys, x_lower=x_lower, y_higher=hib)
@@ -119,6 +119,7 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     ax.set_ylabel(f"{metric_label(metric)} (mean over seeds)")
     title = task_label(d["task"].iloc[0]) if "task" in d else ""
     ax.set_title(title, fontsize=10)
+    plain_ticks(ax)
     ax.grid(alpha=0.3)
     if legend:
         _legend(ax, len(seen) + int(frontier))
@@ -126,9 +127,12 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
 
 
 def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
-                    ax: Optional[Axes] = None, band: bool = True, legend: bool = True) -> Axes:
-    """Eval metric vs step for one task: one line per (method, budget, variant) = mean over seeds, and a
-    band = the interval over seeds at each step (where ≥ 2 seeds logged that step)."""
+                    ax: Optional[Axes] = None, band: bool = True, legend: bool = True,
+                    seeds: Optional[pd.DataFrame] = None) -> Axes:
+    """Eval metric vs step for one task: one line per (method, budget, variant) = mean over seeds, with a
+    band = the interval over seeds at each step where at least 3 seeds logged it. Below 3 seeds an
+    interval is meaningless (2 seeds give t₀.₉₇₅ = 12.7): ``seeds`` (the per-seed points: the keys, seed,
+    step, value), when given, is drawn as one thin line per seed instead; without it only the mean."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
     d = _select(curves, task, model)
@@ -136,22 +140,32 @@ def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: 
         ax.text(0.5, 0.5, "no eval steps logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return ax
-    methods = list(d["method"])
     keys = ["method", "budget", "variant"]
+    per_seed = _select(seeds, task, model) if seeds is not None else None
     groups = list(d.groupby(keys, dropna=False, sort=False))
     groups.sort(key=lambda kv: (METHOD_ORDER.index(kv[0][0]) if kv[0][0] in METHOD_ORDER else 99, str(kv[0][0]),
                                 -1 if kv[0][1] is None or pd.isna(kv[0][1]) else kv[0][1], str(kv[0][2])))
-    styles = ["-", "--", ":", "-."]
+    line_styles = ["-", "--", ":", "-."]
+    styles = method_styles(d, palette="tab20")
     per_method: dict[str, int] = {}
     for (m, b, v), g in groups:
         g = g.sort_values("step")
         k = per_method.setdefault(m, 0)
         per_method[m] = k + 1
-        color = method_color(m, methods)
+        label, color = styles[str(m)]
+        label += _budget_suffix(m, None if b is None or pd.isna(b) else b, v)
         n = int(g["n"].max())
-        ax.plot(g["step"], g["mean"], ls=styles[k % len(styles)], color=color, lw=1.5, marker=".",
-                label=f"{method_label(m, None if b is None or pd.isna(b) else b, v)} (n={n})")
-        if band:
+        few = n < 3
+        mine = _same_config(per_seed, m, b, v) if few and per_seed is not None else None
+        if mine is not None and not mine.empty:
+            for i, (_, run) in enumerate(mine.sort_values("step").groupby("seed", sort=True)):
+                ax.plot(run["step"], run["value"], ls=line_styles[k % len(line_styles)], color=color, lw=0.9,
+                        alpha=0.8, label=f"{label}, one line per seed (n={n})" if i == 0 else None)
+            continue
+        note = f"n={n}" + (", no interval" if 1 < n < 3 and band else "")
+        ax.plot(g["step"], g["mean"], ls=line_styles[k % len(line_styles)], color=color, lw=1.5, marker=".",
+                label=f"{label} ({note})")
+        if band and not few:
             ok = g["low"].notna() & g["high"].notna()
             if ok.any():
                 ax.fill_between(g.loc[ok, "step"], g.loc[ok, "low"], g.loc[ok, "high"], color=color, alpha=0.15, lw=0)
@@ -159,27 +173,76 @@ def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: 
     ax.set_xlabel("step")
     ax.set_ylabel(f"eval {metric_label(metric)}")
     ax.set_title(task_label(d["task"].iloc[0]) if "task" in d else "", fontsize=10)
+    plain_ticks(ax)
     ax.grid(alpha=0.3)
     if legend:
         _legend(ax, len(groups))
     return ax
 
 
+def _same_config(frame: Optional[pd.DataFrame], method: Any, budget: Any, variant: Any) -> Optional[pd.DataFrame]:
+    """The rows of ``frame`` for one (method, budget, variant); a missing budget or variant matches missing."""
+    if frame is None:
+        return None
+    sel = frame["method"] == method
+    if "budget" in frame:
+        sel &= frame["budget"].isna() if budget is None or pd.isna(budget) else frame["budget"] == budget
+    if "variant" in frame:
+        sel &= frame["variant"].fillna("") == (variant if isinstance(variant, str) else "")
+    return frame[sel]
+
+
+def _shared_legend(fig: Figure, axes: Sequence[Axes]) -> None:
+    """One legend for the figure from the labelled artists of all its panels (each label once)."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        legend_below(fig, list(handles.values()), ncol=min(len(handles), 4))
+
+
+def _suptitle(fig: Figure, frame: pd.DataFrame, what: str) -> None:
+    """``what · model · task · seeds``, each part only where every row shares it."""
+    setup = setup_line(model=first(frame, "model"), task=first(frame, "task"), seeds=first(frame, "n"))
+    fig.suptitle(f"{what} · {setup}" if setup else what, fontsize=10)
+
+
+def pareto_data(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None) -> pd.DataFrame:
+    """The rows a :func:`pareto_figure` of ``task`` / ``model`` draws (to write beside it as CSV)."""
+    return _select(long, task, model).reset_index(drop=True)
+
+
+def curves_data(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None,
+                seeds: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The rows a :func:`curves_figure` draws: the means (``seed`` empty) and, where given, the per-seed points."""
+    d = _select(curves, None, model)
+    parts = [d[d["task"].isin(tasks)] if tasks is not None else d]
+    if seeds is not None:
+        s = _select(seeds, None, model)
+        parts.append((s[s["task"].isin(tasks)] if tasks is not None else s).rename(columns={"value": "mean"}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def pareto_figure(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
                   xs: Sequence[str] = ("trainable_params", "train_seconds", "peak_memory_bytes")) -> Figure:
-    """One row of Pareto plots for one task: metric vs each of ``xs`` (legend on the last one)."""
-    fig, axes = plt.subplots(1, len(xs), figsize=(5.0 * len(xs), 4.2), squeeze=False)
-    for i, (x, ax) in enumerate(zip(xs, axes[0])):
-        pareto(long, x=x, task=task, model=model, ax=ax, legend=(i == len(xs) - 1))
-    fig.tight_layout()
+    """One row of Pareto plots for one task: metric vs each of ``xs``, one legend for the figure."""
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.0 * len(xs), 4.6), squeeze=False, constrained_layout=True)
+    for x, ax in zip(xs, axes[0]):
+        pareto(long, x=x, task=task, model=model, ax=ax, legend=False)
+    _shared_legend(fig, axes[0])
+    _suptitle(fig, _select(long, task, model), "Score against cost")
     return fig
 
 
-def curves_figure(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None) -> Figure:
-    """Learning curves side by side, one panel per task."""
+def curves_figure(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None,
+                  seeds: Optional[pd.DataFrame] = None) -> Figure:
+    """Learning curves side by side, one panel per task (see :func:`learning_curves` for ``seeds``)."""
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(curves["task"]))
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False,
+                             constrained_layout=True)
     for t, ax in zip(tasks, axes[0]):
-        learning_curves(curves, task=t, model=model, ax=ax)
-    fig.tight_layout()
+        learning_curves(curves, task=t, model=model, ax=ax, seeds=seeds)
+    shown = _select(curves, tasks[0] if len(tasks) == 1 else None, model)
+    _suptitle(fig, shown, "Learning curves")
     return fig

@@ -1,8 +1,9 @@
 """DoRA's Figure 2: ΔM against ΔD, one panel per method, a point per (layer, checkpoint).
 
 Colour = layer (1-based, as the paper), marker = checkpoint, the least-squares line of each run (one thin
-line per seed), and in the corner the seed-level r and slope with their intervals and the verdict (from
-:func:`analysis.decomposition.correlation_table`). Nothing here writes files.
+line per seed), and over each panel, in its title, the seed-level r and slope with their intervals and the
+verdict (from :func:`analysis.decomposition.correlation_table`). Axis labels carry the scale (``ΔM (×10⁻³)``); a legend
+in every panel names the checkpoints and the fit lines. Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.decomposition import ordered_panels, panel_label, pearson_slope
+from analysis.plots.style import first, plain_ticks, scaled_label
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
@@ -26,13 +28,25 @@ def _fmt_iv(v: float, lo: float, hi: float, fmt: str) -> str:
 
 
 def _axis_label(quantity: str, axis: str, values: np.ndarray) -> tuple[str, float]:
-    """Axis label with the scale in it (``ΔD (×10⁻³), per input feature``) and the factor to divide by."""
-    top = float(np.nanmax(np.abs(values))) if len(values) and np.isfinite(values).any() else 0.0
-    exp = int(math.floor(math.log10(top))) if top > 0 else 0
-    exp = exp if exp <= -2 or exp >= 3 else 0
-    scale = f" (×10^{exp})" if exp else ""
-    short = "per output feature" if axis == "out" else "per input feature"
-    return f"{quantity}{scale}, norms {short}", 10.0 ** exp
+    """Axis label with the scale in it (``ΔD (×10⁻³), norms per input feature``) and the factor to divide by."""
+    label, factor = scaled_label(quantity, values)
+    return f"{label}, norms {'per output feature' if axis == 'out' else 'per input feature'}", factor
+
+
+def panel_title(points: pd.DataFrame, panel: str) -> str:
+    """``LoRA`` / ``FT lr=0.0002``: the data's ``method_label`` where the harness wrote one, else the
+    default label of the method, with the panel's split (lr, steps) after it."""
+    rest = str(panel).partition(" ")[2]
+    label = first(points, "method_label") if len(points) else None
+    return (str(label) + (" " + rest if rest else "")) if label else panel_label(panel)
+
+
+def figure_data(points: pd.DataFrame, axis: str = "out") -> pd.DataFrame:
+    """What a figure for ``axis`` draws, one row per point: panel, method, seed, layer (1-based, as drawn),
+    checkpoint, step, ΔD, ΔM (unscaled)."""
+    cols = [c for c in ("panel", "method", "seed", "run_dir", "layer", "checkpoint", "step") if c in points]
+    out = points[cols + [f"dD_{axis}", f"dM_{axis}"]].rename(columns={f"dD_{axis}": "dD", f"dM_{axis}": "dM"})
+    return out.assign(layer=out["layer"].astype(int) + 1, axis=axis)
 
 
 def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mapping[str, Any]] = None,
@@ -58,38 +72,48 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mappi
         ax.scatter(x[sel], y[sel], c=[cmap(int(l)) for l in layers[sel]], marker=MARKERS[i % len(MARKERS)],
                    s=28, edgecolors="black", linewidths=0.3, alpha=0.85, zorder=3)
     runs = points["run_dir"].to_numpy() if "run_dir" in points else np.zeros(len(points))
+    fits = 0
     for run in dict.fromkeys(runs):  # one least-squares line per run (seed): the unit of the statistics
         sel = runs == run
         _, b, a = pearson_slope(x[sel], y[sel])
         if math.isfinite(b):
             xs = np.linspace(x[sel].min(), x[sel].max(), 20)
             ax.plot(xs, a + b * xs, color="crimson", lw=0.9, alpha=0.7, zorder=2)
+            fits += 1
     nan = math.nan
     s = dict(stats or {})
     if not s:
         r, slope, _ = pearson_slope(x * fx, y * fy)
         s = {"pearson": r, "slope": slope}
-    text = (f"r = {_fmt_iv(s.get('pearson', nan), s.get('pearson_low', nan), s.get('pearson_high', nan), '+.2f')}\n"
-            f"slope = {_fmt_iv(s.get('slope', nan), s.get('slope_low', nan), s.get('slope_high', nan), '.3g')}")
+    r_iv = _fmt_iv(s.get("pearson", nan), s.get("pearson_low", nan), s.get("pearson_high", nan), "+.2f")
+    slope_iv = _fmt_iv(s.get("slope", nan), s.get("slope_low", nan), s.get("slope_high", nan), ".3g")
+    lines = [f"r = {r_iv} · slope = {slope_iv}"]
     n = s.get("n_seeds")
-    if n is not None:
-        text += f"\n{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]")
     method = str(points["method"].iloc[0]) if len(points) else ""
     panel = str(points["panel"].iloc[0]) if len(points) and "panel" in points else method
     paper = s.get("paper_pearson", nan)
+    last = []
+    if n is not None:
+        last.append(f"{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]"))
     if paper is not None and math.isfinite(paper):
-        text += f"\npaper r = {paper:+.2f} → {s.get('verdict', '')}"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.85})
+        last.append(f"paper r = {paper:+.2f} → {s.get('verdict', '')}")
+    if last:
+        lines.append(" · ".join(last))
+    name = title if title is not None else panel_title(points, panel)
+    # the statistics go over the panel (as its title's second and third lines), never over the points
+    ax.set_title(name + "\n" + "\n".join(lines), fontsize=8)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
+    plain_ticks(ax)
     ax.grid(alpha=0.3, lw=0.5)
-    ax.set_title(title if title is not None else panel_label(panel))
-    if legend and len(checkpoints) > 1:
+    if legend:
         steps = points.groupby("checkpoint")["step"].agg(lambda s: sorted(set(s)))
         handles = [Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="0.4",
                           label=f"step {'/'.join(map(str, steps[cp]))}") for i, cp in enumerate(checkpoints[:8])]
-        ax.legend(handles=handles, fontsize=6.5, loc="lower right", framealpha=0.8)
+        if fits:
+            handles.append(Line2D([], [], color="crimson", lw=0.9,
+                                  label="least-squares fit" + (f", one per seed ({fits})" if fits > 1 else "")))
+        ax.legend(handles=handles, fontsize=6.5, loc="best", framealpha=0.8)
     return ax
 
 
@@ -117,7 +141,7 @@ def dora_figure(points: pd.DataFrame, stats: Optional[pd.DataFrame] = None, *, a
     norm = BoundaryNorm(np.arange(-0.5, n_layers + 0.5), cmap.N)
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[0].tolist(), ticks=range(n_layers), shrink=0.9)
     cb.set_ticklabels([str(i + 1) for i in range(n_layers)])
-    cb.set_label("layer (1 = bottom)")
+    cb.set_label("layer (1 = nearest the input)")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig

@@ -29,7 +29,8 @@ def test_registered_as_figures_adalora() -> None:
 def test_peft_json_heatmap_and_per_type_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("--from-peft-json", str(PEFT_FILE), "--out", str(tmp_path)) == 0
     stem = "adalora_llama-3.2-3B-rank32"
-    for suffix in ("_heatmap.png", "_heatmap.pdf", "_final_ranks.csv", "_by_type.csv", "_shares.csv"):
+    for suffix in ("_heatmap.png", "_heatmap.pdf", "_heatmap.csv", "_summary.csv", "_summary.tex",
+                   "_final_ranks.csv", "_by_type.csv", "_shares.csv"):
         assert (tmp_path / f"{stem}{suffix}").stat().st_size > 0, suffix
     rp = json.loads(PEFT_FILE.read_text())["run_info"]["peft_config"]["rank_pattern"]
     by_type = pd.read_csv(tmp_path / f"{stem}_by_type.csv").set_index("row")
@@ -56,7 +57,17 @@ def test_runs_all_figures_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert out.name.startswith("analysis-figures-adalora-")
     stem = "adalora_rte_tiny_b4_T20"
     for kind in ("heatmap", "steps", "time"):
-        assert (out / f"{stem}_{kind}.png").stat().st_size > 0 and (out / f"{stem}_{kind}.pdf").stat().st_size > 0
+        for ext in ("png", "pdf", "csv"):  # every figure with the data it draws
+            assert (out / f"{stem}_{kind}.{ext}").stat().st_size > 0, (kind, ext)
+    drawn = pd.read_csv(out / f"{stem}_heatmap.csv")
+    assert sorted(drawn["layer"].unique()) == [1, 2, 3]  # 1-based, as the heatmap's axis
+    time = pd.read_csv(out / f"{stem}_time.csv")
+    assert set(time["panel"]) == {"rank", "budget", "residual"}
+    summary = pd.read_csv(out / f"{stem}_summary.csv", index_col="quantity")
+    assert list(summary.columns[-4:]) == ["FFN", "attention", "top third", "bottom third"]
+    assert summary.loc["share of the final budget", "FFN"] == "38% ±9"
+    tex = (out / f"{stem}_summary.tex").read_text()
+    assert "\\begin{table}" in tex and "\\caption{FFN (Wf1+Wf2) 38\\%" in tex
     for kind in ("final_ranks", "shares", "verdict", "by_type", "steps", "rank_over_time", "budget"):
         assert (out / f"{stem}_{kind}.csv").is_file(), kind
     cells = pd.read_csv(out / f"{stem}_final_ranks.csv")

@@ -34,12 +34,15 @@ def test_figure_files_table_and_paper_values(tmp_path: Path, capsys: pytest.Capt
     make_sweep(tmp_path / "sweep")
     out = tmp_path / "fig"
     assert main(["figures", "dora", str(tmp_path / "sweep"), "--out", str(out)]) == 0
-    for name in ("dora_fig2_Wq_out.png", "dora_fig2_Wq_out.pdf", "dora_fig2_Wq_in.png", "dora_fig2_Wq_in.pdf",
-                 "dora_fig2_Wq_points.csv", "dora_fig2_Wq_per_seed.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
+    for name in ("dora_fig2_Wq_out.png", "dora_fig2_Wq_out.pdf", "dora_fig2_Wq_out.csv", "dora_fig2_Wq_in.png",
+                 "dora_fig2_Wq_in.pdf", "dora_fig2_Wq_in.csv", "dora_fig2_Wq_points.csv", "dora_fig2_Wq_per_seed.csv", "dora_fig2_Wq_stats.csv", "dora_fig2_Wq.md"):
         assert (out / name).stat().st_size > 0, name
     points = pd.read_csv(out / "dora_fig2_Wq_points.csv")
     assert len(points) == 3 * 2 * 2 * 3  # methods × seeds × layers × checkpoints (step 0 left out)
     assert set(points["checkpoint"]) == {1, 2, 3} and set(points["type"]) == {"Wq"}
+    drawn = pd.read_csv(out / "dora_fig2_Wq_out.csv")  # the figure's own data: what it draws, layers as drawn
+    assert len(drawn) == len(points) and sorted(drawn["layer"].unique()) == [1, 2]
+    assert drawn["dM"].tolist() == pytest.approx(points["dM_out"].tolist())
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
     assert set(zip(stats["method"], stats["axis"])) == {(m, a) for m in ("full", "lora", "dora") for a in ("out", "in")}
     assert (stats["n_seeds"] == 2).all() and stats["interval"].str.contains("Student-t over seeds").all()
@@ -130,3 +133,46 @@ def test_a_method_run_at_several_lrs_gets_a_panel_per_lr(tmp_path: Path) -> None
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
     assert list(stats["panel"]) == ["full lr=5e-05", "full lr=0.0002", "lora"]
     assert "| FT lr=0.0002 |" in (out / "dora_fig2_Wq.md").read_text()
+
+
+def test_redrawn_from_the_points_file_with_the_same_statistics(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora", "dora"), seeds=(0, 1))
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(first)]) == 0
+    assert main(["figures", "dora", "--from-points", str(first / "dora_fig2_Wq_points.csv"), "--axis", "out",
+                 "--out", str(again)]) == 0
+    for name in ("stats", "per_seed", "points"):
+        pd.testing.assert_frame_equal(pd.read_csv(again / f"dora_fig2_Wq_{name}.csv"),
+                                      pd.read_csv(first / f"dora_fig2_Wq_{name}.csv"), check_exact=True)
+    for ext in ("png", "pdf", "csv"):
+        assert (again / f"dora_fig2_Wq_out.{ext}").stat().st_size > 0
+    assert "--from-points" in (again / "dora_fig2_Wq.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("{d}/sweep", "--from-points", "{d}/p.csv"), "give run folders (RUNS…) or --from-points FILE, not both"),
+    ((), "give run folders (RUNS…) or --from-points FILE, not both"),
+    (("--from-points", "{d}/missing.csv"), "--from-points: {d}/missing.csv: no such file"),
+    (("--from-points", "{d}/p.csv"), "is not a points file of figures dora (no column checkpoint"),
+])
+def test_from_points_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+                               message: str) -> None:
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0,))
+    pd.DataFrame({"run_dir": ["a"], "method": ["lora"], "seed": [0], "layer": [0], "step": [1],
+                  "type": ["Wq"]}).to_csv(tmp_path / "p.csv", index=False)
+    argv = [a.format(d=tmp_path) for a in args]
+    assert main(["figures", "dora", *argv, "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.format(d=tmp_path) in err[0]
+
+
+def test_title_names_the_setup_read_from_the_runs(tmp_path: Path) -> None:
+    from analysis import decomposition as D
+    from analysis.figure_files import with_setup
+    from analysis.figures_dora import figure_title
+
+    make_sweep(tmp_path / "sweep", methods=("lora",), seeds=(0, 1))
+    points, _ = D.collect([tmp_path / "sweep"], matrix_type="Wq", source="index")
+    title = figure_title(with_setup(points), "Wq", "out")
+    assert title == ("ΔM vs ΔD of the query matrices (Wq), norms per output feature (the paper's ‖·‖_c, PEFT's "
+                     "magnitude)\ntiny BERT · SST-2 · 6 steps · 2 seeds · 2 layers × 3 checkpoints")
