@@ -32,7 +32,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import pandas as pd
 
-from analysis import compare
+from analysis import compare, render
+from analysis.labels import task_label
 from analysis.table import add_common, check_options, load_finished, slug
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def environment_table(env: pd.DataFrame) -> str:
     if env.empty:
         return "<p>No environment recorded.</p>"
     t = env.fillna("–").astype(str)
-    return '<div class="scroll">' + compare.render(t, fmt="html") + "</div>"
+    return '<div class="scroll">' + render.render(t, fmt="html") + "</div>"
 
 
 def build_sections(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], long: pd.DataFrame,
@@ -157,7 +158,7 @@ def build_sections(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], long
     n_src = runs["source"].value_counts().to_dict() if "source" in runs else {}
     summary = (f"<p>{len(runs)} finished run(s) used ({', '.join(f'{v} {k}' for k, v in n_src.items())}); "
                f"{len(long)} configuration(s) (model × task × method × budget); "
-               f"tasks: {html.escape(', '.join(compare.task_label(t) for t in dict.fromkeys(long['task'])))}.</p>")
+               f"tasks: {html.escape(', '.join(task_label(t) for t in dict.fromkeys(long['task'])))}.</p>")
     summary += "<p>Inputs:</p>" + _ul(inputs)
     if skipped:
         summary += f"<p>Left out ({len(skipped)} run(s) not done or unreadable):</p>" + _ul(
@@ -167,14 +168,14 @@ def build_sections(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], long
     sections.append(Section("runs", "Runs", summary))
 
     w = compare.wide(long)
-    t, b = compare.format_wide(w, kind=kind, digits=digits, scale=scale)
-    foot = compare.notes(long, kind=kind, confidence=confidence, layout="wide", scale=scale)
+    t, b = render.format_wide(w, kind=kind, digits=digits, scale=scale)
+    foot = render.notes(long, kind=kind, confidence=confidence, layout="wide", scale=scale)
     sections.append(Section("table-wide", "Comparison (paper layout)",
-                            '<div class="scroll">' + compare.render(t, b, fmt="html", footer=foot) + "</div>"))
-    t, b = compare.format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
-    foot = compare.notes(long, kind=kind, confidence=confidence, layout="long", scale=scale)
+                            '<div class="scroll">' + render.render(t, b, fmt="html", footer=foot) + "</div>"))
+    t, b = render.format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
+    foot = render.notes(long, kind=kind, confidence=confidence, layout="long", scale=scale)
     sections.append(Section("table-long", "Comparison per task (interval, seeds, cost)",
-                            '<div class="scroll">' + compare.render(t, b, fmt="html", footer=foot) + "</div>"))
+                            '<div class="scroll">' + render.render(t, b, fmt="html", footer=foot) + "</div>"))
 
     par = Section("pareto", "Pareto plots",
                   "<p class=\"note\">Metric (mean over seeds; error bars: the table's interval) against trainable "
@@ -189,7 +190,7 @@ def build_sections(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], long
             keep_figures.append((stem, fig))
 
     for (model, task), _ in long.groupby(["model", "task"], sort=False):
-        name = f"{compare.task_label(task)}" + (f" — {model}" if long["model"].nunique() > 1 else "")
+        name = f"{task_label(task)}" + (f" — {model}" if long["model"].nunique() > 1 else "")
         stem = slug(f"{model}_{task}")
         fig = pc.pareto_figure(long, task=task, model=model)
         par.figures.append(Figure(f"Pareto: {name}", png_bytes(fig)))
@@ -389,8 +390,8 @@ def main(args: argparse.Namespace) -> int:
     cur = compare.curves(runs, metrics, metric=args.metric, kind=args.interval, confidence=args.confidence)
 
     for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        (out / f"table.{ext}").write_text(compare.table_text(runs, fmt=fmt, digits=args.digits, scale=scale, **opts))
-    (out / "table_long.csv").write_text(compare.table_text(runs, fmt="csv", layout="long", **opts))
+        (out / f"table.{ext}").write_text(render.table_text(runs, fmt=fmt, digits=args.digits, scale=scale, **opts))
+    (out / "table_long.csv").write_text(render.table_text(runs, fmt="csv", layout="long", **opts))
 
     method_secs = [] if args.no_method_figures else method_figure_sections(runs, figdir)
     extra = extra_figure_section(args.figures)
@@ -403,7 +404,7 @@ def main(args: argparse.Namespace) -> int:
         fig.savefig(figdir / f"{stem}.png", dpi=150, bbox_inches="tight")
         fig.savefig(figdir / f"{stem}.pdf", bbox_inches="tight")
         plt.close(fig)
-    title = args.title or "Methods compared: " + ", ".join(compare.task_label(t) for t in dict.fromkeys(long["task"]))
+    title = args.title or "Methods compared: " + ", ".join(task_label(t) for t in dict.fromkeys(long["task"]))
     stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     page = out / "index.html"
     page.write_text(render_html(sections, title=title, subtitle=f"generated {stamp} by python -m analysis report"))

@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label  # noqa: E402
+from analysis.compare import pareto_front  # noqa: E402
+from analysis.labels import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, task_label  # noqa: E402
 
 METHOD_COLORS = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
 METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
