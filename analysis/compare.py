@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 #: Identity of one compared configuration (a table row of the long layout).
 KEYS = ["model", "task", "method", "budget", "variant"]
 
-_IGNORED_CONFIG = ("seed", "tracking.", "train.progress", "train.device", "task.glue_dir", "train.save_model")
+IGNORED_CONFIG = ("seed", "tracking.", "train.progress", "train.device", "task.glue_dir", "train.save_model")
 
 
 # --------------------------------------------------------------------------------------------- variants
@@ -68,7 +68,7 @@ def with_variants(runs: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) 
         if len(dirs) < 2:
             continue
         keys = sorted(set().union(*(flat[rd] for rd in dirs)))
-        differ = [k for k in keys if not k.startswith(_IGNORED_CONFIG) and k != "seed"
+        differ = [k for k in keys if not k.startswith(IGNORED_CONFIG) and k != "seed"
                   and len({repr(flat[rd].get(k)) for rd in dirs}) > 1]
         if not differ:
             continue

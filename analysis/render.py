@@ -210,24 +210,27 @@ def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4,
 
 
 def render(table: pd.DataFrame, best: Optional[pd.DataFrame] = None, *, fmt: Format = "markdown",
-           footer: Iterable[str] = (), caption: Optional[str] = None) -> str:
+           footer: Iterable[str] = (), caption: Optional[str] = None, text: Iterable[str] = ()) -> str:
     """Display table → text: Markdown (pipes), LaTeX (booktabs) or HTML (pandas Styler, escaped), or CSV;
     best cells bold. HTML: ``<table class="cmp">`` with ``td.best`` / ``.txt`` classes (the page's CSS
-    styles them), the footer as ``<p class="note">`` lines."""
+    styles them), the footer as ``<p class="note">`` lines. ``text``: more columns that hold text (left-aligned,
+    besides :data:`TEXT_COLUMNS`)."""
     best = best if best is not None else pd.DataFrame(False, index=table.index, columns=table.columns)
+    text_cols = TEXT_COLUMNS | set(text)
     footer = list(footer)
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "markdown":
-        return _markdown(table, best, footer, caption)
+        return _markdown(table, best, footer, caption, text_cols)
     if fmt == "latex":
-        return _latex(table, best, footer, caption)
+        return _latex(table, best, footer, caption, text_cols)
     if fmt == "html":
-        return _html(table, best, footer, caption)
+        return _html(table, best, footer, caption, text_cols)
     raise ValueError(f"unknown format {fmt!r}; use markdown, latex, csv or html")
 
 
-def _markdown(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str]) -> str:
+def _markdown(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str],
+              text_cols: set[str]) -> str:
     """Pipe table. Kept by hand: Styler writes no Markdown, and ``DataFrame.to_markdown`` (tabulate) can
     neither bold single cells nor right-align some columns only."""
     def cell(v: str, b: bool) -> str:
@@ -237,7 +240,7 @@ def _markdown(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], captio
     if caption:
         lines += [f"**{caption}**", ""]
     lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in table.columns) + " |")
-    lines.append("|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in table.columns) + "|")
+    lines.append("|" + "|".join("---" if c in text_cols else "---:" for c in table.columns) + "|")
     for i in range(len(table)):
         lines.append("| " + " | ".join(cell(table.iat[i, j], bool(best.iat[i, j])) for j in range(table.shape[1])) + " |")
     if footer:
@@ -245,27 +248,31 @@ def _markdown(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], captio
     return "\n".join(lines) + "\n"
 
 
-def _latex(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str]) -> str:
+def _latex(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str],
+           text_cols: set[str]) -> str:
     """booktabs table through Styler; best cells ``\\textbf{…}``; caption = caption + footer."""
     styler = (table.style.hide(axis="index")
               .format(_latex_escape).format_index(_latex_escape, axis=1)
               .apply(lambda _: best.map(lambda b: "textbf: --rwrap;" if b else "").to_numpy(), axis=None))
     cap = " ".join([caption or ""] + footer).strip()
-    return styler.to_latex(column_format="".join("l" if c in TEXT_COLUMNS else "r" for c in table.columns),
+    return styler.to_latex(column_format="".join("l" if c in text_cols else "r" for c in table.columns),
                            position="t", position_float="centering", hrules=True, environment="table",
                            caption=_latex_escape(cap) if cap else None)
 
 
-def _html(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str]) -> str:
+def _html(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str],
+          text_cols: set[str]) -> str:
     """``<table class="cmp">`` through Styler (cells and headers HTML-escaped), notes after it."""
-    txt = [c in TEXT_COLUMNS for c in table.columns]
+    txt = [c in text_cols for c in table.columns]
     classes = pd.DataFrame([[" ".join(k for k, on in (("txt", txt[j]), ("best", bool(best.iat[i, j]))) if on)
                              for j in range(table.shape[1])] for i in range(len(table))],
                            index=table.index, columns=table.columns)
     # a stable id per table: Styler prefixes its element ids with it, and two tables on one page must differ
     uuid = hashlib.sha1(table.to_csv().encode() + (caption or "").encode()).hexdigest()[:10]
     styler = (table.style.hide(axis="index").format(escape="html").format_index(escape="html", axis=1)
-              .set_td_classes(classes).set_table_attributes('class="cmp"').set_uuid(uuid))
+              .set_td_classes(classes).set_table_attributes('class="cmp"').set_uuid(uuid)
+              .set_table_styles({c: [{"selector": "th", "props": "text-align: left"}]
+                                 for c, t in zip(table.columns, txt) if t}, overwrite=False))
     if caption:
         styler = styler.set_caption(str(escape(caption)))
     notes_html = "".join(f'<p class="note">{escape(f)}</p>' for f in footer)
