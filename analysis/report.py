@@ -505,8 +505,9 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
     sec = Section("adalora", "AdaLoRA: rank allocation")
     sec.add("p", "Final rank of each adapted matrix (layer × matrix type, layers counted from 1 at the bottom), "
                  "as the AdaLoRA paper's Figure 3; cells: mean over seeds (± std where several). The table "
-                 "beside gives the budget shares per run, their mean over seeds and the verdict against the "
-                 "paper (more rank to the FFN matrices and to the top layers).")
+                 "below says where the budget went (per run, then the mean over seeds with its interval, beside "
+                 "what an equal rank for every matrix would give); the line under it is the verdict against "
+                 "the paper (more rank to the FFN matrices and to the top layers).")
     for label, name, final in conds:
         mean, std, n = R.heatmap_table(final)
         shares = R.allocation_shares(final)
@@ -600,7 +601,8 @@ def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str
 
 # --------------------------------------------------------------------------------------------- page
 
-def _environment() -> jinja2.Environment:
+def _jinja() -> jinja2.Environment:
+    """The template environment: templates from the package, autoescaped; ``b64`` encodes PNG bytes."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("analysis", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
@@ -611,7 +613,7 @@ def render_page(sections: Sequence[Section], *, title: str, subtitle: str = "") 
     """The whole page from ``report.html.j2``: text escaped, tables (Styler HTML) inserted as they are."""
     blocks = [[Block(b.kind, Markup(b.content)) if b.kind == "table" else b
                for b in s.blocks] for s in sections]
-    return _environment().get_template("report.html.j2").render(
+    return _jinja().get_template("report.html.j2").render(
         title=title, subtitle=subtitle, sections=[(s, bl) for s, bl in zip(sections, blocks)])
 
 
