@@ -53,3 +53,26 @@ def test_analysis_imports_no_training_side_and_no_wandb() -> None:
         if mods:
             bad[f.relative_to(ANALYSIS).as_posix()] = sorted(mods)
     assert bad == {}
+
+
+def test_no_import_cycle_in_analysis() -> None:
+    """Module-level and function-level imports between analysis modules form no cycle."""
+    graph: dict[str, set[str]] = {}
+    names = {".".join(f.relative_to(ANALYSIS.parent).with_suffix("").parts).removesuffix(".__init__")
+             for f in ANALYSIS.rglob("*.py")}
+    for f in ANALYSIS.rglob("*.py"):
+        me = ".".join(f.relative_to(ANALYSIS.parent).with_suffix("").parts).removesuffix(".__init__")
+        graph[me] = {m for m in imported_modules(f) if m in names and m != me and m != "analysis"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != 1, " -> ".join([*path, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
