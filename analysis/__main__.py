@@ -17,7 +17,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
 COMMANDS.append((("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"))
 COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"))
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
-COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: tables, Pareto plots, curves, environment"))
+COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
 
 

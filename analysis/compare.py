@@ -3,89 +3,37 @@
 The input is a runs frame as :func:`analysis.load.load_runs` returns it (or
 :func:`analysis.peft_format.load_peft_results`, which maps PEFT result files to the same columns): one
 row per run with ``model, task, method, budget, seed, main_metric, eval/<metric>, trainable_params,
-effective_params, train_seconds, tokens_per_s, peak_memory_bytes``.
+effective_params, train_seconds, tokens_per_s, peak_memory_bytes`` (and ``method_label`` where the record
+has one).
 
 * :func:`compare` – the long table: metric mean, interval, seeds, cost columns;
 * :func:`wide` – the paper layout (AdaLoRA Table 1): rows method × budget, one column per task + average;
+* :func:`verdicts` – the papers' method-vs-method claims checked on the runs, seeds as the unit;
 * :func:`best_mask`, :func:`pareto_front` – what is best / not dominated;
-* :func:`curves` – learning curves (eval metric per step, mean and interval over seeds);
-* :func:`format_long`, :func:`format_wide`, :func:`render` – Markdown, LaTeX, CSV and HTML text.
+* :func:`curves` – learning curves (eval metric per step, mean and interval over seeds).
 
-Everything here maps DataFrames to DataFrames or strings; nothing writes files.
+Everything here maps DataFrames to DataFrames; :mod:`analysis.render` turns them into text, nothing here
+reads or writes files.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import math
-from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis import stats
-from harness.metrics import METRICS
+from analysis.labels import COSTS, METHOD_LABELS, METHOD_ORDER, higher_is_better, task_order_key
 
 log = logging.getLogger(__name__)
-
-Format = Literal["markdown", "latex", "csv", "html"]
 
 #: Identity of one compared configuration (a table row of the long layout).
 KEYS = ["model", "task", "method", "budget", "variant"]
 
-#: Cost columns of the long table and their direction (True: higher is better).
-COSTS: dict[str, bool] = {
-    "train_seconds": False,
-    "tokens_per_s": True,
-    "peak_memory_bytes": False,
-    "trainable_params": False,
-    "effective_params": False,
-}
-
-METHOD_ORDER = ["full", "lora", "dora", "adalora"]
-TASK_ORDER = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
-METHOD_LABELS = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
-TASK_LABELS = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B",
-               "qnli": "QNLI", "qqp": "QQP", "mnli": "MNLI", "metamathqa": "MetaMathQA"}
-#: Columns of the display tables that hold text (left-aligned).
-TEXT_COLUMNS = {"Model", "Task", "Method", "Metric", "source", "python", "torch", "transformers", "peft", "harness",
-                "device", "platform", "git"}
-MEMORY_KINDS = {"cuda_max_allocated": "CUDA max allocated", "cpu_max_rss": "CPU max RSS",
-                "accelerator_memory_max": "accelerator max"}
-METRIC_LABELS = {"accuracy": "Acc", "f1": "F1", "matthews": "Mcc", "pearson": "Pearson",
-                 "spearman": "Spearman", "pearson_spearman": "Corr", "mse": "MSE", "loss": "Loss",
-                 "forgetting": "Forgetting"}
-
-# Configuration keys that never make two runs different configurations (besides the seed).
-_IGNORED_CONFIG = ("seed", "tracking.", "train.progress", "train.device", "task.glue_dir", "train.save_model")
-
-
-# --------------------------------------------------------------------------------------------- directions
-
-def higher_is_better(name: str) -> bool:
-    """Direction of a metric or cost column (``eval/accuracy``, ``best/loss``, ``train_seconds``…).
-
-    Metrics registered in :data:`harness.metrics.METRICS` carry their own direction; losses, errors,
-    times, memory and parameter counts are lower-is-better; anything else higher-is-better.
-    """
-    base = name.split("/")[-1]
-    for prefix in ("test_", "valid_", "eval_"):
-        base = base.removeprefix(prefix)
-    if base in METRICS:
-        return METRICS[base].higher_is_better
-    if base in COSTS:
-        return COSTS[base]
-    if base == "pearson_spearman":
-        return True
-    lower = ("loss", "mse", "error", "perplexity", "seconds", "time", "memory", "bytes", "params", "forgetting")
-    return not any(w in base for w in lower)
-
-
-def arrow(name: str) -> str:
-    """``↑`` when higher is better, else ``↓``."""
-    return "↑" if higher_is_better(name) else "↓"
+IGNORED_CONFIG = ("seed", "tracking.", "train.progress", "train.device", "task.glue_dir", "train.save_model")
 
 
 # --------------------------------------------------------------------------------------------- variants
@@ -120,7 +68,7 @@ def with_variants(runs: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) 
         if len(dirs) < 2:
             continue
         keys = sorted(set().union(*(flat[rd] for rd in dirs)))
-        differ = [k for k in keys if not k.startswith(_IGNORED_CONFIG) and k != "seed"
+        differ = [k for k in keys if not k.startswith(IGNORED_CONFIG) and k != "seed"
                   and len({repr(flat[rd].get(k)) for rd in dirs}) > 1]
         if not differ:
             continue
@@ -226,12 +174,6 @@ def _order_key(df: pd.DataFrame) -> pd.DataFrame:
     return d.sort_values(by, kind="stable").drop(columns=[c for c in ("_m", "_b", "_t") if c in d]).reset_index(drop=True)
 
 
-def task_order_key(task: Any) -> tuple[int, str]:
-    """GLUE tasks in the order of the AdaLoRA / LoRA papers' tables, other tasks after them, a-z."""
-    t = str(task).lower()
-    return (TASK_ORDER.index(t), t) if t in TASK_ORDER else (len(TASK_ORDER), t)
-
-
 def per_run_values(runs: pd.DataFrame, *, metric: Optional[str] = None,
                    which: Literal["final", "best"] = "final") -> pd.DataFrame:
     """The runs with every key of :data:`KEYS` present (variant and model as strings, budget None when
@@ -269,6 +211,9 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
                    seeds=",".join(str(int(s)) for s in sorted(g["seed"].dropna())) if "seed" in g else "")
         for c in COSTS:
             row[c] = float(pd.to_numeric(g[c], errors="coerce").mean()) if c in g else math.nan
+        for c in ("method_label", "method_color"):  # the record's own, where it has one
+            if c in g and g[c].notna().any():
+                row[c] = g[c].dropna().iloc[0]
         if "peak_memory_kind" in g:
             kinds = sorted(set(g["peak_memory_kind"].dropna()))
             row["peak_memory_kind"] = ",".join(kinds)
@@ -318,23 +263,6 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["model", "task", "budget"], key=lambda c: c.map(task_order_key) if c.name == "task" else c,
                            kind="stable").reset_index(drop=True) if not out.empty else out
-
-
-def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4, scale: float = 1.0) -> list[str]:
-    """One line per claim of :func:`verdicts`, for the notes under a table."""
-    out = []
-    for r in v.itertuples(index=False):
-        ci = (f" [{r.low * scale:+.{digits}f}, {r.high * scale:+.{digits}f}]" if math.isfinite(r.low) else "")
-        how = (f"{r.n_a} paired seeds" if r.paired else f"{r.n_a} vs {r.n_b} seeds"
-               + (", Welch" if min(r.n_a, r.n_b) > 1 else ""))
-        out.append(f"Claim {r.claim} ({r.source}), {task_label(r.task)}"
-                   f"{'' if not r.model else ' ' + str(r.model)} budget {r.budget}{' ' + r.variant if r.variant else ''}: "
-                   f"difference {r.diff * scale:+.{digits}f}{ci} ({how}) → {r.verdict}")
-    if out:
-        out.insert(0, f"Verdicts: the difference of means over seeds with its {confidence * 100:g}% t-interval; agrees / "
-                      "disagrees when the interval lies wholly on one side of 0, else inconclusive (also when every seed gives the "
-                      "same difference: a zero-width interval is no evidence); descriptive with one seed.")
-    return out
 
 
 def _int_or_none(s: pd.Series) -> pd.Series:
@@ -387,6 +315,9 @@ def wide(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
         t = r["task"]
         row.update({t: r["mean"], f"{t}_low": r["low"], f"{t}_high": r["high"], f"{t}_n": r["n"],
                     f"{t}_metric": r["metric"], f"{t}_hib": bool(r["higher_is_better"])})
+        for c in ("method_label", "method_color"):
+            if isinstance(r.get(c), str):
+                row[c] = r[c]
         for p in ("trainable_params", "effective_params"):
             row[p] = np.nanmax([row[p], r.get(p, math.nan)]) if not pd.isna(r.get(p, math.nan)) else row[p]
     out = pd.DataFrame(list(rows.values()))
@@ -443,338 +374,3 @@ def curves(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *, metric: O
     agg["budget"] = _int_or_none(agg["budget"].map(lambda b: None if b == -1 else b))
     return agg[cols].sort_values(KEYS + ["step"], key=lambda s: s.astype(str) if s.name != "step" else s,
                                  kind="stable").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------- formatting
-
-def method_label(method: Any, budget: Any = None, variant: Any = "") -> str:
-    """``LoRA r=8``, ``AdaLoRA b=8``, ``Full FT`` (+ `` (variant)``)."""
-    name = METHOD_LABELS.get(str(method), str(method))
-    if budget is not None and not pd.isna(budget):
-        name += f" {'b' if method == 'adalora' else 'r'}={int(budget)}"
-    if variant:
-        name += f" ({variant})"
-    return name
-
-
-def task_label(task: Any) -> str:
-    """``SST-2`` for ``sst2``; other names unchanged."""
-    return TASK_LABELS.get(str(task).lower(), str(task))
-
-
-def metric_label(metric: str) -> str:
-    """``Acc ↑`` for accuracy."""
-    return f"{METRIC_LABELS.get(metric, metric)} {arrow(metric)}"
-
-
-def fmt_params(n: Any) -> str:
-    """``9.18M``, ``332.5K``, ``–`` for missing."""
-    if n is None or pd.isna(n):
-        return "–"
-    n = float(n)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            v = n / div
-            return f"{v:.2f}{unit}" if v < 10 else f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_bytes(b: Any) -> str:
-    """``20.8 GiB``."""
-    if b is None or pd.isna(b):
-        return "–"
-    b = float(b)
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if b >= div:
-            return f"{b / div:.1f} {unit}"
-    return f"{b:.0f} B"
-
-
-def fmt_num(v: Any, digits: int = 1) -> str:
-    """Thousands separators, ``digits`` decimals; ``–`` for missing."""
-    if v is None or pd.isna(v):
-        return "–"
-    return f"{float(v):,.{digits}f}"
-
-
-def fmt_estimate(mean: float, low: float, high: float, *, kind: str = "t", digits: int = 4, scale: float = 1.0) -> str:
-    """``0.4784 ± 0.0123`` (t: symmetric), ``0.4784 [0.4600, 0.4900]`` (bootstrap), ``0.4784`` (no interval)."""
-    if mean is None or pd.isna(mean):
-        return "–"
-    m = f"{mean * scale:.{digits}f}"
-    if low is None or pd.isna(low) or high is None or pd.isna(high):
-        return m
-    if kind == "t":
-        return f"{m} ± {(high - low) / 2 * scale:.{digits}f}"
-    return f"{m} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
-
-
-def format_long(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, digits: int = 4, scale: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The long table as display strings, and the mask of best cells (same shape) for bold marking."""
-    models = long["model"].nunique() > 1 if "model" in long else False
-    best = best_mask(long)
-    kinds = set(",".join(long.get("peak_memory_kind", pd.Series(dtype=str)).dropna()).split(",")) - {""}
-    mem_kind = ", ".join(MEMORY_KINDS.get(k, k) for k in sorted(kinds))
-    cols: dict[str, list[str]] = {}
-    marks: dict[str, list[bool]] = {}
-    for i, r in long.iterrows():
-        entries = []
-        if models:
-            entries.append(("Model", str(r["model"]), False))
-        entries += [
-            ("Task", task_label(r["task"]), False),
-            ("Method", method_label(r["method"], r["budget"], r["variant"]), False),
-            ("Metric", metric_label(r["metric"]), False),
-            ("Mean", f"{r['mean'] * scale:.{digits}f}", bool(best.at[i, "mean"])),
-            (interval_header(kind, confidence), _interval_cell(r, digits, scale), False),
-            ("Seeds", str(int(r["n"])), False),
-            ("Train s ↓", fmt_num(r.get("train_seconds")), bool(best.at[i, "train_seconds"])),
-            ("Tokens/s ↑", fmt_num(r.get("tokens_per_s"), 0), bool(best.at[i, "tokens_per_s"])),
-            (f"Peak memory ↓{f' ({mem_kind})' if mem_kind else ''}", fmt_bytes(r.get("peak_memory_bytes")),
-             bool(best.at[i, "peak_memory_bytes"])),
-            ("Params trained / effective ↓", f"{fmt_params(r.get('trainable_params'))} / {fmt_params(r.get('effective_params'))}",
-             bool(best.at[i, "trainable_params"])),
-        ]
-        for h, v, b in entries:
-            cols.setdefault(h, []).append(v)
-            marks.setdefault(h, []).append(b)
-    return pd.DataFrame(cols), pd.DataFrame(marks)
-
-
-def interval_header(kind: str, confidence: float = 0.95) -> str:
-    """``95% CI (t)``, ``95% CI (bootstrap)``; ``Std`` without an interval."""
-    if kind == "none":
-        return "Std"
-    return f"{confidence * 100:g}% CI ({kind})"
-
-
-def _interval_cell(r: pd.Series, digits: int, scale: float) -> str:
-    if pd.isna(r["low"]):
-        if r.get("interval") == "none":
-            return "–" if pd.isna(r["std"]) else f"s={r['std'] * scale:.{digits}f}"
-        return "– (n=1)" if r["n"] == 1 else "–"
-    return f"[{r['low'] * scale:.{digits}f}, {r['high'] * scale:.{digits}f}]"
-
-
-def format_wide(w: pd.DataFrame, *, kind: str = "t", digits: int = 4, scale: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The paper layout as display strings and the best-cell mask (bold): ``Method``, ``Params``, one
-    column per task headed ``SST-2 (Acc ↑)`` with ``mean ± half-width`` cells, ``Avg``."""
-    if w.empty:
-        return pd.DataFrame(), pd.DataFrame()
-    tasks: list[str] = w.attrs.get("tasks") or [c for c in w.columns if f"{c}_metric" in w]
-    models = w["model"].nunique() > 1
-    ns = {int(n) for t in tasks for n in w[f"{t}_n"].dropna()}
-    one_n = len(ns) == 1
-    cols: dict[str, list[str]] = {}
-    marks: dict[str, list[bool]] = {}
-
-    def put(h: str, v: str, b: bool = False) -> None:
-        cols.setdefault(h, []).append(v)
-        marks.setdefault(h, []).append(b)
-
-    headers = {}
-    top: dict[str, pd.Series] = {}
-    for t in tasks:
-        metric = w[f"{t}_metric"].dropna().iloc[0]
-        headers[t] = f"{task_label(t)} ({metric_label(metric)})"
-        hib = bool(w[f"{t}_hib"].dropna().iloc[0])
-        top[t] = pd.Series(False, index=w.index)
-        for _, g in w.groupby("model", sort=False):
-            top[t].loc[g.index] = stats.top_group(g[t], g[f"{t}_low"], g[f"{t}_high"], higher_is_better=hib)
-    for i, r in w.iterrows():
-        if models:
-            put("Model", str(r["model"]))
-        put("Method", method_label(r["method"], r["budget"], r["variant"]))
-        put("Params trained / effective", f"{fmt_params(r['trainable_params'])} / {fmt_params(r['effective_params'])}")
-        for t in tasks:
-            cell = fmt_estimate(r[t], r[f"{t}_low"], r[f"{t}_high"], kind=kind, digits=digits, scale=scale)
-            if not one_n and not pd.isna(r[f"{t}_n"]):
-                cell += f" (n={int(r[f'{t}_n'])})"
-            put(headers[t], cell, bool(top[t].loc[i]))
-        if "avg" in w:
-            put(f"Avg {'↑' if w.attrs.get('higher_is_better', True) else '↓'}",
-                "–" if pd.isna(r["avg"]) else f"{r['avg'] * scale:.{digits}f}")
-    out, m = pd.DataFrame(cols), pd.DataFrame(marks)
-    out.attrs["seeds"] = ns.pop() if one_n else None
-    return out, m
-
-
-def notes(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, layout: str = "wide",
-          n_resamples: int = 10_000, scale: float = 1.0) -> list[str]:
-    """The lines printed under a table: which interval, seeds, directions, what "best" means."""
-    out = []
-    if layout == "wide":
-        if kind == "t":
-            out.append(f"Cells: mean over seeds ± half-width of the {stats.describe(kind, confidence=confidence)}.")
-        elif kind == "bootstrap":
-            out.append(f"Cells: mean over seeds [{stats.describe(kind, confidence=confidence, n_resamples=n_resamples)}].")
-        else:
-            out.append("Cells: mean over seeds (no interval).")
-        if long["task"].nunique() > 1:
-            out.append("Avg: mean of the task means (rows with every task only; no interval).")
-    else:
-        out.append(f"Interval: {stats.describe(kind, confidence=confidence, n_resamples=n_resamples)}.")
-    ns = sorted({int(n) for n in long["n"]}) if not long.empty else []
-    if ns:
-        out.append(f"Seeds per cell: {ns[0]}" if len(ns) == 1 else f"Seeds per cell: {ns[0]}–{ns[-1]}")
-    if 1 in ns:
-        out.append("Cells from a single seed have no interval.")
-    if ns and ns[-1] > 1:
-        out.append(f"↑ higher is better, ↓ lower is better; bold: the best mean and every row whose {confidence * 100:g}% "
-                   "interval overlaps it (the data cannot tell them apart)"
-                   + ("; costs: the single best measured value." if layout == "long" else "."))
-    else:
-        out.append("↑ higher is better, ↓ lower is better; one seed per cell: descriptive, no row is marked best.")
-    if scale != 1.0:
-        out.append(f"Metric values × {scale:g}.")
-    out.append("Params: trainable parameters trained / effective (AdaLoRA: after rank pruning)"
-               + ("; per row the largest over tasks." if layout == "wide" else "."))
-    return out
-
-
-def render(table: pd.DataFrame, best: Optional[pd.DataFrame] = None, *, fmt: Format = "markdown",
-           footer: Iterable[str] = (), caption: Optional[str] = None) -> str:
-    """Display table → text: Markdown (pipes), LaTeX (booktabs) or HTML; best cells bold."""
-    best = best if best is not None else pd.DataFrame(False, index=table.index, columns=table.columns)
-    footer = list(footer)
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "markdown":
-        def cell(v: str, b: bool) -> str:
-            v = str(v).replace("|", "\\|")
-            return f"**{v}**" if b else v
-        lines = []
-        if caption:
-            lines += [f"**{caption}**", ""]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |")
-        lines.append("|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in table.columns) + "|")
-        for i in range(len(table)):
-            lines.append("| " + " | ".join(cell(table.iat[i, j], bool(best.iat[i, j])) for j in range(table.shape[1])) + " |")
-        if footer:
-            lines += [""] + [f"{f}  " for f in footer]
-        return "\n".join(lines) + "\n"
-    if fmt == "latex":
-        def cell(v: str, b: bool) -> str:
-            v = _latex_escape(str(v))
-            return f"\\textbf{{{v}}}" if b else v
-        align = "".join("l" if c in TEXT_COLUMNS else "r" for c in table.columns)
-        lines = ["\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-                 " & ".join(_latex_escape(c) for c in table.columns) + " \\\\", "\\midrule"]
-        for i in range(len(table)):
-            lines.append(" & ".join(cell(table.iat[i, j], bool(best.iat[i, j])) for j in range(table.shape[1])) + " \\\\")
-        lines += ["\\bottomrule", "\\end{tabular}"]
-        cap = " ".join([caption or ""] + footer).strip()
-        if cap:
-            lines.append(f"\\caption{{{_latex_escape(cap)}}}")
-        lines.append("\\end{table}")
-        return "\n".join(lines) + "\n"
-    if fmt == "html":
-        txt = [c in TEXT_COLUMNS for c in table.columns]
-        txt_attr = ' class="txt"'
-        head = "".join(f"<th{txt_attr if t else ''}>{html.escape(str(c))}</th>" for c, t in zip(table.columns, txt))
-        body = []
-        for i in range(len(table)):
-            tds = []
-            for j in range(table.shape[1]):
-                v = html.escape(str(table.iat[i, j]))
-                cls = " ".join(c for c, on in (("txt", txt[j]), ("best", bool(best.iat[i, j]))) if on)
-                attr = f' class="{cls}"' if cls else ""
-                tds.append(f"<td{attr}><strong>{v}</strong></td>" if bool(best.iat[i, j]) else f"<td{attr}>{v}</td>")
-            body.append("<tr>" + "".join(tds) + "</tr>")
-        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        foot = "".join(f"<p class=\"note\">{html.escape(f)}</p>" for f in footer)
-        return f"<table class=\"cmp\">{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{foot}\n"
-    raise ValueError(f"unknown format {fmt!r}; use markdown, latex, csv or html")
-
-
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "↑": r"$\uparrow$",
-          "↓": r"$\downarrow$", "–": "--", "·": r"$\cdot$", "×": r"$\times$", "√": r"$\sqrt{}$"}
-
-
-def _latex_escape(s: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in s)
-
-
-def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", fmt: Format = "markdown",
-               metric: Optional[str] = None, which: Literal["final", "best"] = "final",
-               kind: stats.IntervalKind = "t", confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
-               n_resamples: int = 10_000) -> str:
-    """Runs frame → the table as text in one call (what ``python -m analysis table`` prints).
-
-    CSV holds the numbers (long: one row per configuration with mean, low, high, n, cost columns and
-    ``best``; wide: the :func:`wide` frame), Markdown/LaTeX/HTML the formatted cells.
-    """
-    long = compare(runs, metric=metric, which=which, kind=kind, confidence=confidence, n_resamples=n_resamples)
-    if fmt == "csv":
-        if layout == "long":
-            out = long.copy()
-            out["best"] = best_mask(long)["mean"]
-        else:
-            out = wide(long)
-            out = out.drop(columns=[c for c in out.columns if c.endswith("_hib")])
-        for c in ("trainable_params", "effective_params", "peak_memory_bytes"):
-            if c in out:
-                out[c] = pd.to_numeric(out[c], errors="coerce").round().astype("Int64")
-        return out.to_csv(index=False)
-    if layout == "long":
-        t, b = format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
-    else:
-        t, b = format_wide(wide(long), kind=kind, digits=digits, scale=scale)
-    footer = notes(long, kind=kind, confidence=confidence, layout=layout, n_resamples=n_resamples, scale=scale)
-    footer += verdict_lines(verdicts(runs, metric=metric, which=which, confidence=confidence), confidence=confidence,
-                            digits=digits, scale=scale)
-    return render(t, b, fmt=fmt, footer=footer)
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False,
-                peft_task: str = "metamathqa") -> tuple[pd.DataFrame, list[tuple[Path, str]], dict[str, pd.DataFrame]]:
-    """Harness run/sweep folders and PEFT result files (or folders of them) → (runs frame with variants,
-    skipped runs with reasons, metrics frames by ``run_dir`` for learning curves)."""
-    from analysis import load, peft_format
-
-    paths = [Path(p) for p in paths]
-    peft_files: list[Path] = []
-    harness_paths: list[Path] = []
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such run, sweep or PEFT result file")
-        found = peft_format.find_result_files(p)
-        if found:
-            peft_files += found
-        if p.is_dir() and (found == [] or any(p.rglob("run.json"))):
-            harness_paths.append(p)
-    frames, skipped, metrics = [], [], {}
-    if harness_paths:
-        runs = load.load_runs(harness_paths, include_unfinished=include_unfinished)
-        skipped += runs.skipped
-        if not runs.table.empty:
-            t = runs.table.assign(source="harness")
-            unchosen = load.unchosen_candidates(t["run_dir"])
-            out = t["config_hash"].isin(list(unchosen))
-            skipped += [(Path(rd), unchosen[h]) for rd, h in zip(t.loc[out, "run_dir"], t.loc[out, "config_hash"])]
-            t = t.loc[~out]
-            configs = {}
-            for rd in t["run_dir"]:
-                try:
-                    configs[rd] = load.load_run_record(rd).get("config", {})
-                except (OSError, ValueError) as e:
-                    log.warning("%s: no configuration (%s)", rd, e)
-            t = with_variants(t, configs)
-            for rd in t["run_dir"]:
-                try:
-                    metrics[rd] = load.load_metrics(rd)
-                except OSError:
-                    pass
-            frames.append(t)
-    if peft_files:
-        pr = peft_format.load_peft_results(peft_files, task=peft_task, include_unfinished=include_unfinished)
-        skipped += pr.skipped
-        if not pr.table.empty:
-            frames.append(pr.table)
-            for rd in pr.table["run_dir"]:
-                metrics[rd] = peft_format.load_peft_metrics(rd)
-    table = one_count(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
-    return table, skipped, metrics

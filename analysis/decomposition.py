@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load as st_load
+from scipy import stats as _st
 
 from analysis import stats as S
 from harness.snapshots import FULL_SUMMARY, INDEX_FILE, META_FILE, STATS, merged_weight, summarize
@@ -298,18 +299,16 @@ def panels(points: pd.DataFrame) -> pd.Series:
 
 
 def pearson_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """(Pearson r, slope, intercept) of the least-squares line y = a + b·x; NaN where undefined. x, y: (n,)."""
+    """(Pearson r, slope, intercept) of the least-squares line y = a + b·x (``scipy.stats.linregress``);
+    NaN where undefined. x, y: (n,). The guards stay here: linregress raises for a constant x and calls
+    r = 0 for a constant y, where no correlation is defined (NaN keeps such a run out of the mean)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if len(x) < 2:
+    if len(x) < 2 or np.ptp(x) == 0:
         return math.nan, math.nan, math.nan
-    dx, dy = x - x.mean(), y - y.mean()
-    sxx, syy, sxy = dx @ dx, dy @ dy, dx @ dy
-    if sxx == 0:
-        return math.nan, math.nan, math.nan
-    slope = sxy / sxx
-    r = sxy / math.sqrt(sxx * syy) if syy > 0 else math.nan
-    return float(r), float(slope), float(y.mean() - slope * x.mean())
+    fit = _st.linregress(x, y)
+    r = float(fit.rvalue) if np.ptp(y) > 0 else math.nan
+    return r, float(fit.slope), float(fit.intercept)
 
 
 def per_run_fits(points: pd.DataFrame, *, axis: str = "out") -> pd.DataFrame:

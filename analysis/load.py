@@ -89,6 +89,9 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
             "config_hash": rec.get("config_hash"),
             "group": rec.get("group"),
             "device": rec.get("environment", {}).get("device"),
+            # the method's own display name and colour (records from before they were written: None)
+            "method_label": rec.get("method_label"),
+            "method_color": rec.get("method_color"),
         }
         row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
         rows.append(row)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from analysis.table import BadOption
+from analysis.errors import BadOption
 from harness.run_folder import folder_problem
 
 

@@ -26,7 +26,6 @@ import pandas as pd
 from analysis import stats as S
 from analysis.load import find_runs, load_runs
 from harness.families import FAMILIES, MATRIX_TYPES, classify
-from harness.methods.adalora import RANKS_FILE, budget_formula
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,35 @@ CONDITION_KEYS = ("task", "model", "target_r", "init_r", "total_steps")
 
 
 # --------------------------------------------------------------------------------------------- loading
+
+#: File name of the rank record in a run folder when summary.json does not name it (``adalora/records_file``):
+#: runs still going, and runs recorded before the summary named the file.
+RANKS_FILE = "adalora_ranks.jsonl"
+
+
+def rank_file(run_dir: str | Path, named: Optional[str] = None) -> Path:
+    """The rank record of a run: ``named`` (the summary's ``adalora/records_file``), else the name in
+    ``run_dir``'s summary.json, else :data:`RANKS_FILE`."""
+    run_dir = Path(run_dir)
+    if not named and (run_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+            named = summary.get("adalora/records_file") if isinstance(summary, dict) else None
+        except (OSError, ValueError):
+            named = None
+    return run_dir / (named if isinstance(named, str) and named else RANKS_FILE)
+
+
+def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
+    """The AdaLoRA paper's budget schedule b(t) (Zhang et al. 2023, the global budget scheduler), code form:
+    b0 until t_i, then a cubic decay to bT, reached at T − t_f; integer-truncated as the paper's code and PEFT
+    do. ``step`` counts optimizer steps from 1. (Stated here, not imported from the training side.)"""
+    if step <= tinit:
+        return b0
+    if step > total - tfinal:
+        return bT
+    frac = 1 - (step - tinit) / (total - tinit - tfinal)
+    return int((b0 - bT) * frac**3 + bT)
 
 
 def read_rank_file(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -76,7 +104,7 @@ def load_allocations(paths: Iterable[str | Path], *, include_unfinished: bool = 
         log.info("%s: %s; left out", run_dir, why)
     frames = []
     for row in runs.table.to_dict("records") if not runs.table.empty else []:
-        f = Path(row["run_dir"]) / RANKS_FILE
+        f = rank_file(row["run_dir"], row.get("adalora/records_file"))
         if not f.is_file():
             continue
         header, df = read_rank_file(f)
@@ -98,7 +126,7 @@ def load_headers(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     """``run_dir`` → header of its rank file (schedule parameters for the formula curve)."""
     out = {}
     for run_dir in find_runs(paths):
-        f = run_dir / RANKS_FILE
+        f = rank_file(run_dir)
         if f.is_file():
             out[str(run_dir)] = read_rank_file(f)[0]
     return out

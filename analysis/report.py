@@ -1,209 +1,104 @@
-"""``python -m analysis report RUNS… -o report/``: one self-contained HTML page comparing methods.
+"""``python -m analysis report RUNS… -o DIR``: one self-contained HTML page comparing methods, fit to send.
 
-The page (``report/index.html``, figures embedded as data URIs, no external resources) holds: the runs
-used and left out, the comparison tables (paper layout and long layout, with intervals over seeds),
-Pareto plots, learning curves, the DoRA ΔM/ΔD figure and AdaLoRA rank heatmaps where the runs have
-them (drawn by ``analysis.figures_dora`` / ``analysis.figures_adalora``), extra PNGs given with
-``--figures``, and the environment (versions, devices, git commits) of the runs. Beside it:
-``figures/`` (every figure as PNG + PDF) and ``table.md``, ``table.tex``, ``table.csv``.
+Sections: **Setup** (what every run shares, what varies), **Runs** (each run: name, status, method, task,
+seed, steps, score, folder; the runs left out and why), **Comparison** (the paper-layout table with intervals
+over seeds, the papers' method-vs-method claims with verdicts, the long table with costs), **Pareto plots**
+and **Learning curves**, **DoRA: magnitude vs direction** and **AdaLoRA: rank allocation** where the runs
+recorded snapshots / ranks, and **Environment**. Figures are drawn per group of comparable runs (same model,
+task and number of optimizer steps): runs that differ in any of these never share a figure. Every figure has
+a caption saying what it shows, from which runs and with how many seeds.
 
-A small inline script checks, on load, that every image decoded and every section is shown, and writes
-the result into ``#report-check`` (read by the headless-browser test; :func:`check_in_browser`).
+The page comes from the Jinja2 template ``analysis/templates/report.html.j2`` (figures embedded as data URIs,
+no external resources), its tables from pandas Styler (escaped). Beside it: ``figures/`` (each figure as PNG
+and PDF) and ``table.md``, ``table.tex``, ``table.csv``, ``table_long.csv``.
+
+Layers: :func:`load_report_data` reads the files; :func:`build_sections` and :func:`render_page` are pure
+(frames in, text and PNG bytes out); only :func:`main` writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as _dt
-import html
-import importlib
 import io
-import json
 import logging
-import re
-import shutil
-import subprocess
-import tempfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
-from analysis import compare
-from analysis.table import add_common, check_options, load_finished, slug
+from analysis import compare, render
+from analysis.labels import METHOD_ORDER, method_label, metric_label, task_label
 
 log = logging.getLogger(__name__)
+
+#: The sections of every report, in page order (ids are HTML anchors). DoRA / AdaLoRA follow when present.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("setup", "Setup"), ("runs", "Runs"), ("comparison", "Comparison"), ("pareto", "Pareto plots"),
+    ("curves", "Learning curves"),
+)
+METHOD_SECTIONS = (("dora", "DoRA: magnitude vs direction (Figure 2)"), ("adalora", "AdaLoRA: rank allocation"))
+#: A group of runs that may share a figure: same model, task and number of optimizer steps.
+GROUP_KEYS = ("model", "task", "steps")
 
 
 @dataclass
 class Figure:
-    """One embedded image: caption and PNG bytes."""
+    """One embedded image: a file stem (for the files beside the page), alt text, caption, PNG bytes, and
+    the matplotlib figure (kept open for the CLI to save as PDF; None once closed)."""
 
+    stem: str
+    alt: str
     caption: str
     png: bytes
+    fig: Any = None
+
+
+@dataclass
+class Block:
+    """One piece of a section: a paragraph or note (plain text), a table (HTML from Styler) or a figure."""
+
+    kind: Literal["p", "note", "table", "figure"]
+    content: Any
 
 
 @dataclass
 class Section:
-    """A block of the page: ``id`` (HTML anchor), title, optional HTML body and figures."""
+    """A block of the page: ``id`` (HTML anchor), title and its blocks, in order."""
 
     id: str
     title: str
-    body: str = ""
-    figures: list[Figure] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+
+    def add(self, kind: Literal["p", "note", "table", "figure"], content: Any) -> None:
+        """Append a block."""
+        self.blocks.append(Block(kind, content))
+
+    @property
+    def figures(self) -> list[Figure]:
+        """The figures of this section."""
+        return [b.content for b in self.blocks if b.kind == "figure"]
 
 
-# --------------------------------------------------------------------------------------------- rendering
+@dataclass
+class ReportData:
+    """Everything the report shows, loaded: runs (one row per finished run, as
+    :func:`analysis.inputs.load_inputs`), runs left out, metrics frames by run, the resolved configuration of
+    each harness run, the environments, and the method records (DoRA points, AdaLoRA ranks) when asked."""
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1250px;
- padding:0 1rem;color:#222;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-nav a{margin-right:1rem} .meta{color:#666;font-size:.9rem}
-table.cmp{border-collapse:collapse;font-size:.86rem;margin:.6rem 0}
-table.cmp th,table.cmp td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
-table.cmp th{background:#f3f5f7} table.cmp td:first-child,table.cmp th:first-child{text-align:left}
-table.cmp td.best{background:#eaf6ea} table.cmp .txt{text-align:left} .note{color:#555;font-size:.82rem;margin:.1rem 0}
-.scroll{overflow-x:auto} figure{margin:1rem 0} figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:.85rem} ul.skipped{font-size:.85rem;color:#7a4b00}
-#report-check{color:#888;font-size:.75rem;margin-top:3rem} pre{overflow-x:auto;font-size:.75rem;background:#fafafa;padding:.4rem}
-"""
-
-CHECK_SCRIPT = """
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var broken = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0 && im.naturalHeight > 0); });
-  var want = JSON.parse(document.getElementById('report-sections').textContent);
-  var shown = want.filter(function (id) {
-    var el = document.getElementById(id);
-    return el !== null && el.offsetHeight > 0 && window.getComputedStyle(el).display !== 'none'
-      && window.getComputedStyle(el).visibility !== 'hidden';
-  });
-  var m = document.getElementById('report-check');
-  m.setAttribute('data-images', String(imgs.length));
-  m.setAttribute('data-broken', String(broken.length));
-  m.setAttribute('data-broken-list', broken.map(function (im) { return im.alt; }).join(' | '));
-  m.setAttribute('data-sections-shown', shown.join(' '));
-  m.setAttribute('data-status', broken.length === 0 && shown.length === want.length ? 'ok' : 'fail');
-  m.textContent = 'page check: ' + imgs.length + ' images, ' + broken.length + ' broken; sections shown '
-    + shown.length + '/' + want.length;
-});
-"""
-
-
-def png_bytes(fig: Any, *, dpi: int = 110) -> bytes:
-    """A matplotlib figure as PNG bytes (in memory)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _img(f: Figure) -> str:
-    data = base64.b64encode(f.png).decode("ascii")
-    cap = html.escape(f.caption)
-    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
-
-
-def render_html(sections: Sequence[Section], *, title: str, subtitle: str = "") -> str:
-    """The whole page: header, navigation, sections, the check marker and script."""
-    ids = [s.id for s in sections]
-    nav = " ".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>' for s in sections)
-    body = []
-    for s in sections:
-        figs = "".join(_img(f) for f in s.figures)
-        body.append(f'<section id="{html.escape(s.id)}"><h2>{html.escape(s.title)}</h2>{s.body}{figs}</section>')
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>"
-        f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(subtitle)}</p><nav>{nav}</nav></header>"
-        + "".join(body)
-        + f'<div id="report-check" data-status="pending">page check did not run</div>'
-        f'<script type="application/json" id="report-sections">{json.dumps(ids)}</script>'
-        f"<script>{CHECK_SCRIPT}</script></body></html>\n"
-    )
-
-
-def _ul(items: Iterable[str], cls: str = "") -> str:
-    lis = "".join(f"<li>{html.escape(i)}</li>" for i in items)
-    return f'<ul class="{cls}">{lis}</ul>' if lis else ""
-
-
-def environment_table(env: pd.DataFrame) -> str:
-    """The environment frame as an HTML table (one row per distinct environment, with its run count)."""
-    if env.empty:
-        return "<p>No environment recorded.</p>"
-    t = env.fillna("–").astype(str)
-    return '<div class="scroll">' + compare.render(t, fmt="html") + "</div>"
-
-
-def build_sections(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], long: pd.DataFrame,
-                   cur: pd.DataFrame, env: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95,
-                   digits: int = 4, scale: float = 1.0, inputs: Sequence[str] = (),
-                   method_figures: Sequence[Section] = (),
-                   keep_figures: Optional[list[tuple[str, Any]]] = None) -> list[Section]:
-    """Every section of the report from the frames (pure: figures are drawn and encoded in memory).
-
-    ``keep_figures``: a list that receives ``(file stem, matplotlib Figure)`` of the Pareto and curve
-    figures, left open for the caller to save (and close); without it they are closed here."""
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import compare as pc
-
-    sections = []
-    n_src = runs["source"].value_counts().to_dict() if "source" in runs else {}
-    summary = (f"<p>{len(runs)} finished run(s) used ({', '.join(f'{v} {k}' for k, v in n_src.items())}); "
-               f"{len(long)} configuration(s) (model × task × method × budget); "
-               f"tasks: {html.escape(', '.join(compare.task_label(t) for t in dict.fromkeys(long['task'])))}.</p>")
-    summary += "<p>Inputs:</p>" + _ul(inputs)
-    if skipped:
-        summary += f"<p>Left out ({len(skipped)} run(s) not done or unreadable):</p>" + _ul(
-            (f"{p}: {why}" for p, why in skipped), "skipped")
-    else:
-        summary += "<p>No run was left out.</p>"
-    sections.append(Section("runs", "Runs", summary))
-
-    w = compare.wide(long)
-    t, b = compare.format_wide(w, kind=kind, digits=digits, scale=scale)
-    foot = compare.notes(long, kind=kind, confidence=confidence, layout="wide", scale=scale)
-    sections.append(Section("table-wide", "Comparison (paper layout)",
-                            '<div class="scroll">' + compare.render(t, b, fmt="html", footer=foot) + "</div>"))
-    t, b = compare.format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
-    foot = compare.notes(long, kind=kind, confidence=confidence, layout="long", scale=scale)
-    sections.append(Section("table-long", "Comparison per task (interval, seeds, cost)",
-                            '<div class="scroll">' + compare.render(t, b, fmt="html", footer=foot) + "</div>"))
-
-    par = Section("pareto", "Pareto plots",
-                  "<p class=\"note\">Metric (mean over seeds; error bars: the table's interval) against trainable "
-                  "parameters (log), train time and peak memory. Dashed: the Pareto frontier (circled points: "
-                  "no other configuration is better on both axes).</p>")
-    lc = Section("curves", "Learning curves",
-                 "<p class=\"note\">Eval metric per step: mean over seeds, band: the interval over seeds at each step.</p>")
-    def done(stem: str, fig: Any) -> None:
-        if keep_figures is None:
-            plt.close(fig)
-        else:
-            keep_figures.append((stem, fig))
-
-    for (model, task), _ in long.groupby(["model", "task"], sort=False):
-        name = f"{compare.task_label(task)}" + (f" — {model}" if long["model"].nunique() > 1 else "")
-        stem = slug(f"{model}_{task}")
-        fig = pc.pareto_figure(long, task=task, model=model)
-        par.figures.append(Figure(f"Pareto: {name}", png_bytes(fig)))
-        done(f"pareto_{stem}", fig)
-        if not cur.empty and ((cur["task"] == task) & (cur["model"] == model)).any():
-            fig = pc.curves_figure(cur, tasks=[task], model=model)
-            lc.figures.append(Figure(f"Learning curves: {name}", png_bytes(fig)))
-            done(f"curves_{stem}", fig)
-    if not lc.figures:
-        lc.body += "<p>No evaluation steps were logged.</p>"
-    sections += [par, lc]
-    sections += [s for s in method_figures if s.figures]
-    sections.append(Section("environment", "Environment", environment_table(env)))
-    return sections
+    runs: pd.DataFrame
+    skipped: list[tuple[Path, str]]
+    metrics: dict[str, pd.DataFrame]
+    configs: dict[str, dict[str, Any]]
+    environment: pd.DataFrame
+    dora_points: pd.DataFrame = field(default_factory=pd.DataFrame)
+    adalora_ranks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    adalora_final: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -242,139 +137,511 @@ def environment_frame(runs: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
-    cols = list(df.columns)
-    return df.fillna("–").groupby(cols, sort=False).size().reset_index(name="runs")
+    return df.fillna("–").groupby(list(df.columns), sort=False).size().reset_index(name="runs")
 
 
-def method_figure_sections(runs: pd.DataFrame, out: Path) -> list[Section]:
-    """DoRA ΔM/ΔD and AdaLoRA heatmaps, drawn by ``analysis.figures_dora`` / ``analysis.figures_adalora``
-    (when importable) into ``out/dora`` and ``out/adalora``; every PNG they write is embedded. Runs
-    without snapshots / rank records give no figure (and no section)."""
-    src = runs["source"] if "source" in runs else pd.Series("harness", index=runs.index)
-    harness_dirs = sorted(set(runs.loc[src == "harness", "run_dir"]))
-    peft_adalora = sorted(set(runs.loc[(src == "peft") & (runs["method"] == "adalora"), "run_dir"]))
-    methods = set(runs["method"]) if "method" in runs else set()
-    jobs = [
-        ("dora", "analysis.figures_dora", "DoRA: magnitude vs direction (ΔM vs ΔD)",
-         harness_dirs if harness_dirs and methods & {"dora", "lora", "full", "adalora"} else [], ["--wandb", "off"]),
-        ("adalora", "analysis.figures_adalora", "AdaLoRA: rank allocation heatmaps",
-         harness_dirs if "adalora" in methods else [],
-         [a for p in peft_adalora for a in ("--from-peft-json", p)]),
-    ]
-    sections = []
-    for sid, modname, title, dirs, extra in jobs:
-        if not dirs and not (sid == "adalora" and extra):
-            continue
+def load_report_data(runs: pd.DataFrame, skipped: list[tuple[Path, str]], metrics: dict[str, pd.DataFrame], *,
+                     method_figures: bool = True) -> ReportData:
+    """Read what the report needs beyond the runs frame: configurations, environments and, with
+    ``method_figures``, the DoRA snapshot points (query matrices, recomputed in float64) and the AdaLoRA rank
+    records of the runs that have them. Problems with one run's records are logged; the rest goes on."""
+    from analysis import decomposition as D
+    from analysis import ranks as R
+    from analysis.load import load_run_record
+
+    runs = with_steps(runs)
+    configs: dict[str, dict[str, Any]] = {}
+    harness = runs[runs.get("source", pd.Series("harness", index=runs.index)) == "harness"]
+    for rd in harness["run_dir"]:
         try:
-            mod = importlib.import_module(modname)
-        except ImportError as e:
-            log.info("%s not available (%s); no %s figures", modname, e, sid)
-            continue
-        target = out / sid
-        target.mkdir(parents=True, exist_ok=True)
-        parser = argparse.ArgumentParser(prog=modname)
-        mod.add_arguments(parser)
-        argv = [*dirs, "--out", str(target), *extra]
-        if "--wandb" in argv and not any(a.option_strings and "--wandb" in a.option_strings for a in parser._actions):
-            i = argv.index("--wandb")
-            del argv[i:i + 2]
-        captured = io.StringIO()
+            configs[rd] = load_run_record(rd).get("config", {}) or {}
+        except (OSError, ValueError) as e:
+            log.warning("%s: no configuration (%s)", rd, e)
+    data = ReportData(runs, list(skipped), metrics, configs, environment_frame(runs))
+    if not method_figures or runs.empty:
+        return data
+    if not harness.empty:
+        table = harness.assign(total_steps=harness["steps"])
+        if "lr" not in table:
+            table["lr"] = math.nan
+        points, problems = D.decomposition_table(table, matrix_type="Wq", source="tensors")
+        for p in problems:
+            log.info("DoRA figure: %s", p)
+        data.dora_points = points
+        with_ranks = [rd for rd in harness["run_dir"] if R.rank_file(rd).is_file()]
+        if with_ranks:
+            try:
+                data.adalora_ranks = R.load_allocations(with_ranks)
+            except (FileNotFoundError, ValueError) as e:
+                log.warning("AdaLoRA ranks: %s", e)
+    peft = runs[(runs.get("source", pd.Series("harness", index=runs.index)) == "peft")]
+    for rd in peft.loc[peft["method"] == "adalora", "run_dir"] if not peft.empty else []:
         try:
-            args = parser.parse_args(argv)
-            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                rc = mod.main(args)
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - another module's failure must not stop the report
-            level = logging.INFO if isinstance(e, FileNotFoundError) else logging.WARNING
-            log.log(level, "%s: no figure (%s: %s)", modname, type(e).__name__, _short_msg(e))
-            if not any(target.iterdir()):
-                target.rmdir()
+            data.adalora_final.append((rd, R.from_peft_json(rd)))
+        except (OSError, ValueError) as e:
+            log.info("%s: no rank pattern (%s)", rd, e)
+    return data
+
+
+def with_steps(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with a ``steps`` column (optimizer steps run; summary.json's, NaN where unknown)."""
+    out = runs.copy()
+    if "steps" not in out:
+        out["steps"] = math.nan
+    out["steps"] = pd.to_numeric(out["steps"], errors="coerce")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- computing
+
+#: Setup rows: (label, where the value comes from: a runs-frame column or a flattened configuration key).
+SETUP_FIELDS: tuple[tuple[str, str], ...] = (
+    ("Model", "model"), ("Task", "task"), ("Method", "_method"), ("Budget (rank r, AdaLoRA b)", "budget"),
+    ("Seed", "seed"), ("Optimizer steps", "steps"), ("Batch size", "train.batch_size"),
+    ("Learning rate", "lr"), ("Train examples", "task.max_train_samples"),
+    ("Eval examples", "task.max_eval_samples"), ("Validation split of train", "task.validation_fraction"),
+    ("Device", "device"), ("Source", "source"),
+)
+#: Configuration keys the Setup does not list among "other settings that vary" (covered above, or bookkeeping).
+_SETUP_SKIP = ("method.", "model.name", "task.name", "train.max_steps", "budget", "seed", "train.lr")
+
+
+def _plain(v: Any) -> str:
+    """A setting's value as text: ``all`` for None, ``0.0005`` for floats, lists joined."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:g}" if not v.is_integer() or abs(v) < 1e6 else f"{int(v)}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return str(v)
+
+
+def setup_tables(runs: pd.DataFrame, configs: dict[str, dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(common, varying): the settings every run shares (``Setting``, ``Value``) and those that differ
+    (``Setting``, ``Values``: each value with its number of runs), from :data:`SETUP_FIELDS` and, for
+    harness runs, every other configuration key that differs between runs."""
+    flat = {rd: compare.flatten(c) for rd, c in configs.items()}
+    per_run: list[dict[str, str]] = []
+    for _, r in runs.iterrows():
+        cfg = flat.get(r["run_dir"], {})
+        row: dict[str, str] = {}
+        for label, key in SETUP_FIELDS:
+            if key == "_method":
+                v: Any = method_label(r["method"], label=r.get("method_label"))
+            elif key in runs.columns:
+                v = r.get(key)
+            else:
+                v = cfg.get(key)
+                if key.startswith("task.max_") and r["run_dir"] in flat and v is None:
+                    v = "all"
+            if key == "task":
+                v = task_label(v)
+            if key in ("budget", "seed", "steps") and v is not None and not pd.isna(v):
+                v = int(v)
+            row[label] = _plain(v)
+        per_run.append(row)
+    other = [k for k in sorted({k for c in flat.values() for k in c}) if not k.startswith(_SETUP_SKIP + compare.IGNORED_CONFIG)
+             and k not in {key for _, key in SETUP_FIELDS}]
+    for k in other:
+        vals = {rd: _plain(flat[rd].get(k)) for rd in flat}
+        if len(set(vals.values())) > 1:
+            for row, rd in zip(per_run, runs["run_dir"]):
+                row[k] = vals.get(rd, "–")
+    frame = pd.DataFrame(per_run)
+    common, varying = [], []
+    for col in frame.columns:
+        counts = frame[col].value_counts(sort=False)
+        if col.startswith(tuple(f"{p}." for p in ("train", "task", "model", "snapshot"))) or "." in col:
+            label = f"{col} (configuration)"
+        else:
+            label = col
+        if len(counts) == 1:
+            if counts.index[0] != "–":
+                common.append({"Setting": label, "Value": counts.index[0]})
+        else:
+            varying.append({"Setting": label, "Values": "; ".join(f"{v} ({n} run{'s' if n != 1 else ''})"
+                                                                  for v, n in counts.items())})
+    return pd.DataFrame(common, columns=["Setting", "Value"]), pd.DataFrame(varying, columns=["Setting", "Values"])
+
+
+def runs_table(runs: pd.DataFrame, skipped: Sequence[tuple[Path, str]], *, digits: int = 4,
+               scale: float = 1.0) -> pd.DataFrame:
+    """One row per run, used or left out: Run (folder name), Status, Method, Task, Seed, Steps, Score (the
+    main metric, final evaluation), Folder (where it lies)."""
+    rows = []
+    for _, r in runs.iterrows():
+        val = r.get("main_metric_value")
+        score = ("–" if val is None or pd.isna(val)
+                 else f"{metric_label(str(r.get('main_metric')))} {float(val) * scale:.{digits}f}")
+        rd = Path(str(r["run_dir"]))
+        rows.append({"Run": rd.name, "Status": str(r.get("status") or "done"),
+                     "Method": method_label(r["method"], r.get("budget"), r.get("variant", ""),
+                                            label=r.get("method_label")),
+                     "Task": task_label(r.get("task")), "Seed": _plain(None if pd.isna(r.get("seed")) else int(r["seed"])),
+                     "Steps": _plain(None if pd.isna(r.get("steps")) else int(r["steps"])), "Score": score,
+                     "Folder": str(rd.parent)})
+    for path, why in skipped:
+        rows.append({"Run": Path(path).name, "Status": f"left out: {why}", "Method": "–", "Task": "–", "Seed": "–",
+                     "Steps": "–", "Score": "–", "Folder": str(Path(path).parent)})
+    return pd.DataFrame(rows, columns=["Run", "Status", "Method", "Task", "Seed", "Steps", "Score", "Folder"])
+
+
+def verdict_table(v: pd.DataFrame, *, digits: int = 4, scale: float = 1.0) -> pd.DataFrame:
+    """The papers' claims of :func:`analysis.compare.verdicts` as a display table."""
+    rows = []
+    for r in v.itertuples(index=False):
+        ci = f"[{r.low * scale:+.{digits}f}, {r.high * scale:+.{digits}f}]" if math.isfinite(r.low) else "–"
+        rows.append({"Claim": r.claim, "From": r.source, "Task": task_label(r.task),
+                     "Budget": _plain(r.budget) + (f" ({r.variant})" if r.variant else ""),
+                     "Metric": metric_label(r.metric), "Difference": f"{r.diff * scale:+.{digits}f}", "Interval": ci,
+                     "Seeds": f"{r.n_a} paired" if r.paired else f"{r.n_a} vs {r.n_b}", "Verdict": r.verdict})
+    return pd.DataFrame(rows, columns=["Claim", "From", "Task", "Budget", "Metric", "Difference", "Interval", "Seeds",
+                                       "Verdict"])
+
+
+def groups(runs: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Groups of comparable runs (:data:`GROUP_KEYS`: model, task, optimizer steps), in table order."""
+    r = with_steps(runs)
+    keys = [k for k in GROUP_KEYS if k in r]
+    out = []
+    for vals, g in r.groupby(keys, dropna=False, sort=False):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        out.append((dict(zip(keys, vals)), g))
+    return out
+
+
+def group_name(key: dict[str, Any]) -> str:
+    """``SST-2, minilm, 300 steps``."""
+    steps = key.get("steps")
+    return ", ".join([task_label(key.get("task")), str(key.get("model"))]
+                     + ([f"{int(steps)} steps"] if steps is not None and not pd.isna(steps) else []))
+
+
+def seeds_text(ns: Sequence[int]) -> str:
+    """``3 seeds each``, ``1 seed each (descriptive: no interval)``, ``1–3 seeds``."""
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        return "no seeds"
+    if len(ns) == 1:
+        return f"{ns[0]} seed{'s' if ns[0] != 1 else ''} each" + (" (descriptive: no interval)" if ns[0] == 1 else "")
+    return f"{ns[0]}–{ns[-1]} seeds"
+
+
+def configurations_text(long: pd.DataFrame) -> str:
+    """``Full FT, LoRA r=4, LoRA r=8``: the rows of a long table, labelled."""
+    return ", ".join(method_label(r["method"], r["budget"], r["variant"], label=r.get("method_label"))
+                     for _, r in long.iterrows())
+
+
+def join_words(words: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else ""
+
+
+def title_for(runs: pd.DataFrame) -> str:
+    """What the page compares: ``Full FT, LoRA, DoRA and AdaLoRA compared on minilm``."""
+    methods = []
+    for m, g in runs.groupby("method", sort=False):
+        methods.append((m, method_label(m, label=g["method_label"].dropna().iloc[0]
+                                        if "method_label" in g and g["method_label"].notna().any() else None)))
+    order = METHOD_ORDER
+    methods.sort(key=lambda t: (order.index(t[0]) if t[0] in order else len(order), str(t[0])))
+    models = [str(m) for m in dict.fromkeys(runs["model"]) if m is not None and not pd.isna(m)]
+    return f"{join_words([lbl for _, lbl in methods])} compared" + (f" on {join_words(models)}" if models else "")
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+def png_bytes(fig: Any, *, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (in memory)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _figure(fig: Any, stem: str, alt: str, caption: str, keep: bool) -> Figure:
+    """Encode ``fig``; close it unless ``keep`` (the CLI saves kept figures as files, then closes them)."""
+    import matplotlib.pyplot as plt
+
+    png = png_bytes(fig)
+    if not keep:
+        plt.close(fig)
+    return Figure(stem, alt, caption, png, fig if keep else None)
+
+
+def _slug(*parts: Any) -> str:
+    from analysis.table import slug
+
+    return slug("_".join(str(p) for p in parts if p is not None and not (isinstance(p, float) and math.isnan(p))))
+
+
+def comparison_figures(data: ReportData, *, metric: Optional[str], which: str, kind: str, confidence: float,
+                       keep: bool) -> tuple[Section, Section]:
+    """Pareto plots and learning curves, one figure per group of comparable runs."""
+    from analysis.plots import compare as pc
+
+    par = Section("pareto", "Pareto plots")
+    par.add("p", "Each point is one configuration: the metric's mean over seeds (error bars: the table's "
+                 "interval) against trainable parameters (log scale), train time and peak memory. Circled "
+                 "points lie on the Pareto frontier (dashed): no other configuration is better on both axes.")
+    cur = Section("curves", "Learning curves")
+    cur.add("p", "The evaluation metric after each evaluation step: mean over seeds, band: the interval over "
+                 "seeds at that step (none with one seed).")
+    for key, g in groups(data.runs):
+        long = compare.compare(g, metric=metric, which=which, kind=kind, confidence=confidence)
+        if long.empty:
             continue
-        log.debug("%s said: %s", modname, captured.getvalue())
-        pngs = sorted(target.rglob("*.png"))
-        if not any(target.iterdir()):
-            target.rmdir()
-        if rc not in (0, None) and not pngs:
-            last = (captured.getvalue().strip().splitlines() or [""])[-1]
-            log.info("%s: no figure (exit %s): %s", modname, rc, _short_msg(last))
+        name = group_name(key)
+        stem = _slug(key.get("model"), key.get("task"), f"{int(key['steps'])}steps" if not pd.isna(key.get("steps")) else None)
+        what = f"{metric_label(long['metric'].iloc[0])} on {task_label(key.get('task'))} (dev set)"
+        runs_txt = f"{len(g)} runs, {len(long)} configurations ({configurations_text(long)}), {seeds_text(long['n'])}"
+        fig = pc.pareto_figure(long, task=key.get("task"), model=key.get("model"))
+        par.add("figure", _figure(fig, f"pareto_{stem}", f"Pareto plots, {name}",
+                                  f"{what} against cost; {name}; {runs_txt}.", keep))
+        curves = compare.curves(g, data.metrics, metric=metric, kind=kind, confidence=confidence)
+        if not curves.empty:
+            fig = pc.curves_figure(curves, tasks=[key.get("task")], model=key.get("model"))
+            cur.add("figure", _figure(fig, f"curves_{stem}", f"Learning curves, {name}",
+                                      f"{what} during training; {name}; {runs_txt}.", keep))
+    if not cur.figures:
+        cur.add("p", "No run logged an evaluation during training.")
+    return par, cur
+
+
+def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional[Section]:
+    """DoRA's Figure 2 per group of comparable runs: ΔM against ΔD of the query matrices (norms per output
+    feature, the paper's axis), with r and slope per run and their mean over seeds."""
+    from analysis import decomposition as D
+    from analysis.plots.dora import dora_figure
+
+    pts = data.dora_points
+    if pts.empty:
+        return None
+    sec = Section("dora", "DoRA: magnitude vs direction (Figure 2)")
+    sec.add("p", "ΔM (change of the column norms) against ΔD (change of direction, 1 − cosine) of the query "
+                 "matrices at each snapshot, per layer, norms per output feature (the paper's ‖·‖_c); r and "
+                 "slope are computed per run over its (layer, checkpoint) points, then averaged over seeds with a "
+                 f"{confidence * 100:g}% Student-t interval (r on Fisher's z scale). The verdict says whether "
+                 "that interval excludes 0 on the side of the paper's sign (DoRA paper, Figure 2: FT −0.62, "
+                 "LoRA +0.83, DoRA −0.31).")
+    for key, g in groups(data.runs):
+        p = pts[pts["run_dir"].isin(set(g["run_dir"]))]
+        if p.empty:
             continue
-        sec = Section(sid, title, f'<p class="note">Drawn by <code>{html.escape(modname)}</code>; files in '
-                                  f'<code>figures/{sid}/</code>.</p>')
-        md = sorted(target.glob("*.md"))
-        for m in md:
-            sec.body += f"<pre>{html.escape(m.read_text()[:4000])}</pre>"
-        sec.figures = [Figure(p.stem.replace("_", " "), p.read_bytes()) for p in pngs]
-        sections.append(sec)
+        p = p.assign(panel=D.panels(p))
+        stats = D.correlation_table(p, axis="out", confidence=confidence)
+        name = group_name(key)
+        n_seeds = p["seed"].nunique()
+        methods = join_words([D.panel_label(x) for x in D.ordered_panels(p)])
+        fig = dora_figure(p, stats, axis="out", suptitle=f"ΔM vs ΔD of Wq, {name}")
+        stem = _slug("dora_fig2", key.get("model"), key.get("task"), f"{int(key['steps'])}steps"
+                     if not pd.isna(key.get("steps")) else None)
+        sec.add("figure", _figure(fig, stem, f"DoRA Figure 2, {name}",
+                                  f"ΔM against ΔD of the query matrices, one panel per method ({methods}); {name}; "
+                                  f"{p['run_dir'].nunique()} runs, {n_seeds} seed{'s' if n_seeds != 1 else ''}; "
+                                  f"{p['layer'].nunique()} layers × {p['checkpoint'].nunique()} checkpoints per run; "
+                                  "colour: layer, line: least-squares fit.", keep))
+        rows = []
+        for r in stats.itertuples(index=False):
+            iv = (f"{r.pearson:+.2f} [{r.pearson_low:+.2f}, {r.pearson_high:+.2f}]" if math.isfinite(r.pearson_low)
+                  else f"{r.pearson:+.2f}")
+            rows.append({"Method": D.panel_label(r.panel), "Seeds": str(r.n_seeds), "r (mean over seeds)": iv,
+                         "Slope": f"{r.slope:.3g}", "Paper r": "–" if not math.isfinite(r.paper_pearson)
+                         else f"{r.paper_pearson:+.2f}", "Verdict": r.verdict})
+        sec.add("table", render.render(pd.DataFrame(rows), fmt="html", caption=f"ΔM vs ΔD, {name}",
+                                       text=("Verdict",)))
+    return sec if sec.figures else None
+
+
+#: The budget shares the AdaLoRA table shows: (quantity of :func:`analysis.ranks.allocation_shares`, label,
+#: the quantity an equal rank for every matrix would give, or None).
+SHARE_ROWS: tuple[tuple[str, str, Optional[str]], ...] = (
+    ("ffn_share", "FFN (Wf1, Wf2): share of the kept rank", "ffn_uniform"),
+    ("top_share", "Top third of the layers: share of the kept rank", "top_uniform"),
+    ("bottom_share", "Bottom third of the layers: share of the kept rank", "top_uniform"),
+    *((f"mean_{t}", f"{t}: mean rank per matrix", None) for t in ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2")),
+)
+
+
+def shares_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows of :func:`analysis.ranks.summarize_shares` as a display table: quantity, mean over
+    seeds, interval, what a uniform allocation would give."""
+    rows = []
+    for key, label, uniform in SHARE_ROWS:
+        if key not in summary.index or not math.isfinite(summary.at[key, "mean"]):
+            continue
+        r = summary.loc[key]
+        rows.append({"Quantity": label, "Mean over seeds": f"{r['mean']:.3g}",
+                     "Interval": f"[{r['low']:.3g}, {r['high']:.3g}]" if math.isfinite(r["low"]) else "–",
+                     "Seeds": str(int(r["n"])),
+                     "If uniform": f"{summary.at[uniform, 'mean']:.3g}" if uniform in summary.index else "–"})
+    return pd.DataFrame(rows, columns=["Quantity", "Mean over seeds", "Interval", "Seeds", "If uniform"])
+
+
+def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
+    """AdaLoRA's Figure 3 per condition (task, model, budget, steps; seeds pooled): the final rank of each
+    adapted matrix, and the budget shares beside it with the verdict against the paper."""
+    from analysis import ranks as R
+    from analysis.plots import adalora as P
+
+    conds: list[tuple[str, str, pd.DataFrame]] = []
+    if not data.adalora_ranks.empty:
+        for label, sub in R.conditions(data.adalora_ranks):
+            final = R.final_ranks(sub)
+            d = sub.iloc[0]
+            steps = int(final["step"].max())
+            parts = [task_label(d.get("task")), str(d.get("model"))]
+            parts += [f"b={int(d['target_r'])}"] if pd.notna(d.get("target_r")) else []
+            name = ", ".join(parts + [f"{steps} steps"])
+            conds.append((label, name, final))
+    for path, final in data.adalora_final:
+        conds.append((Path(path).stem, f"{Path(path).name} (PEFT result)", final))
+    if not conds:
+        return None
+    import matplotlib.pyplot as plt
+
+    sec = Section("adalora", "AdaLoRA: rank allocation")
+    sec.add("p", "Final rank of each adapted matrix (layer × matrix type, layers counted from 1 at the bottom), "
+                 "as the AdaLoRA paper's Figure 3; cells: mean over seeds (± std where several). The table "
+                 "below says where the budget went (per run, then the mean over seeds with its interval, beside "
+                 "what an equal rank for every matrix would give); the line under it is the verdict against "
+                 "the paper (more rank to the FFN matrices and to the top layers).")
+    for label, name, final in conds:
+        mean, std, n = R.heatmap_table(final)
+        shares = R.allocation_shares(final)
+        v = R.verdict(shares)
+        n_runs = final["run_dir"].nunique() if "run_dir" in final else 1
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * mean.shape[1] + 2.5), 0.55 * mean.shape[0] + 1.6),
+                               constrained_layout=True)
+        P.rank_heatmap(mean, std if n_runs > 1 else None, n if n_runs > 1 else None, ax=ax,
+                       title=f"AdaLoRA final ranks, {name}", vmax=float(final["init_r"].max()))
+        seeds = f"{n_runs} seed{'s' if n_runs != 1 else ''}" + (" (descriptive: no interval)" if n_runs == 1 else "")
+        sec.add("figure", _figure(fig, _slug("adalora", label), f"AdaLoRA final ranks, {name}",
+                                  f"Final rank per matrix; {name}; {seeds}; initial rank "
+                                  f"{int(final['init_r'].max())}.", keep))
+        sec.add("table", render.render(shares_table(R.summarize_shares(shares)), fmt="html",
+                                       caption=f"Where the budget went, {name}"))
+        sec.add("note", v["line"])
+    return sec
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str = "final", kind: str = "t",
+                   confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
+                   keep_figures: bool = False) -> list[Section]:
+    """Every section of the report (pure: figures drawn and encoded in memory; with ``keep_figures`` each
+    :class:`Figure` keeps its matplotlib figure open for the caller to save and close)."""
+    runs = with_steps(data.runs)
+    opts = dict(metric=metric, which=which, kind=kind, confidence=confidence)
+    long = compare.compare(runs, **opts)
+
+    setup = Section("setup", "Setup")
+    common, varying = setup_tables(runs, data.configs)
+    tasks = join_words([task_label(t) for t in dict.fromkeys(runs["task"])])
+    setup.add("p", f"{len(runs)} finished runs on {tasks}; {len(long)} configurations (model × task × method × "
+                   f"budget{' × variant' if long['variant'].astype(bool).any() else ''}), {seeds_text(long['n'])}. "
+                   "Scores are on each task's dev set, the reported test set; nothing was selected on it.")
+    setup.add("table", render.render(common, fmt="html", caption="Common to every run", text=common.columns))
+    if varying.empty:
+        setup.add("p", "Nothing else varies between the runs.")
+    else:
+        setup.add("table", render.render(varying, fmt="html", caption="What varies between the runs",
+                                         text=varying.columns))
+    mixed = [group_name(k) for k, _ in groups(runs)]
+    if len(mixed) > 1:
+        setup.add("note", f"The runs form {len(mixed)} groups that are not comparable with each other (model, task "
+                          f"or number of steps differ): {'; '.join(mixed)}. Each figure shows one group.")
+
+    run_sec = Section("runs", "Runs")
+    run_sec.add("p", f"{len(runs)} runs used" + (f", {len(data.skipped)} left out (not finished or unreadable)."
+                                                 if data.skipped else "; none left out."))
+    run_sec.add("table", render.render(runs_table(runs, data.skipped, digits=digits, scale=scale), fmt="html",
+                                       text=("Run", "Status", "Folder")))
+
+    comp = Section("comparison", "Comparison")
+    t, b = render.format_wide(compare.wide(long), kind=kind, digits=digits, scale=scale)
+    comp.add("table", render.render(t, b, fmt="html", caption="Methods compared, paper layout (mean over seeds)",
+                                    footer=render.notes(long, kind=kind, confidence=confidence, layout="wide",
+                                                        scale=scale)))
+    v = compare.verdicts(runs, metric=metric, which=which, confidence=confidence)
+    if v.empty:
+        comp.add("note", "The papers' claims (DoRA > LoRA, AdaLoRA > LoRA at the same budget) need both methods "
+                         "on the same task and budget; these runs have no such pair.")
+    else:
+        comp.add("table", render.render(
+            verdict_table(v, digits=digits, scale=scale), fmt="html", caption="The papers' claims, checked",
+            text=("Claim", "From", "Verdict"),
+            footer=[f"Difference of means over seeds with its {confidence * 100:g}% t-interval (paired where both "
+                    "methods ran the same seeds, else Welch); agrees / disagrees when the interval lies wholly on "
+                    "one side of 0, inconclusive when it contains 0 or has no width, descriptive with one seed."]))
+    t, b = render.format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
+    comp.add("table", render.render(t, b, fmt="html", caption="Per task: interval, seeds and cost",
+                                    footer=render.notes(long, kind=kind, confidence=confidence, layout="long",
+                                                        scale=scale)))
+
+    par, cur = comparison_figures(data, metric=metric, which=which, kind=kind, confidence=confidence,
+                                  keep=keep_figures)
+    sections = [setup, run_sec, comp, par, cur]
+    for extra in (dora_section(data, confidence=confidence, keep=keep_figures),
+                  adalora_section(data, keep=keep_figures)):
+        if extra is not None:
+            sections.append(extra)
+    env = Section("environment", "Environment")
+    if data.environment.empty:
+        env.add("p", "No environment recorded.")
+    else:
+        env.add("p", "Software and hardware of the runs: one row per distinct environment, with its number of runs.")
+        env.add("table", render.render(data.environment.astype(str), fmt="html"))
+    sections.append(env)
     return sections
 
 
-def _short_msg(msg: object, limit: int = 200) -> str:
-    s = str(msg)
-    return s if len(s) <= limit else s[:limit] + " …"
+# --------------------------------------------------------------------------------------------- page
+
+def _jinja() -> jinja2.Environment:
+    """The template environment: templates from the package, autoescaped; ``b64`` encodes PNG bytes."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("analysis", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+    return env
 
 
-def extra_figure_section(dirs: Sequence[str]) -> Optional[Section]:
-    """PNGs found under the ``--figures`` folders, embedded as they are."""
-    pngs = [p for d in dirs for p in sorted(Path(d).rglob("*.png"))]
-    if not pngs:
-        return None
-    return Section("more-figures", "More figures", "", [Figure(str(p), p.read_bytes()) for p in pngs])
-
-
-# --------------------------------------------------------------------------------------------- browser check
-
-def find_chromium() -> Optional[str]:
-    """Path of a Chromium / Chrome binary, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
-        p = shutil.which(name)
-        if p:
-            return p
-    return None
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--virtual-time-budget=15000"]
-
-
-def check_in_browser(page: str | Path, *, chromium: Optional[str] = None, timeout: float = 90) -> dict[str, Any]:
-    """Open ``page`` in headless Chromium, let the page's check script run, and return its verdict:
-    ``status`` (ok / fail / pending), ``images``, ``broken``, ``broken_list``, ``sections_shown``."""
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no chromium binary on PATH (Debian: apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory(prefix="report-chromium-") as profile:
-        proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                               Path(page).resolve().as_uri()], capture_output=True, text=True, timeout=timeout)
-    m = re.search(r'<div id="report-check"([^>]*)>', proc.stdout)
-    if m is None:
-        raise RuntimeError(f"chromium returned no page (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', m.group(1)))
-    return {"status": attrs.get("data-status"), "images": int(attrs.get("data-images", -1)),
-            "broken": int(attrs.get("data-broken", -1)), "broken_list": html.unescape(attrs.get("data-broken-list", "")),
-            "sections_shown": attrs.get("data-sections-shown", "").split()}
+def render_page(sections: Sequence[Section], *, title: str, subtitle: str = "") -> str:
+    """The whole page from ``report.html.j2``: text escaped, tables (Styler HTML) inserted as they are."""
+    blocks = [[Block(b.kind, Markup(b.content)) if b.kind == "table" else b
+               for b in s.blocks] for s in sections]
+    return _jinja().get_template("report.html.j2").render(
+        title=title, subtitle=subtitle, sections=[(s, bl) for s, bl in zip(sections, blocks)])
 
 
 # --------------------------------------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``report``."""
+    from analysis.table import add_common
+
     p.add_argument("runs", nargs="+", help="run folders, sweep folders, PEFT result files or folders")
     p.add_argument("-o", "--output", default=None,
                    help="output folder (default: a new ./analysis-report-<time>/; never the input folders)")
-    p.add_argument("--title", default=None, help="page title")
+    p.add_argument("--title", default=None, help="page title (default: the methods and models compared)")
     add_common(p)
-    p.add_argument("--figures", action="append", default=[], metavar="DIR",
-                   help="also embed every PNG under DIR (repeatable)")
     p.add_argument("--no-method-figures", action="store_true",
                    help="skip the DoRA ΔM/ΔD and AdaLoRA heatmap figures")
-    p.add_argument("--check", action="store_true", help="open the page in headless Chromium and check it")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build ``<output>/index.html`` (+ figures/, table.md|tex|csv); 1 when no finished run was found."""
+    """Write ``<output>/index.html``, ``figures/`` (PNG + PDF) and ``table.md|tex|csv``; 1 when no finished
+    run was found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from analysis.outputs import out_folder
+    from analysis.table import check_options, load_finished
 
     check_options(args)
     out = out_folder(args.output, "-o/--output", "report")
@@ -382,35 +649,25 @@ def main(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     runs, skipped, metrics, opts = loaded
+    scale = 100.0 if args.percent else 1.0
+    data = load_report_data(runs, skipped, metrics, method_figures=not args.no_method_figures)
+    sections = build_sections(data, digits=args.digits, scale=scale, keep_figures=True, **opts)
+
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    scale = 100.0 if args.percent else 1.0
-    long = compare.compare(runs, **opts)
-    cur = compare.curves(runs, metrics, metric=args.metric, kind=args.interval, confidence=args.confidence)
-
+    for fig in (f for s in sections for f in s.figures):
+        (figdir / f"{fig.stem}.png").write_bytes(fig.png)
+        fig.fig.savefig(figdir / f"{fig.stem}.pdf", bbox_inches="tight")
+        plt.close(fig.fig)
     for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        (out / f"table.{ext}").write_text(compare.table_text(runs, fmt=fmt, digits=args.digits, scale=scale, **opts))
-    (out / "table_long.csv").write_text(compare.table_text(runs, fmt="csv", layout="long", **opts))
-
-    method_secs = [] if args.no_method_figures else method_figure_sections(runs, figdir)
-    extra = extra_figure_section(args.figures)
-    env = environment_frame(runs)
-    figures: list[tuple[str, Any]] = []
-    sections = build_sections(runs, skipped, long, cur, env, kind=args.interval, confidence=args.confidence,
-                              digits=args.digits, scale=scale, inputs=[str(p) for p in args.runs],
-                              method_figures=method_secs + ([extra] if extra else []), keep_figures=figures)
-    for stem, fig in figures:  # the same figures as files (PNG + PDF) beside the page
-        fig.savefig(figdir / f"{stem}.png", dpi=150, bbox_inches="tight")
-        fig.savefig(figdir / f"{stem}.pdf", bbox_inches="tight")
-        plt.close(fig)
-    title = args.title or "Methods compared: " + ", ".join(compare.task_label(t) for t in dict.fromkeys(long["task"]))
-    stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        (out / f"table.{ext}").write_text(render.table_text(runs, fmt=fmt, digits=args.digits, scale=scale, **opts))
+    (out / "table_long.csv").write_text(render.table_text(runs, fmt="csv", layout="long", **opts))
+    title = args.title or title_for(runs)
+    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    subtitle = f"{len(runs)} runs from {', '.join(str(p) for p in args.runs)} · made {stamp} with {args.command_line}" \
+        if hasattr(args, "command_line") else f"{len(runs)} runs · made {stamp}"
     page = out / "index.html"
-    page.write_text(render_html(sections, title=title, subtitle=f"generated {stamp} by python -m analysis report"))
-    print(f"wrote {page} ({len(sections)} sections) and {figdir}/, table.md|tex|csv")
-    if args.check:
-        res = check_in_browser(page)
-        print(f"browser check: {res['status']}: {res['images']} images, {res['broken']} broken, "
-              f"sections shown: {' '.join(res['sections_shown'])}")
-        return 0 if res["status"] == "ok" else 1
+    page.write_text(render_page(sections, title=title, subtitle=subtitle))
+    log.info("wrote %s (%d sections), %s/ and table.md|tex|csv", page, len(sections), figdir)
+    print(f"wrote {page}")
     return 0

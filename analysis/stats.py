@@ -102,7 +102,8 @@ def correlation_interval(values: Iterable[float], *, confidence: float = 0.95) -
 
 def bootstrap_interval(values: Iterable[float], *, confidence: float = 0.95, n_resamples: int = 10_000,
                        seed: int = 0) -> Interval:
-    """Percentile bootstrap interval of the mean (resampling seeds with replacement); none for n < 2.
+    """Percentile bootstrap interval of the mean (resampling seeds with replacement; ``scipy.stats.bootstrap``
+    with ``method="percentile"``); none for n < 2.
 
     With few seeds the percentile bootstrap is narrower than the t-interval (it ignores that ``s`` is
     itself estimated); prefer ``t`` for n < 10.
@@ -111,13 +112,9 @@ def bootstrap_interval(values: Iterable[float], *, confidence: float = 0.95, n_r
     a, degenerate = _values_or_degenerate(values)
     if degenerate is not None:
         return degenerate
-    n, mean = len(a), float(a.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    means = a[idx].mean(axis=1)  # (n_resamples,)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(mean, float(low), float(high), n, float(a.std(ddof=1)), "bootstrap")
+    ci = _st.bootstrap((a,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                       vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+    return Interval(float(a.mean()), float(ci.low), float(ci.high), len(a), float(a.std(ddof=1)), "bootstrap")
 
 
 def interval(values: Iterable[float], *, kind: IntervalKind = "t", confidence: float = 0.95,

@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from analysis import compare
+from analysis import compare, inputs, render
+from analysis.errors import BadOption
 from analysis import stats as S
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,6 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peft-task", default="metamathqa", help="task name for PEFT result files (they name none)")
 
 
-class BadOption(ValueError):
-    """An option's value is unusable; the message names the option and the fix (exit 2)."""
-
-
 def check_options(args: argparse.Namespace) -> None:
     """Options checked before any file is read: BadOption naming the option."""
     try:
@@ -81,7 +78,7 @@ def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.D
     """(runs, runs left out, metrics, comparison options) from the arguments of :func:`add_common`, the runs
     left out listed on stderr; None after an error line when no run finished (nothing ``to {purpose}``).
     The options themselves are checked by the caller first (:func:`check_options`), before any output folder."""
-    runs, skipped, metrics = compare.load_inputs(args.runs, include_unfinished=args.include_unfinished,
+    runs, skipped, metrics = inputs.load_inputs(args.runs, include_unfinished=args.include_unfinished,
                                                  peft_task=args.peft_task)
     report_skipped(skipped)
     if runs.empty:
@@ -109,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     runs, _, metrics, opts = loaded
-    text = compare.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
+    text = render.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
                               scale=100.0 if args.percent else 1.0, **opts)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.compare import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, pareto_front, task_label
+from analysis.compare import pareto_front
+from analysis.labels import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, task_label
 from analysis.plots.style import first, legend_below, method_styles, plain_ticks, setup_line
 
 METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import ScalarFormatter
 
-from analysis.compare import METHOD_LABELS, task_label
+from analysis.labels import METHOD_LABELS, task_label
 
 #: Fallback colours when the data carries no ``method_color`` column (labels: ``analysis.compare.METHOD_LABELS``).
 METHOD_COLORS: dict[str, str] = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}

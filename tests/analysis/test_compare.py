@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from analysis import compare
+from analysis import compare, inputs, labels, render
 from analysis.__main__ import build_parser
 from analysis.__main__ import main as cli
 from harness.metrics import METRICS
@@ -102,7 +102,7 @@ def sweep(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------------ long table
 
 def test_long_table_means_and_t_intervals(sweep: Path) -> None:
-    runs, skipped, _ = compare.load_inputs([sweep])
+    runs, skipped, _ = inputs.load_inputs([sweep])
     assert len(runs) == 24
     assert [p.name for p, _ in skipped] == ["24_lora_sst2_s9"] and "failed" in skipped[0][1]
     long = compare.compare(runs)
@@ -122,7 +122,7 @@ def test_long_table_means_and_t_intervals(sweep: Path) -> None:
 
 
 def test_bootstrap_and_best_eval(sweep: Path) -> None:
-    runs, _, _ = compare.load_inputs([sweep])
+    runs, _, _ = inputs.load_inputs([sweep])
     long = compare.compare(runs, kind="bootstrap", which="best")
     row = long[(long.method == "lora") & (long.task == "sst2")].iloc[0]
     assert row["mean"] == pytest.approx(np.mean([0.91, 0.92, 0.94]))
@@ -132,7 +132,7 @@ def test_bootstrap_and_best_eval(sweep: Path) -> None:
 def test_best_chosen_on_the_reported_set_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_run(tmp_path, "a", method="lora", seed=0, best_selected_on="validation")
     b = write_run(tmp_path, "b", method="lora", seed=1, best_selected_on="test")
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     with pytest.raises(compare.SelectionError, match="task.validation_fraction"):
         compare.compare(runs, which="best")
     assert len(compare.compare(runs)) == 1  # the final evaluation is always reportable
@@ -143,10 +143,10 @@ def test_best_chosen_on_the_reported_set_is_refused(tmp_path: Path, capsys: pyte
 
 def test_single_seed_has_no_interval_and_says_so(tmp_path: Path) -> None:
     write_run(tmp_path, "a", method="lora", value=0.8)
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     long = compare.compare(runs)
     assert long.iloc[0]["n"] == 1 and math.isnan(long.iloc[0]["low"])
-    text = compare.table_text(runs, layout="long")
+    text = render.table_text(runs, layout="long")
     assert "– (n=1)" in text and "single seed have no interval" in text
 
 
@@ -156,7 +156,7 @@ def test_best_marks_follow_direction(tmp_path: Path) -> None:
                   train_seconds=5.0)
         write_run(tmp_path, f"d{seed}", method="dora", task="stsb", seed=seed, value=0.20 + seed * 0.01, metric="mse",
                   train_seconds=9.0)
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     long = compare.compare(runs)
     best = compare.best_mask(long)
     dora = long.index[long.method == "dora"][0]
@@ -164,7 +164,7 @@ def test_best_marks_follow_direction(tmp_path: Path) -> None:
     assert not long.loc[dora, "higher_is_better"]
     assert best.loc[dora, "mean"] and not best.loc[lora, "mean"]  # lower mse wins
     assert best.loc[lora, "train_seconds"] and not best.loc[dora, "train_seconds"]
-    md = compare.table_text(runs)
+    md = render.table_text(runs)
     assert "MSE ↓" in md and "**0.2050 ±" in md
 
 
@@ -175,17 +175,17 @@ def test_every_row_the_data_cannot_tell_from_the_best_is_marked(tmp_path: Path) 
         for seed, v in enumerate(vs):
             write_run(tmp_path / "three", f"{m}{seed}", method=m, seed=seed, value=v, budget=None if m == "full" else 8)
         write_run(tmp_path / "one", f"{m}0", method=m, seed=0, value=vs[0], budget=None if m == "full" else 8)
-    runs, _, _ = compare.load_inputs([tmp_path / "three"])
+    runs, _, _ = inputs.load_inputs([tmp_path / "three"])
     long = compare.compare(runs)
     marked = dict(zip(long["method"], compare.best_mask(long)["mean"]))
     assert marked == {"full": True, "lora": True, "dora": False}
     # the same rule as a hand computation with scipy's t-interval
     ivs = {m: st.t.interval(0.95, 2, loc=np.mean(v), scale=st.sem(v)) for m, v in vals.items()}
     assert all(marked[m] == (ivs[m][0] <= ivs["full"][1] and ivs[m][1] >= ivs["full"][0]) for m in vals)
-    md = compare.table_text(runs)
+    md = render.table_text(runs)
     assert md.count("**") == 2 * 2 and "every row whose 95% interval overlaps it" in md
-    one, _, _ = compare.load_inputs([tmp_path / "one"])
-    md1 = compare.table_text(one)
+    one, _, _ = inputs.load_inputs([tmp_path / "one"])
+    md1 = render.table_text(one)
     assert "**" not in md1 and "one seed per cell: descriptive" in md1
 
 
@@ -195,17 +195,17 @@ def test_paper_claims_get_a_verdict_from_the_seed_level_difference(tmp_path: Pat
     for m, vs in vals.items():
         for seed, v in enumerate(vs):
             write_run(tmp_path, f"{m}{seed}", method=m, seed=seed, value=v)
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     v = compare.verdicts(runs).set_index("a")
     d = np.subtract(vals["dora"], vals["lora"])
     lo, hi = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))  # paired over seeds
     assert bool(v.loc["dora", "paired"]) and (v.loc["dora", "low"], v.loc["dora", "high"]) == pytest.approx((lo, hi))
     assert v.loc["dora", "verdict"] == "agrees" and v.loc["adalora", "verdict"] == "inconclusive"
-    text = compare.table_text(runs)
+    text = render.table_text(runs)
     assert "Claim DoRA > LoRA (DoRA paper), SST-2" in text and "→ agrees" in text
     # different seed sets: Welch's interval, as scipy computes it
     write_run(tmp_path / "more", "lora3", method="lora", seed=3, value=0.81)
-    runs2, _, _ = compare.load_inputs([tmp_path])
+    runs2, _, _ = inputs.load_inputs([tmp_path])
     v2 = compare.verdicts(runs2).set_index("a")
     w = st.ttest_ind(vals["dora"], [*vals["lora"], 0.81], equal_var=False).confidence_interval(0.95)
     assert not bool(v2.loc["dora", "paired"]) and (v2.loc["dora", "low"], v2.loc["dora", "high"]) == pytest.approx(
@@ -213,7 +213,7 @@ def test_paper_claims_get_a_verdict_from_the_seed_level_difference(tmp_path: Pat
 
 
 def test_wide_layout_paper_table(sweep: Path) -> None:
-    runs, _, _ = compare.load_inputs([sweep])
+    runs, _, _ = inputs.load_inputs([sweep])
     w = compare.wide(compare.compare(runs))
     assert list(w.method) == ["full", "lora", "dora", "adalora"]
     assert w.attrs["tasks"] == ["sst2", "rte"] or set(w.attrs["tasks"]) == {"sst2", "rte"}
@@ -221,7 +221,7 @@ def test_wide_layout_paper_table(sweep: Path) -> None:
     assert dora["avg"] == pytest.approx((np.mean([0.92, 0.92, 0.93]) + np.mean([0.69, 0.70, 0.71])) / 2)
     ada = w[w.method == "adalora"].iloc[0]
     assert ada["trainable_params"] == PARAMS["adalora"] and ada["effective_params"] == 400_000
-    md = compare.table_text(runs)
+    md = render.table_text(runs)
     lines = md.splitlines()
     assert lines[0].startswith("| Method | Params trained / effective |") and "SST-2 (Acc ↑)" in lines[0]
     assert "RTE (Acc ↑)" in lines[0] and "Avg ↑" in lines[0]
@@ -235,30 +235,30 @@ def test_average_needs_every_task(tmp_path: Path) -> None:
     write_run(tmp_path, "a", method="lora", task="sst2", value=0.9)
     write_run(tmp_path, "b", method="lora", task="rte", value=0.6)
     write_run(tmp_path, "c", method="dora", task="sst2", value=0.91)
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     w = compare.wide(compare.compare(runs)).set_index("method")
     assert w.loc["lora", "avg"] == pytest.approx(0.75) and math.isnan(w.loc["dora", "avg"])
 
 
 def test_formats(sweep: Path) -> None:
-    runs, _, _ = compare.load_inputs([sweep])
-    tex = compare.table_text(runs, fmt="latex")
+    runs, _, _ = inputs.load_inputs([sweep])
+    tex = render.table_text(runs, fmt="latex")
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\textbf{" in tex and "$\\pm$" in tex
     assert "$\\uparrow$" in tex
-    csv = compare.table_text(runs, fmt="csv", layout="long")
+    csv = render.table_text(runs, fmt="csv", layout="long")
     from io import StringIO
 
     back = pd.read_csv(StringIO(csv))
     assert len(back) == 8 and {"mean", "low", "high", "n", "higher_is_better", "best", "peak_memory_bytes"} <= set(back.columns)
     assert back.groupby("task")["best"].sum().min() >= 1  # the best and every row that overlaps it, per task
-    wide_csv = pd.read_csv(StringIO(compare.table_text(runs, fmt="csv")))
+    wide_csv = pd.read_csv(StringIO(render.table_text(runs, fmt="csv")))
     assert {"sst2", "sst2_low", "sst2_high", "sst2_n", "rte", "avg"} <= set(wide_csv.columns)
-    long_md = compare.table_text(runs, layout="long")
+    long_md = render.table_text(runs, layout="long")
     header = long_md.splitlines()[0]
     for col in ("Task", "Method", "Metric", "Mean", "95% CI (t)", "Seeds", "Train s ↓", "Tokens/s ↑",
                 "Peak memory ↓ (CPU max RSS)", "Params trained / effective ↓"):
         assert col in header
-    pct = compare.table_text(runs, scale=100.0, digits=2)
+    pct = render.table_text(runs, scale=100.0, digits=2)
     assert "92.33 ±" in pct
 
 
@@ -266,11 +266,11 @@ def test_variants_split_configurations(tmp_path: Path) -> None:
     for seed in range(2):
         write_run(tmp_path, f"a{seed}", method="lora", seed=seed, lr=1e-3, value=0.8)
         write_run(tmp_path, f"b{seed}", method="lora", seed=seed, lr=5e-4, value=0.7)
-    runs, _, _ = compare.load_inputs([tmp_path])
+    runs, _, _ = inputs.load_inputs([tmp_path])
     long = compare.compare(runs)
     assert sorted(long["variant"]) == ["method.lr=0.0005", "method.lr=0.001"]
     assert set(long["n"]) == {2}
-    assert "LoRA r=8 (method.lr=0.001)" in compare.table_text(runs)
+    assert "LoRA r=8 (method.lr=0.001)" in render.table_text(runs)
 
 
 def test_a_run_read_twice_counts_once_and_two_runs_claiming_one_identity_are_an_error(
@@ -278,12 +278,12 @@ def test_a_run_read_twice_counts_once_and_two_runs_claiming_one_identity_are_an_
     a = write_run(tmp_path / "s1", "a", seed=0, value=0.8)
     write_run(tmp_path / "s2", "a", seed=0, value=0.8)  # a copy of the same run
     assert json.loads((a / "run.json").read_text())["config_hash"]
-    runs, _, _ = compare.load_inputs([tmp_path / "s1", tmp_path / "s2"])
+    runs, _, _ = inputs.load_inputs([tmp_path / "s1", tmp_path / "s2"])
     long = compare.compare(runs)
     assert long.iloc[0]["n"] == 1 and long.iloc[0]["mean"] == pytest.approx(0.8)
     b = write_run(tmp_path / "s3", "a", seed=0, value=0.9)  # same configuration hash, other results
     with pytest.raises(compare.DuplicateRunError) as e:
-        compare.load_inputs([tmp_path / "s1", tmp_path / "s3"])
+        inputs.load_inputs([tmp_path / "s1", tmp_path / "s3"])
     assert str(a) in str(e.value) and str(b) in str(e.value)
     assert cli(["table", str(tmp_path / "s1"), str(tmp_path / "s3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -292,12 +292,12 @@ def test_a_run_read_twice_counts_once_and_two_runs_claiming_one_identity_are_an_
 
 def test_directions() -> None:
     for name, m in METRICS.items():
-        assert compare.higher_is_better(name) == m.higher_is_better
-        assert compare.higher_is_better(f"eval/{name}") == m.higher_is_better
-    assert compare.higher_is_better("pearson_spearman")
+        assert labels.higher_is_better(name) == m.higher_is_better
+        assert labels.higher_is_better(f"eval/{name}") == m.higher_is_better
+    assert labels.higher_is_better("pearson_spearman")
     for lower in ("eval/loss", "train_seconds", "peak_memory_bytes", "trainable_params", "forgetting"):
-        assert not compare.higher_is_better(lower)
-    assert compare.higher_is_better("tokens_per_s")
+        assert not labels.higher_is_better(lower)
+    assert labels.higher_is_better("tokens_per_s")
 
 
 def test_pareto_front() -> None:
@@ -309,7 +309,7 @@ def test_pareto_front() -> None:
 
 
 def test_curves_mean_over_seeds(sweep: Path) -> None:
-    runs, _, metrics = compare.load_inputs([sweep])
+    runs, _, metrics = inputs.load_inputs([sweep])
     cur = compare.curves(runs, metrics)
     c = cur[(cur.method == "dora") & (cur.task == "rte")].set_index("step")
     assert list(c.index) == [10, 20] and set(c["n"]) == {3}
@@ -323,7 +323,7 @@ def test_plots_return_axes(sweep: Path) -> None:
 
     from analysis.plots import compare as pc
 
-    runs, _, metrics = compare.load_inputs([sweep])
+    runs, _, metrics = inputs.load_inputs([sweep])
     long = compare.compare(runs)
     for x in ("trainable_params", "train_seconds", "peak_memory_bytes"):
         ax = pc.pareto(long, x=x, task="rte")
@@ -475,7 +475,7 @@ def test_unchosen_selection_candidates_are_not_results(tmp_path: Path, capsys: p
         "point": "task=sst2 method=lora budget=8", "chosen": 2.0,
         "candidates": [{"value": v, "config_hash": h[d], "run_dir": str(d)} for v, d in zip((1.0, 2.0, 4.0), cands.values())],
         "stage2": [{"config_hash": h[d], "run_dir": str(d)} for d in chosen]}]}))
-    runs, skipped, _ = compare.load_inputs([sweep])
+    runs, skipped, _ = inputs.load_inputs([sweep])
     assert sorted(runs["seed"]) == [0, 1, 2] and set(runs["run_dir"]) == {str(d.resolve()) for d in chosen}
     assert sum("selection candidate not chosen" in why for _, why in skipped) == 2
     long = compare.compare(runs)

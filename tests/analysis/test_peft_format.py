@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from analysis import compare, peft_format
+from analysis import compare, inputs, peft_format, render
 from analysis.__main__ import main as cli
 from tests.analysis.test_compare import make_sweep, write_run
 
@@ -26,7 +26,7 @@ def _raw(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def peft_runs() -> pd.DataFrame:
-    runs, skipped, _ = compare.load_inputs([PEFT_DIR])
+    runs, skipped, _ = inputs.load_inputs([PEFT_DIR])
     assert skipped == []
     return runs
 
@@ -67,15 +67,15 @@ def test_table_reproduces_the_files(peft_runs: pd.DataFrame, file: str, method: 
 @needs_data
 def test_formatted_tables_show_the_numbers(peft_runs: pd.DataFrame) -> None:
     core = peft_runs[peft_runs.method.isin(["full", "lora", "dora", "adalora"])]
-    md = compare.table_text(core)
+    md = render.table_text(core)
     assert "| LoRA r=32 | 9.18M / 9.18M | 0.4784 |" in md
     assert "| DoRA r=32 | 9.29M / 9.29M | 0.4693 |" in md
     assert "| Full FT (lr_0.00001) | 3.21B / 3.21B | 0.4716 |" in md
     assert "| AdaLoRA b=32 | 18.4M / – | 0.3730 |" in md  # final ranks known, matrix shapes not: no effective count
-    long = compare.table_text(core, layout="long")
+    long = render.table_text(core, layout="long")
     lora = next(line for line in long.splitlines() if "| LoRA r=32 |" in line)
     assert "| **942.0** |" in lora and "| 20.8 GiB |" in lora  # train_time 941.96 s (fastest), 22292725760 B
-    csv = pd.read_csv(pd.io.common.StringIO(compare.table_text(core, fmt="csv", layout="long")))
+    csv = pd.read_csv(pd.io.common.StringIO(render.table_text(core, fmt="csv", layout="long")))
     full = csv[csv.method == "full"].iloc[0]
     assert full["train_seconds"] == _raw("full-finetuning--llama-3.2-3B-lr_0.00001.json")["train_info"]["train_time"]
     assert full["peak_memory_bytes"] == 38868615168
@@ -181,7 +181,7 @@ def test_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     back = peft_format.load_peft_results([out / "results"], task="ignored")
     assert back.skipped == [] and len(back.table) == 24
     assert set(back.table["task"]) == {"sst2", "rte"} and set(back.table["variant"]) == {""}
-    harness, _, _ = compare.load_inputs([sweep])
+    harness, _, _ = inputs.load_inputs([sweep])
     a = compare.compare(harness).set_index(["task", "method"])
     b = compare.compare(back.table).set_index(["task", "method"])
     assert len(b) == 8
@@ -190,7 +190,7 @@ def test_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         pd.testing.assert_series_equal(a[col].sort_index(), b[col].sort_index(), check_names=False, check_dtype=False)
 
     # one run, one count: the sweep and its own exports together give the same n and intervals as the sweep
-    both, _, _ = compare.load_inputs([sweep, out / "results"])
+    both, _, _ = inputs.load_inputs([sweep, out / "results"])
     assert len(both) == 24
     c = compare.compare(both).set_index(["task", "method"])
     for col in ("mean", "low", "high", "n"):

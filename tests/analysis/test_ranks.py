@@ -190,3 +190,20 @@ def test_torn_last_line_is_dropped(tmp_path: Path) -> None:
         f.write('{"step": 21, "ranks": [1, 2')
     header, df = R.read_rank_file(run / RANKS_FILE)
     assert df["step"].max() == 20 and isinstance(df, pd.DataFrame)
+
+
+def test_the_papers_schedule_equals_the_harness_one() -> None:
+    """analysis states the paper's b(t) itself; it must be the schedule the harness trained with."""
+    for total, tinit, tfinal in ((20, 2, 6), (100, 10, 30), (1200, 0, 0), (7, 3, 3)):
+        for step in range(total + 2):
+            kw = dict(b0=144, bT=96, total=total, tinit=tinit, tfinal=tfinal)
+            assert R.budget_formula(step, **kw) == budget_formula(step, **kw), (total, tinit, tfinal, step)
+
+
+def test_the_rank_file_named_by_the_summary_is_read(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "r", seed=0, final=[[4] * 6, [4] * 6])
+    assert R.rank_file(run) == run / RANKS_FILE
+    (run / RANKS_FILE).rename(run / "ranks_v2.jsonl")
+    (run / "summary.json").write_text(json.dumps({"adalora/records_file": "ranks_v2.jsonl"}))
+    assert R.rank_file(run) == run / "ranks_v2.jsonl"
+    assert set(R.load_headers([run])) == {str(run)}

@@ -274,7 +274,7 @@ def test_dora_fig2_preset_composes_for_each_method(method: str, lr: float) -> No
 
 
 def test_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    from harness.bench_snapshots import main as bench
+    from benchmarks.bench_snapshots import main as bench
 
     out = tmp_path / "bench.json"
     assert bench(["--model", "tiny_bert", "--methods", "dora,full", "--steps", "1", "--warmup", "1", "--repeats", "1",

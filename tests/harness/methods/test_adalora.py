@@ -375,8 +375,8 @@ def test_paper_preset_sweep_runs(tmp_path: Path) -> None:
 
 
 def test_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    """``python -m harness.bench_adalora``: every variant timed, overheads and the allocator breakdown written."""
-    from harness.bench_adalora import main
+    """``python -m benchmarks.bench_adalora``: every variant timed, overheads and the allocator breakdown written."""
+    from benchmarks.bench_adalora import main
 
     out = tmp_path / "bench.json"
     assert main(["--model", "tiny_bert", "--device", "cpu", "--batch-size", "4", "--seq-len", "16", "--steps", "2",

@@ -18,7 +18,7 @@ from peft.tuners.adalora.model import AdaLoraModel
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForSequenceClassification
 
-from harness.bench_dora import OneLinear
+from benchmarks.bench_dora import OneLinear
 from harness.methods.adalora import RANKS_FILE
 from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator, FusedSVDLinear,
                                           install_fused_adalora, rank_pattern_lists)

@@ -1,7 +1,7 @@
 """Benchmark: what one weight snapshot costs, against a training step, and over a preset's schedule.
 
-    python -m harness.bench_snapshots                                  # MiniLM on this machine (CPU here)
-    python -m harness.bench_snapshots --model llama-1b --dtype bfloat16  # ~1B Llama-style model, on a GPU
+    python -m benchmarks.bench_snapshots                                  # MiniLM on this machine (CPU here)
+    python -m benchmarks.bench_snapshots --model llama-1b --dtype bfloat16  # ~1B Llama-style model, on a GPU
 
 For each method it trains a few steps on random tokens (the harness's optimizer, autocast and method hooks),
 then takes snapshots exactly as a run does (:class:`harness.snapshots.SnapshotCallback`: summaries on the
@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from harness.bench import model_spec, sync
+from benchmarks.bench import model_spec, sync
 from harness.config import ModelConfig, SnapshotConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.methods import get_method
@@ -181,7 +181,7 @@ def markdown(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(prog="python -m harness.bench_snapshots", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_snapshots", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minilm", help="minilm (default), llama-1b, or a conf/model name (tiny_bert)")
     ap.add_argument("--methods", default="lora,dora,adalora,full", help="comma-separated (default: all four)")

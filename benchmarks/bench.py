@@ -1,10 +1,10 @@
 """Benchmark: ms/step of every method in the harness loop vs a minimal bare PEFT loop, same model and batch.
 
-    python -m harness.bench                                   # MiniLM on CPU, all methods
-    python -m harness.bench --model bert-base --device cuda   # GPU presets built from a config
-    python -m harness.bench --model llama-1b --device cuda --batch 8 --seq 1024
-    python -m harness.bench --plain ...                       # the harness loop with PEFT's own code paths
-    python -m harness.bench --profile DIR ...                 # + per-kernel time tables of the harness step
+    python -m benchmarks.bench                                   # MiniLM on CPU, all methods
+    python -m benchmarks.bench --model bert-base --device cuda   # GPU presets built from a config
+    python -m benchmarks.bench --model llama-1b --device cuda --batch 8 --seq 1024
+    python -m benchmarks.bench --plain ...                       # the harness loop with PEFT's own code paths
+    python -m benchmarks.bench --profile DIR ...                 # + per-kernel time tables of the harness step
 
 The bare loop is what a user writes with PEFT: its own DoRA/AdaLoRA code, its input casting to the fp32
 adapters, frozen weights in bf16 under autocast, fused AdamW, no compile. The harness column runs the
@@ -309,7 +309,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI."""
-    ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm", choices=sorted(MODELS))
     ap.add_argument("--methods", default="full,lora,dora,adalora")
     ap.add_argument("--r", type=int, default=16, help="LoRA/DoRA rank; AdaLoRA target_r (init_r = 1.5·r)")

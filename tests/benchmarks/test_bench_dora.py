@@ -1,4 +1,4 @@
-"""``python -m harness.bench_dora`` times PEFT's DoRA Linear and both fused variants on the same input."""
+"""``python -m benchmarks.bench_dora`` times PEFT's DoRA Linear and both fused variants on the same input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench_dora import VARIANTS, main
+from benchmarks.bench_dora import VARIANTS, main
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])

@@ -1,4 +1,4 @@
-"""``python -m harness.bench`` runs every method in both loops and reports what it promises."""
+"""``python -m benchmarks.bench`` runs every method in both loops and reports what it promises."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import main
+from benchmarks.bench import main
 
 
 @pytest.mark.parametrize("plain", [False, True])
@@ -44,7 +44,7 @@ def test_bench_profile_writes_an_op_table_per_method(tmp_path: Path) -> None:
 
 
 def test_bench_keep_base_output_reaches_the_dora_config() -> None:
-    from harness.bench import method_config
+    from benchmarks.bench import method_config
 
     assert method_config("dora", 8, dropout=0.0, fused=True, keep_base=True).keep_base_output is True
     assert method_config("dora", 8, dropout=0.0, fused=False, keep_base=True).keep_base_output is False
@@ -61,7 +61,7 @@ def test_bench_keep_base_output_by_matrix_type(tmp_path: Path) -> None:
 
 def test_bench_writes_each_method_as_it_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run cut after its first method (a time limit: here an interrupt) leaves that method's row on disk."""
-    import harness.bench as bench
+    import benchmarks.bench as bench
 
     real = bench.bench_one
 

@@ -1,6 +1,6 @@
 """One DoRA Linear: PEFT's forward against the harness's fused one (harness/methods/fast_dora.py).
 
-``python -m harness.bench_dora --d-in 1024 --d-out 1024 --tokens 2048 --r 16 --device cpu --out bench_dora.json``
+``python -m benchmarks.bench_dora --d-in 1024 --d-out 1024 --tokens 2048 --r 16 --device cpu --out bench_dora.json``
 
 Times forward + backward (the input requires grad, as inside a network) of PEFT's LoRA with ``use_dora=True``
 on one ``nn.Linear``: the median of ``--reps`` after ``--warmup``, the two variants interleaved. On CUDA the
@@ -26,7 +26,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
 
-from harness.bench import sync
+from benchmarks.bench import sync
 from harness.methods.fast_dora import install_fused_dora
 from harness.run_record import write_report
 
@@ -143,7 +143,7 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark, print a Markdown table and write JSON."""
-    ap = argparse.ArgumentParser(prog="python -m harness.bench_dora", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_dora", description=__doc__.splitlines()[0])
     ap.add_argument("--d-in", type=int, default=1024)
     ap.add_argument("--d-out", type=int, default=1024)
     ap.add_argument("--tokens", type=int, default=2048)

@@ -1,6 +1,6 @@
 """AdaLoRA's per-step overhead over LoRA at the same initial rank, and where it goes.
 
-``python -m harness.bench_adalora --model minilm --device cuda --out bench_adalora.json``
+``python -m benchmarks.bench_adalora --model minilm --device cuda --out bench_adalora.json``
 
 ``--model``: a conf/model name, ``llama-1b`` (a ~1.1B Llama shape, random init) or a folder holding a
 ``config.json`` (that architecture, random init: timings do not depend on the weights). AdaLoRA runs the
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from peft.tuners.adalora.layer import RankAllocator
 from peft.tuners.adalora.model import AdaLoraModel
 
-from harness.bench import model_spec, sync
+from benchmarks.bench import model_spec, sync
 from harness.families import family_for, resolve_targets
 from harness.methods.adalora import AdaLora, AdaLoraMethodConfig
 from harness.methods.base import Method
@@ -400,7 +400,7 @@ def print_parts(parts: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark, print a table and write JSON."""
-    ap = argparse.ArgumentParser(prog="python -m harness.bench_adalora", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_adalora", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny_bert",
                     help="a conf/model/*.yaml name (tiny_bert, minilm, ...), llama-1b, or a folder with a config.json")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
