@@ -95,3 +95,69 @@ def test_truncate_metrics_keeps_rows_up_to_the_step(tmp_path: Path) -> None:
     f.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a": 3}\n{"step": 4, "a"')
     assert truncate_metrics(f, 2) == 2
     assert f.read_text() == '{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n'
+
+
+# ------------------------------------------------------------------------- what an offline W&B run holds
+
+def wandb_records(run_dir: Path) -> Iterator[Any]:
+    """The records of the run's offline ``.wandb`` file, decoded with W&B's own protobuf schema.
+
+    The file is a LevelDB-format log (W&B's 7-byte header ``:W&B``, 0xBEE1, version 0; then 32 KiB blocks of
+    records, each a 7-byte header crc32 / length / type FULL=1 FIRST=2 MIDDLE=3 LAST=4, a block's tail of < 7
+    bytes zero-padded); wandb 0.31 ships no Python reader of it, ``wandb sync`` reads it in its Go core.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert struct.unpack_from("<4sHB", data) == (b":W&B", 0xBEE1, 0)
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack_from("<IHB", data, pos)
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_offline_run_holds_name_tags_tables_and_model(tmp_path: Path) -> None:
+    """Read back with W&B's own record schema: the short name, tags, ≤ 60 history keys, the snapshot table per
+    checkpoint, a table from a non-scalar summary value (AdaLoRA's rank pattern), the model artifact."""
+    from tests.conftest import method_args
+
+    cfg = compose_cfg([*TINY, *method_args("adalora"), "tracking=offline", "tracking.project=t"])
+    run(cfg, tmp_path, tags=("mypreset",))
+    records = list(wandb_records(tmp_path))
+    kinds = {r.WhichOneof("record_type") for r in records}
+    assert {"run", "history", "summary", "artifact", "metric"} <= kinds
+    start = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert start.display_name == "adalora-b8-sst2-s0"
+    assert {"sst2", "tiny_bert", "mypreset"} <= set(start.tags)
+    history = [r.history for r in records if r.WhichOneof("record_type") == "history"]
+    keys = {item.nested_key[0] if item.nested_key else item.key for h in history for item in h.item}
+    assert len(keys) <= 60, sorted(keys)
+    assert {"step", "train/loss", "eval/accuracy", "snapshot/matrices", "snapshot/mean/dW_fro"} <= keys
+    assert not any(k.count("/") == 2 and k.startswith("snapshot/") and "/mean/" not in k for k in keys)
+    table_steps = [h.step.num for h in history for item in h.item if item.nested_key[:1] == ["snapshot/matrices"]
+                   and item.nested_key[1:] == ["_type"]]
+    assert table_steps == json.loads((tmp_path / "summary.json").read_text())["snapshot/steps"]  # one per snapshot
+    metrics = {r.metric.name: r.metric for r in records if r.WhichOneof("record_type") == "metric"}
+    assert metrics["eval/accuracy"].summary.max and metrics["eval/accuracy"].summary.last
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            for u in r.summary.update:
+                summary[u.key or "/".join(u.nested_key)] = u.value_json
+    pattern = json.loads(summary["adalora/rank_pattern"])
+    assert pattern["_type"] == "table-file" and pattern["ncols"] >= 4
+    (model,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+    assert json.loads(model.metadata)["method"]["name"] == "adalora"
+    assert any(c.path == "adapter_config.json" for c in model.manifest.contents)
