@@ -5,6 +5,7 @@ A tracking failure never kills a run: W&B errors give one warning and W&B is swi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -277,3 +278,66 @@ class MultiLogger:
     def close(self, exit_code: int = 0) -> None:
         for s in self.sinks:
             s.close(exit_code)
+
+
+# ------------------------------------------------------------------------------ analysis outputs to W&B
+
+#: files logged as images (other files are saved into the W&B run as they are)
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
+
+
+def analysis_run_id(folder: Path, name: str, *, project: str, group: Optional[str]) -> str:
+    """The W&B id of the analysis run ``name``: the same for every call on the same sweep group (or, without
+    a group, the same output folder), so later calls add to that run instead of starting another."""
+    key = f"{project}/{group if group else Path(folder).resolve()}/{name}"
+    return "analysis-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def publish(folder: Path, *, name: str, files: Mapping[str, Path] | None = None,
+            tables: Mapping[str, Any] | None = None, mode: str = "offline", project: str = "lora-harness",
+            entity: Optional[str] = None, group: Optional[str] = None, config: Optional[dict[str, Any]] = None,
+            artifact_type: Optional[str] = None) -> Optional[str]:
+    """Log analysis outputs into the W&B run ``name`` (``job_type=analysis``) of the sweep's ``group``, its
+    files in ``folder/wandb/`` (offline by default; ``wandb sync`` uploads them).
+
+    ``files``: key → path; images are logged as images, HTML pages as HTML, anything else saved into the run.
+    ``tables``: key → DataFrame, logged as W&B tables (and, with ``artifact_type``, also kept as an artifact of
+    that type named after the run). The run id is :func:`analysis_run_id` with ``resume="allow"``: a later
+    call continues the same run. Returns the W&B run folder, or None after one warning (never raises).
+    """
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        folder.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project=project, entity=entity, group=group, job_type="analysis", name=name,
+                         id=analysis_run_id(folder, name, project=project, group=group), resume="allow",
+                         mode=mode, dir=str(folder), config=config or {}, reinit="finish_previous")
+        payload: dict[str, Any] = {}
+        for key, path in (files or {}).items():
+            path = Path(path)
+            if path.suffix.lower() in _IMAGE_SUFFIXES:
+                payload[key] = wandb.Image(str(path))
+            elif path.suffix.lower() in (".html", ".htm"):
+                payload[key] = wandb.Html(path.read_text(encoding="utf-8"))
+            else:
+                run.save(str(path), base_path=str(path.parent), policy="now")
+        logged_tables = {key: wandb.Table(dataframe=df) for key, df in (tables or {}).items()}
+        payload.update(logged_tables)
+        if payload:
+            run.log(payload)
+        if artifact_type and logged_tables:
+            art = wandb.Artifact(re.sub(r"[^A-Za-z0-9._-]+", "-", name), type=artifact_type,
+                                 description=f"tables of the analysis run {name}")
+            for key, table in logged_tables.items():
+                art.add(table, key.replace("/", "_"))
+            run.log_artifact(art)
+        where = str(run.dir)
+        run.finish()
+        wandb.teardown()  # flush and stop W&B's service: finish alone may leave the offline file unwritten
+        log.info("logged %s to W&B (%s, group %s): %s", name, mode, group, where)
+        return where
+    except Exception as e:  # noqa: BLE001 - W&B never fails an analysis
+        log.warning("could not log %s to W&B (%s: %s); the files are written anyway", name, type(e).__name__,
+                    " ".join(str(e).split())[:300])
+        return None

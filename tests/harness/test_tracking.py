@@ -161,3 +161,37 @@ def test_offline_run_holds_name_tags_tables_and_model(tmp_path: Path) -> None:
     (model,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
     assert json.loads(model.metadata)["method"]["name"] == "adalora"
     assert any(c.path == "adapter_config.json" for c in model.manifest.contents)
+
+
+def test_publish_reuses_one_analysis_run(tmp_path: Path) -> None:
+    """Two calls for the same analysis of the same sweep group go into one W&B run (same id, resumed), with the
+    figure as an image, the page as HTML, the table, and other files saved as they are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from harness.tracking import publish
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "fig.png")
+    plt.close(fig)
+    (tmp_path / "report.html").write_text("<html><body><h1>report</h1></body></html>")
+    (tmp_path / "notes.md").write_text("# notes\n")
+    files = {"figures/fig": tmp_path / "fig.png", "report": tmp_path / "report.html", "notes": tmp_path / "notes.md"}
+    table = {"comparison/long": pd.DataFrame({"method": ["a", "b"], "mean": [0.5, 0.6]})}
+    ids = []
+    for out in (tmp_path / "first", tmp_path / "second"):
+        where = publish(out, name="comparison-sweep", group="sweep", files=files, tables=table)
+        assert where is not None and Path(where).is_relative_to(out)
+        records = list(wandb_records(out))
+        start = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert start.display_name == "comparison-sweep" and start.run_group == "sweep"
+        keys = {i.nested_key[0] if i.nested_key else i.key for r in records
+                if r.WhichOneof("record_type") == "history" for i in r.history.item}
+        assert {"figures/fig", "report", "comparison/long"} <= keys
+        assert list(out.glob("wandb/offline-run-*/files/notes.md"))
+        ids.append(start.run_id)
+    assert ids[0] == ids[1]
