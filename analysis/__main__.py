@@ -19,6 +19,8 @@ COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA ra
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: tables, Pareto plots, curves, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
+COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, method, task, budget, seed, main metric, age"))
+COMMANDS.append((("diff",), "analysis.diff", "what differs between two runs: configuration keys and summary metrics"))
 
 
 class OneLineParser(argparse.ArgumentParser):
