@@ -224,7 +224,8 @@ class WandbLogger:
                 self._disable("log", e)
 
     def summary(self, values: dict[str, Any]) -> None:
-        """Scalars as they are (those with a best-of summary left to W&B), non-scalar values as tables."""
+        """Scalars as they are (keys also logged as history keep W&B's own summary: the last value, or best and
+        last for eval/valid metrics), non-scalar values as tables."""
         if self.run is not None:
             try:
                 for k, v in values.items():
@@ -244,7 +245,7 @@ class WandbLogger:
             try:
                 art = self._wandb.Artifact(f"model-{self.run.id}", type="model", metadata=self.config,
                                            description=f"{folder.name}/ of run {self.run.name}")
-                art.add_dir(str(folder))
+                art.add_dir(str(folder), policy="immutable")  # no staging copy: a finished run's folder stays
                 self.run.log_artifact(art)
             except Exception as e:  # noqa: BLE001
                 self._disable("log the model artifact", e)
