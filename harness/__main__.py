@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
+    warnings.filterwarnings("ignore", message=r".*validated against ConfigStore schema.*")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     dry = "--dry-run" in argv
     argv = [a for a in argv if a != "--dry-run"]
     try:
@@ -319,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     if "--hydra-help" in argv:
         argv = [a for a in argv if not a.startswith("experiment=")]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us; we print one line
-    warnings.filterwarnings("ignore", message=r".*validated against ConfigStore schema.*")
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 

@@ -48,3 +48,24 @@ def test_dry_run_bad_input_exits_2(args: list[str], expect: str, tmp_path: Path)
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and expect in errors[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr and files_under(tmp_path) == []
+
+
+def test_actions_from_the_folder_record(tmp_path: Path) -> None:
+    """describe() reads the folder's record as a real run would: another configuration → blocked, a failed
+    attempt without a checkpoint → run again, nothing → run; the folder is only read."""
+    import json
+
+    from harness.config import config_hash
+    from harness.dry_run import describe
+    from harness.run import plan
+
+    job = compose_cfg([*TINY, "method=lora", "snapshot=none"])
+    h = config_hash(plan(job).cfg)
+    assert describe(job, tmp_path / "new", name="x")["action"] == "run"
+    for name, status, hash_, expect in (("other", "done", "0" * 16, "blocked: "), ("failed", "failed", h, "run again")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"status": status, "config_hash": hash_, "host": "x"}))
+        before = files_under(tmp_path)
+        row = describe(job, tmp_path / name, name="x")
+        assert row["action"].startswith(expect) and row["folder"] == str(tmp_path / name)
+        assert files_under(tmp_path) == before
