@@ -107,7 +107,7 @@ def run_name(cfg: Mapping[str, Any]) -> str:
     it (``${budget}`` somewhere in ``method``); a method that ignores the budget is named without it."""
     method = cfg.get("method") or {}
     budget = cfg.get("budget")
-    uses_budget = budget is not None and "budget" in json.dumps(method, default=str)
+    uses_budget = budget is not None and "${budget}" in json.dumps(method, default=str)
     parts = [str(method.get("name", "run")), *([f"b{budget}"] if uses_budget else []),
              str((cfg.get("task") or {}).get("name", "task")), f"s{cfg.get('seed', 0)}"]
     return "-".join(parts)

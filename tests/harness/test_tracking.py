@@ -195,3 +195,23 @@ def test_publish_reuses_one_analysis_run(tmp_path: Path) -> None:
         assert list(out.glob("wandb/offline-run-*/files/notes.md"))
         ids.append(start.run_id)
     assert ids[0] == ids[1]
+
+
+def test_run_name_from_the_config() -> None:
+    from harness.tracking import run_name
+
+    assert run_name(compose_cfg(["method=adalora", "budget=4", "task=rte", "seed=2"])) == "adalora-b4-rte-s2"
+    assert run_name(compose_cfg(["method=lora"])) == "lora-b8-sst2-s0"
+    assert run_name(compose_cfg(["method=full"])) == "full-sst2-s0"  # its config does not use the budget
+    assert run_name(compose_cfg(["method=lora", "method.r=4"])) == "lora-sst2-s0"  # r set directly
+
+
+def test_summary_tables_of_any_non_scalar_value() -> None:
+    from harness.tracking import summary_table
+
+    assert summary_table(0.5) is None and summary_table("x") is None
+    assert summary_table([{"matrix": "a", "rank": 2}, {"matrix": "b", "rank": 0, "extra": [1]}]) == (
+        ["matrix", "rank", "extra"], [["a", 2, None], ["b", 0, "[1]"]])
+    assert summary_table({"Wq": 3, "Wv": {"x": 1}}) == (["key", "value"], [["Wq", 3], ["Wv", '{"x": 1}']])
+    assert summary_table([[1, 8, 8], [2, 7]]) == (["c0", "c1", "c2"], [[1, 8, 8], [2, 7, None]])
+    assert summary_table([0, 3, 6]) == (["value"], [[0], [3], [6]])
