@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft} RUNS…``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
