@@ -74,7 +74,7 @@ def group_help(spec: str) -> str:
     typed_groups = sorted(n for n in g if n == "method" or n in _GROUPS)
     if group not in typed_groups:
         raise ConfigError(f"--help {spec}: {group!r} is not a config group with keys; use one of "
-                          f"{', '.join(typed_groups)} (e.g. --help method=adalora)")
+                          f"{', '.join(typed_groups)} (e.g. --help method or --help method={g['method'][0]})")
     option = option or _default_option(group) or g[group][0]
     if option not in g[group]:
         raise ConfigError(f"--help {spec}: no option {option!r} in {group}; choose one of {', '.join(g[group])}")
@@ -199,7 +199,7 @@ def help_text() -> str:
         "  -m, --multirun   run a sweep (comma lists and presets that define hydra.sweeper.params)",
         "  PRESET           a bare word selects conf/experiment/PRESET.yaml",
         "  --cfg job        print the composed config and exit;  --hydra-help  Hydra's own help",
-        "  --help GROUP[=OPTION]  the keys of a group, their types and values (e.g. --help method=adalora)",
+        "  --help GROUP[=OPTION]  the keys of a group's option, their types and values (e.g. --help train)",
         "  --dry-run        list the run or the sweep's jobs, their folders and what each would do; write nothing",
         "",
         "config groups (group=option):",

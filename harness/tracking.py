@@ -102,7 +102,7 @@ _SNAPSHOT_KEY = re.compile(r"^snapshot/(?P<label>[^/]+)/(?P<stat>[^/]+)$")
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:
-    """A short run name, ``<method>-b<budget>-<task>-s<seed>`` (``adalora-b8-sst2-s0``), from a composed config
+    """A short run name, ``<method>-b<budget>-<task>-s<seed>`` (e.g. ``<method>-b8-sst2-s0``), from a composed config
     (as Hydra composes it, interpolations unresolved). The budget appears only when the method's config uses
     it (``${budget}`` somewhere in ``method``); a method that ignores the budget is named without it."""
     method = cfg.get("method") or {}
