@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft} RUNS…``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
@@ -19,6 +19,8 @@ COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA ra
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
+COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, method, task, budget, seed, main metric, age"))
+COMMANDS.append((("diff",), "analysis.diff", "what differs between two runs: configuration keys and summary metrics"))
 
 
 class OneLineParser(argparse.ArgumentParser):

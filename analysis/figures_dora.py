@@ -80,7 +80,8 @@ def _tracking(points: pd.DataFrame) -> dict[str, Any]:
 
 def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: dict[str, Path], out: Path,
                  name: str) -> Optional[str]:
-    """An analysis run in the runs' W&B project and group (the sweep), with the figures and the table.
+    """The figures and the table into the analysis run ``name`` of the runs' W&B project and group (the sweep),
+    through :func:`harness.tracking.publish` (reused by later calls).
 
     Returns the run's folder, or None when W&B is off or failed (a warning; never an error).
     """
@@ -92,21 +93,12 @@ def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: d
         return None
     if mode in ("auto", "on"):
         mode = tr.get("mode", "offline") if tracked else "offline"
-    try:
-        import wandb
+    from harness.tracking import publish
 
-        run = wandb.init(project=tr.get("project", "lora-harness"), entity=tr.get("entity"), group=tr.get("group"),
-                         job_type="analysis", name=name, dir=str(out), mode=mode, reinit="finish_previous",
-                         config={"runs": sorted(points["run_dir"].unique())})
-        run.log({**{f"dora_fig2/{k}": wandb.Image(str(p)) for k, p in images.items()},
-                 "dora_fig2/correlations": wandb.Table(dataframe=stats),
-                 "dora_fig2/points": wandb.Table(dataframe=points.drop(columns=["run_dir"]))})
-        folder = str(getattr(run, "dir", out))
-        run.finish()
-        return folder
-    except Exception as e:  # noqa: BLE001 - tracking never fails an analysis
-        log.warning("wandb logging failed (%s: %s); files are written anyway", type(e).__name__, e)
-        return None
+    return publish(out, name=name, mode=mode, project=tr.get("project", "lora-harness"), entity=tr.get("entity"),
+                   group=tr.get("group"), config={"runs": sorted(points["run_dir"].unique())},
+                   files={f"dora_fig2/{k}": p for k, p in images.items()},
+                   tables={"dora_fig2/correlations": stats, "dora_fig2/points": points.drop(columns=["run_dir"])})
 
 
 _TYPE_NAMES = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output", "Wf1": "FFN up",

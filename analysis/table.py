@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -121,21 +120,8 @@ def main(args: argparse.Namespace) -> int:
     if args.wandb != "off":
         assert folder is not None
         long = compare.compare(runs, **opts)
-        if log_to_wandb(runs, long, folder, force=args.wandb == "on", args=args):
-            _wandb_teardown()
+        log_to_wandb(runs, long, folder, force=args.wandb == "on", args=args)
     return 0
-
-
-def _wandb_teardown() -> None:
-    """Flush and stop W&B's service (``finish`` alone may leave the offline run file unwritten until exit)."""
-    try:
-        import wandb
-
-        teardown = getattr(wandb, "teardown", None)
-        if teardown is not None:
-            teardown()
-    except Exception as e:  # noqa: BLE001
-        log.warning("wandb teardown failed (%s: %s)", type(e).__name__, e)
 
 
 def write_plots(runs: pd.DataFrame, metrics: dict[str, pd.DataFrame], out: Path, **opts: Any) -> list[Path]:
@@ -195,48 +181,31 @@ def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, out: Path, *, force: bo
                  args: Optional[argparse.Namespace] = None) -> list[str]:
     """Log the comparison of each W&B-tracked sweep group as a W&B Table (``comparison/long``,
     ``comparison/wide``) and a ``comparison-table`` artifact, in a ``job_type=analysis`` run of the same
-    project and group (offline runs land in ``out/wandb/``; ``wandb sync`` uploads them; never in the
-    input folders). ``force``: also when no run was tracked (offline). Never raises: W&B problems are
-    logged. Returns the W&B run directories written."""
+    project and group, through :func:`harness.tracking.publish` (one run per group, reused by later calls;
+    offline runs land in ``out/wandb/``; ``wandb sync`` uploads them; never in the input folders). ``force``:
+    also when no run was tracked (offline). Never raises: W&B problems are logged. Returns the W&B run
+    directories written."""
+    from harness.tracking import publish
+
     targets = wandb_targets(runs)
     if not targets and force:
         targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None}]
-    if not targets:
-        return []
-    try:
-        import wandb
-    except ImportError as e:
-        log.warning("wandb is not installed (%s); the table was not logged to W&B", e)
-        return []
     written = []
-    out.mkdir(parents=True, exist_ok=True)
     for t in targets:
         sel = long
         if t["group"] is not None and "group" in runs:
             dirs = set(runs.loc[runs["group"] == t["group"], "run_dir"])
             keys = runs.loc[runs["run_dir"].isin(dirs), ["model", "task", "method"]].drop_duplicates()
             sel = long.merge(keys, on=["model", "task", "method"], how="inner") if not keys.empty else long
-        try:
-            os.environ.setdefault("WANDB_SILENT", "true")
-            run = wandb.init(project=t["project"], entity=t["entity"], group=t["group"], job_type="analysis",
-                             name=f"compare-{t['group'] or 'runs'}", mode=t["mode"], dir=str(out),
-                             config={"interval": getattr(args, "interval", "t"),
-                                     "confidence": getattr(args, "confidence", 0.95),
-                                     "inputs": [str(p) for p in getattr(args, "runs", [])]},
-                             reinit="finish_previous")
-            t_long = wandb.Table(dataframe=_wandb_frame(sel))
-            t_wide = wandb.Table(dataframe=_wandb_frame(compare.wide(sel)))
-            run.log({"comparison/long": t_long, "comparison/wide": t_wide})
-            art = wandb.Artifact(slug(f"comparison-{t['group'] or 'runs'}"), type="comparison-table",
-                                 description="methods compared: mean and interval over seeds (python -m analysis table)")
-            art.add(t_long, "comparison_long")
-            art.add(t_wide, "comparison_wide")
-            run.log_artifact(art)
-            written.append(str(run.dir))
-            run.finish()
-            log.info("logged the comparison table to W&B (%s, group %s): %s", t["mode"], t["group"], run.dir)
-        except Exception as e:  # noqa: BLE001 - W&B must never break the table
-            log.warning("could not log the table to W&B (%s: %s)", type(e).__name__, e)
+        folder = publish(out, name=f"comparison-{t['group'] or 'runs'}", mode=t["mode"], project=t["project"],
+                         entity=t["entity"], group=t["group"], artifact_type="comparison-table",
+                         tables={"comparison/long": _wandb_frame(sel),
+                                 "comparison/wide": _wandb_frame(compare.wide(sel))},
+                         config={"interval": getattr(args, "interval", "t"),
+                                 "confidence": getattr(args, "confidence", 0.95),
+                                 "inputs": [str(p) for p in getattr(args, "runs", [])]})
+        if folder is not None:
+            written.append(folder)
     return written
 
 

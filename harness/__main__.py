@@ -11,7 +11,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Hydra flags that take a value in the next token
@@ -31,13 +31,76 @@ def presets() -> dict[str, str]:
 
 
 def groups() -> dict[str, list[str]]:
-    """Config groups under conf/ and their options."""
+    """Config groups under conf/ and their options (not the folders that belong to one option, such as a
+    preset's own method configs in ``experiment/<preset>/``)."""
     out: dict[str, list[str]] = {}
     for d in sorted(p for p in CONF.rglob("*") if p.is_dir()):
+        rel = d.relative_to(CONF)
+        if any((CONF / part.parent / f"{part.name}.yaml").is_file() for part in (rel, *rel.parents[:-1])):
+            continue
         opts = sorted(f.stem for f in d.glob("*.yaml"))
         if opts:
-            out[str(d.relative_to(CONF))] = opts
+            out[str(rel)] = opts
     return out
+
+
+def _default_option(group: str) -> Optional[str]:
+    """The option conf/config.yaml's defaults list picks for ``group``."""
+    from omegaconf import OmegaConf
+
+    for item in OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").defaults):  # type: ignore[union-attr]
+        if isinstance(item, dict) and group in item:
+            return item[group]
+    return None
+
+
+def _type_name(t: Any) -> str:
+    return (t.__name__ if isinstance(t, type) else str(t)).replace("typing.", "").replace("NoneType", "None")
+
+
+def group_help(spec: str) -> str:
+    """What ``--help GROUP[=OPTION]`` prints: the option's keys, their types (the group's schema), values
+    and comments (the option's YAML file). ConfigError for a group without keys or an unknown option."""
+    import dataclasses
+    import re
+    import typing
+
+    from harness.config import _GROUPS
+    from harness.errors import ConfigError
+    from harness.methods import get_method
+
+    group, _, option = spec.partition("=")
+    g = groups()
+    typed_groups = sorted(n for n in g if n == "method" or n in _GROUPS)
+    if group not in typed_groups:
+        raise ConfigError(f"--help {spec}: {group!r} is not a config group with keys; use one of "
+                          f"{', '.join(typed_groups)} (e.g. --help method or --help method={g['method'][0]})")
+    option = option or _default_option(group) or g[group][0]
+    if option not in g[group]:
+        raise ConfigError(f"--help {spec}: no option {option!r} in {group}; choose one of {', '.join(g[group])}")
+    path = CONF / group / f"{option}.yaml"
+    values: dict[str, tuple[str, str]] = {}
+    doc: list[str] = []
+    for line in path.read_text().splitlines():
+        m = re.match(r"^(\w+):\s*(.*?)\s*(?:#\s*(.*))?$", line)
+        if m:
+            values[m.group(1)] = (m.group(2), m.group(3) or "")
+        elif line.startswith("#") and not values and "@package" not in line:
+            doc.append(line.lstrip("# "))
+    schema = get_method(values.get("name", (option, ""))[0]).config_cls if group == "method" else _GROUPS[group]
+    hints = typing.get_type_hints(schema)
+    rows = []
+    for f in dataclasses.fields(schema):
+        value, comment = values.get(f.name, ("", ""))
+        if not value and f.name not in values:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = repr(default)
+        rows.append((f"{group}.{f.name}", _type_name(hints[f.name]), value, comment))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    head = [f"{group}={option}  (conf/{group}/{option}.yaml; other options: "
+            f"{', '.join(o for o in g[group] if o != option) or 'none'})", *[f"  {d}" for d in doc], ""]
+    return "\n".join(head + [f"  {k:<{widths[0]}}  {t:<{widths[1]}}  {v:<{widths[2]}}  {c}".rstrip()
+                              for k, t, v, c in rows])
 
 
 def _not_a_preset(word: str, known: dict[str, str]) -> str:
@@ -136,6 +199,8 @@ def help_text() -> str:
         "  -m, --multirun   run a sweep (comma lists and presets that define hydra.sweeper.params)",
         "  PRESET           a bare word selects conf/experiment/PRESET.yaml",
         "  --cfg job        print the composed config and exit;  --hydra-help  Hydra's own help",
+        "  --help GROUP[=OPTION]  the keys of a group's option, their types and values (e.g. --help train)",
+        "  --dry-run        list the run or the sweep's jobs, their folders and what each would do; write nothing",
         "",
         "config groups (group=option):",
     ]
@@ -190,6 +255,37 @@ def print_end(runs: list[dict[str, Any]], sweep: list[dict[str, Any]], sweep_sum
         print(redact(text.rstrip("\n")), flush=True)
 
 
+def dry_run(argv: list[str]) -> int:
+    """``--dry-run``: print the run or the sweep's jobs, their folders and actions (harness/dry_run.py); write
+    nothing. Bad input raises HarnessError as for a real run."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness import app, dry_run as dr, sweeper
+    from harness.errors import ConfigError
+
+    multirun = "-m" in argv or "--multirun" in argv
+    other = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+    if other:
+        raise ConfigError(f"--dry-run: cannot be combined with {other[0]}; use it alone or with -m")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        if not multirun:
+            rows = dr.single(argv)
+        else:
+            sweeper.DRY_RUN, sweeper.DRY_RUN_JOBS[:] = True, []
+            sys.argv = [sys.argv[0] if sys.argv else "harness", *argv, "hydra/hydra_logging=disabled"]
+            try:
+                app.main()
+            finally:
+                sweeper.DRY_RUN = False
+            rows = list(sweeper.DRY_RUN_JOBS)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from None
+    print(dr.table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from harness.errors import HarnessError
@@ -197,11 +293,23 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
-        print(help_text())
+        i = argv.index("--help" if "--help" in argv else "-h")
+        topic = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None
+        try:
+            print(group_help(topic) if topic else help_text())
+        except HarnessError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
+    warnings.filterwarnings("ignore", message=r".*validated against ConfigStore schema.*")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+    dry = "--dry-run" in argv
+    argv = [a for a in argv if a != "--dry-run"]
     try:
         argv = flags_first(map_bare_words(argv))
         check_flags(argv)
+        if dry:
+            return dry_run(argv)
         check_output_dir(argv)
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
@@ -213,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     if "--hydra-help" in argv:
         argv = [a for a in argv if not a.startswith("experiment=")]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us; we print one line
-    warnings.filterwarnings("ignore", message=r".*validated against ConfigStore schema.*")
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 

@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 from harness.run import run
 from harness.run_folder import RunBusy
 from harness.summaries import job_finished
+from harness.tracking import run_name
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    name = hc.job.override_dirname or str(cfg.method.name)
-    group = Path(hc.sweep.dir).name if multirun else None
     job = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(job, dict)
+    name = run_name(job)
+    group = Path(hc.sweep.dir).name if multirun else None
+    preset = hc.runtime.choices.get("experiment")
     hydra_files = tuple(n for n in (hc.output_subdir, f"{hc.job.name}.log") if n)  # Hydra wrote them just now
     try:
         summary = run(job, run_dir, name=name, group=group, job_num=hc.job.num if multirun else None,
-                      foreign_ok=hydra_files)
+                      foreign_ok=hydra_files, tags=(preset,) if preset else ())
         result = {"status": "done", "run_dir": str(run_dir), "main_metric_value": summary.get("main_metric_value"),
                   "skipped": bool(summary.get("skipped"))}
     except RunBusy as e:

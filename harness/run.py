@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness import checkpoint as ckpt_io
 from harness import distributed
@@ -46,7 +46,8 @@ from harness.run_record import RunRecord, environment, read_status, write_json_a
 from harness.snapshots import SnapshotCallback, select
 from harness.summaries import configure_output
 from harness.tasks import TaskData, encode, load_task
-from harness.tracking import JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, truncate_metrics
+from harness.tracking import (JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, run_name,
+                              truncate_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -218,14 +219,18 @@ def describe_failure(e: BaseException, run_dir: Optional[Path] = None) -> str:
 
 
 def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str] = None,
-        group: Optional[str] = None, job_num: Optional[int] = None, foreign_ok: tuple[str, ...] = ()) -> dict[str, Any]:
+        group: Optional[str] = None, job_num: Optional[int] = None, foreign_ok: tuple[str, ...] = (),
+        tags: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train one configuration; write run.json, metrics.jsonl, summary.json and the adapter into ``run_dir``.
 
     A run already done in ``run_dir`` returns its recorded summary with ``"skipped": True``. The folder is
     locked for the run's life and checked first (:class:`harness.run_folder.RunFolder`); ``foreign_ok``: names
-    others wrote into it this run (Hydra's ``.hydra/`` and job log).
+    others wrote into it this run (Hydra's ``.hydra/`` and job log). ``name``: default
+    :func:`harness.tracking.run_name` of a composed config; ``tags``: W&B tags besides task and model (the preset).
     """
     install_log_filter()
+    if name is None and not isinstance(cfg, RunConfig):
+        name = run_name(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg)
     p = plan(cfg)
     c = p.cfg
     configure_output(c.train.verbose)
@@ -260,13 +265,13 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
         return _train_and_record(p, run_dir, device, NullLogger(), ctx, resume=resume)
     assert attempt is not None and folder is not None
     try:
-        return _run_claimed(p, folder, attempt, device, ctx, name=name, group=group)
+        return _run_claimed(p, folder, attempt, device, ctx, name=name, group=group, tags=tags)
     finally:
         folder.release()
 
 
 def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.device, ctx: distributed.DistContext,
-                 *, name: Optional[str], group: Optional[str]) -> dict[str, Any]:
+                 *, name: Optional[str], group: Optional[str], tags: tuple[str, ...] = ()) -> dict[str, Any]:
     """Rank 0's part of :func:`run` in its locked folder: skip, or clean, record and train."""
     c, run_dir = p.cfg, folder.run_dir
     if attempt.kind == "skip":
@@ -305,7 +310,8 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         sinks: list[MetricLogger] = [jsonl]
         if c.tracking.wandb and c.tracking.mode != "disabled":
             wb = WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group, job_type=c.method.name,
-                             config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None)
+                             config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None,
+                             tags=(c.task.name, c.model.name, *tags))
             sinks.append(wb)
             if wb.run_id:
                 record.update(wandb_id=wb.run_id)
@@ -337,6 +343,9 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     logger.summary(summary)
+    for saved in (run_dir / n for n in ("adapter", "model")):
+        if saved.is_dir():
+            logger.log_model(saved)
     logger.close()
     record.data.pop("checkpoint", None)
     record.done()

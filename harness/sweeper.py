@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 LAST_SWEEP: list[dict[str, Any]] = []
 #: the end-of-sweep summary of the last sweep (the text of <sweep>/summary.md; the CLI prints it)
 LAST_SUMMARY: list[str] = []
+#: ``--dry-run`` (set by the CLI): list the jobs into DRY_RUN_JOBS instead of launching them
+DRY_RUN = False
+DRY_RUN_JOBS: list[dict[str, str]] = []
 
 #: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
 SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
@@ -204,6 +207,9 @@ class HarnessSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
         LAST_SWEEP.clear()
         LAST_SUMMARY.clear()
+        if DRY_RUN:
+            self._dry_run(arguments)
+            return []
         self._start_progress()
         returns: Sequence[Sequence[Any]] = []
         try:
@@ -222,6 +228,29 @@ class HarnessSweeper(BasicSweeper):
                  n_skip, n_bad)
         self._write_summary()
         return returns
+
+    def _dry_run(self, arguments: List[str]) -> None:
+        """Each job, validated and placed in its folder as for a real sweep, with what it would do there
+        (:func:`harness.dry_run.describe`) into DRY_RUN_JOBS; nothing is launched or written."""
+        from harness.dry_run import describe
+        from harness.tracking import run_name
+
+        assert self.config is not None and self.hydra_context is not None
+        if self.select is not None:
+            raise ConfigError("--dry-run: not available for a two-stage sweep (hydra.sweeper.select): its second "
+                              "stage is chosen from the first stage's results; run it without --dry-run")
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        batches = self.split_arguments(parser.parse_overrides(self._parse_config() + list(arguments)), None)
+        DRY_RUN_JOBS.clear()
+        for num, job in enumerate(j for batch in batches for j in batch):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            with read_write(cfg.hydra), open_dict(cfg.hydra):
+                cfg.hydra.job.num = num
+            folder = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            assert isinstance(plain, dict)
+            plain.pop("hydra", None)
+            DRY_RUN_JOBS.append(describe(plain, folder, name=run_name(plain)))
 
     def _start_progress(self) -> None:
         """The sweep's bar (off with train.progress=false); jobs of the basic launcher advance it as they end."""

@@ -81,3 +81,45 @@ def test_missing_data_without_glue_dir(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "harness", *TINY, f"hydra.run.dir={tmp_path}"], capture_output=True,
                        text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "GLUE_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_console_scripts_point_at_the_clis(capsys: pytest.CaptureFixture[str]) -> None:
+    """``harness`` and ``lora-analysis`` (pyproject.toml) call the CLIs' main functions (what pip's wrapper runs)."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"harness", "lora-analysis"}
+    funcs = {}
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        funcs[name] = getattr(importlib.import_module(module), func)
+    assert funcs["harness"](["--help"]) == 0
+    assert "config groups" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        funcs["lora-analysis"](["--help"])
+    assert e.value.code == 0 and "table" in capsys.readouterr().out
+
+
+def test_help_of_a_group_lists_keys_types_and_values(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.__main__ import help_text, main
+
+    assert main(["--help", "method=adalora"]) == 0
+    out = capsys.readouterr().out
+    target = next(ln for ln in out.splitlines() if ln.strip().startswith("method.target_r "))
+    assert " int " in target and "${adalora_r:target" in target
+    assert main(["--help", "train"]) == 0  # the default option
+    out = capsys.readouterr().out
+    assert "train=default" in out
+    assert any(ln.split()[:2] == ["train.max_steps", "Optional[int]"] for ln in out.splitlines())
+    assert "experiment/adalora_glue" not in help_text()  # a preset's own configs are no group
+
+
+@pytest.mark.parametrize(("topic", "expect"), [("nosuch", "'nosuch' is not a config group"),
+                                                ("method=lorax", "no option 'lorax' in method")])
+def test_help_of_a_bad_group_exits_2(topic: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.__main__ import main
+
+    assert main(["--help", topic]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --help") and expect in err[0]

@@ -1,0 +1,145 @@
+"""``python -m harness.eval FOLDER [task=<task>] [key=value ...]``: score a saved adapter (or fully fine-tuned
+model) on a task's dev set and print its metrics.
+
+FOLDER is a run folder or its ``adapter/`` / ``model/`` folder; the run's recorded config (run.json) gives
+the base model, the seed (tiny models built from a config are re-created from it) and, unless ``task=`` is
+given, the task. Overrides: ``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``,
+``train.eval_batch_size=…``, ``train.device=…``. The task must have the label space the head was trained for
+(same number of labels). Bad input exits 2 with one line naming the argument and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, HarnessError
+
+log = logging.getLogger(__name__)
+
+#: override prefixes ``python -m harness.eval`` accepts (the rest of the config is the run's)
+EVAL_KEYS = ("task.", "model.max_length", "train.eval_batch_size", "train.device")
+
+
+def locate(folder: Path) -> tuple[Path, Path]:
+    """(run folder, saved adapter/model folder) of a run folder or of its saved folder; ConfigError otherwise."""
+    folder = Path(folder)
+    run_dir = folder if (folder / "run.json").is_file() else folder.parent
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"{folder}: not a run folder nor a run's adapter/ or model/ folder (no run.json); pass a "
+                          f"folder such as outputs/runs/<run> or outputs/runs/<run>/adapter")
+    saved = [folder] if folder != run_dir else [run_dir / n for n in ("adapter", "model")]
+    saved = [s for s in saved if (s / "adapter_config.json").is_file() or (s / "config.json").is_file()]
+    if not saved:
+        raise ConfigError(f"{folder}: holds no saved adapter or model (adapter_config.json / config.json); was the run "
+                          f"done with train.save_model=true and finished?")
+    return run_dir, saved[0]
+
+
+def eval_config(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """The run's recorded config with ``overrides`` applied (``task=<option>`` swaps in conf/task/<option>.yaml)."""
+    from omegaconf import OmegaConf
+
+    from harness.__main__ import CONF, groups
+
+    try:
+        cfg = json.loads((run_dir / "run.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir}/run.json: no readable config ({e}); the run's record is damaged") from None
+    conf = OmegaConf.create(cfg)
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        if not eq:
+            raise ConfigError(f"'{o}': not an override; write key=value, e.g. task=rte or task.max_eval_samples=64")
+        if key == "task":
+            options = groups()["task"]
+            if value not in options:
+                raise ConfigError(f"task={value}: no such task; choose one of {', '.join(options)}")
+            conf.task = OmegaConf.load(CONF / "task" / f"{value}.yaml")
+        elif key.startswith(EVAL_KEYS):
+            conf.merge_with_dotlist([o])
+        else:
+            raise ConfigError(f"{key}: cannot be changed when evaluating a saved run (only task, task.*, "
+                              f"model.max_length, train.eval_batch_size, train.device)")
+    out = OmegaConf.to_container(conf, resolve=False)
+    assert isinstance(out, dict)
+    return out
+
+
+def evaluate_saved(folder: Path, overrides: list[str]) -> dict[str, Any]:
+    """Metrics of the saved adapter/model of ``folder`` on the (overridden) task's dev set, with the task, the
+    main metric and the number of examples."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from harness.config import to_typed, validate
+    from harness.loop import evaluate
+    from harness.models import load_model, load_tokenizer, model_config
+    from harness.run import pick_device, seed_everything
+    from harness.tasks import encode, load_task
+
+    run_dir, saved = locate(folder)
+    recorded = to_typed(json.loads((run_dir / "run.json").read_text())["config"])
+    c = to_typed(eval_config(run_dir, overrides))
+    validate(c)
+    data = load_task(c.task, seed=c.seed)
+    trained = load_task(recorded.task, seed=recorded.seed) if recorded.task != c.task else data
+    if (data.num_labels, data.problem) != (trained.num_labels, trained.problem):
+        raise ConfigError(f"task={c.task.name}: {data.num_labels} label(s) ({data.problem}), but the head was "
+                          f"trained on {recorded.task.name} with {trained.num_labels} ({trained.problem}); choose a "
+                          f"task with the same labels")
+    seed_everything(c.seed)
+    tokenizer = load_tokenizer(c.model)
+    dev = encode(data.dev, tokenizer, c.model.max_length)
+    conf = model_config(c.model, trained.num_labels, trained.problem)
+    if (saved / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(c.model, conf), str(saved))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(saved))
+    device = pick_device(c.train.device)
+    model = model.to(device)
+    bf16 = device.type == "cuda" and c.train.bf16
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    with torch.no_grad():
+        metrics = evaluate(model, dev, batch_size=c.train.eval_batch_size, pad_id=tokenizer.pad_token_id,
+                           device=device, problem=data.problem, metric_names=data.metrics, autocast=autocast)
+    return {"task": c.task.name, "main_metric": data.main_metric, "examples": len(dev), "saved": str(saved),
+            **{f"eval/{k}": v for k, v in metrics.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input)."""
+    from harness.redact import redact
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    if not argv or "=" in argv[0]:
+        print("error: FOLDER: missing; usage: python -m harness.eval FOLDER [task=<task>] [key=value ...]",
+              file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+    try:
+        result = evaluate_saved(Path(argv[0]), argv[1:])
+    except HarnessError as e:
+        print(redact(f"error: {e}"), file=sys.stderr)
+        return 2
+    main_key = f"eval/{result['main_metric']}"
+    print(f"{result['task']}: {result['main_metric']} {result[main_key]:.4f} on {result['examples']} dev examples "
+          f"({result['saved']})")
+    for k, v in result.items():
+        if k.startswith("eval/") and k != main_key:
+            print(f"  {k[5:]} {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

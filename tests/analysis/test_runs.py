@@ -1,0 +1,46 @@
+"""``python -m analysis runs``: a row per run whatever its status; a folder without runs exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from analysis.runs import age, run_rows
+from tests.analysis.test_compare import write_run
+
+
+def test_a_row_per_run_with_status_metric_and_age(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "sweep", "a", method="lora", seed=0, value=0.91)
+    write_run(tmp_path / "sweep", "b", method="adalora", budget=4, seed=1, status="failed")
+    write_run(tmp_path / "sweep", "c", method="full", budget=None, seed=2, value=0.93)
+    (tmp_path / "sweep" / "d").mkdir()
+    (tmp_path / "sweep" / "d" / "run.json").write_text("{torn")
+    rows = run_rows([str(tmp_path / "sweep")], now=1_700_000_100.0 + 3600 * 5)
+    assert list(rows["status"]) == ["done", "failed", "done", "unreadable"]
+    assert list(rows["method"])[:3] == ["lora", "adalora", "full"] and list(rows["budget"])[:2] == [8, 4]
+    assert pd.isna(rows.loc[2, "budget"]) and list(rows["seed"])[:3] == [0, 1, 2]
+    assert rows.loc[0, "metric"] == "accuracy" and rows.loc[0, "value"] == pytest.approx(0.91)
+    assert rows.loc[0, "age"] == "5h" and pd.isna(rows.loc[1, "value"])
+    assert main(["runs", str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "0.9100" in out and "4 run(s): 2 done, 1 failed, 1 unreadable" in out
+    assert main(["runs", str(tmp_path / "sweep"), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("status,method,task,budget,seed,metric,value,age,folder\n")
+
+
+def test_age_units() -> None:
+    assert [age(s) for s in (5, 90, 7200, 3 * 86400)] == ["5s", "1m", "2h", "3d"]
+
+
+@pytest.mark.parametrize(("make", "expect"), [(False, "no such run or sweep folder"), (True, "no run folder")])
+def test_no_runs_exits_2_with_one_line(make: bool, expect: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "empty"
+    if make:
+        folder.mkdir()
+    assert main(["runs", str(folder)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and expect in err[0]
