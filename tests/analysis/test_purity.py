@@ -8,9 +8,6 @@ from pathlib import Path
 ANALYSIS = Path(__file__).resolve().parents[2] / "analysis"
 #: Modules analysis must not import (function-level imports included): the training side, and W&B.
 FORBIDDEN = ("harness.loop", "harness.run", "harness.methods", "wandb")
-#: W&B blocks that the tracking work replaces with a call into harness' tracking sink (issue 17 item 1);
-#: remove a file from here when its block goes.
-WANDB_PENDING = {"table.py", "figures_dora.py"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -48,8 +45,6 @@ def test_analysis_imports_no_training_side_and_no_wandb() -> None:
     bad = {}
     for f in files:
         mods = {m for m in imported_modules(f) if forbidden(m)}
-        if f.relative_to(ANALYSIS).as_posix() in WANDB_PENDING:
-            mods -= {"wandb"}
         if mods:
             bad[f.relative_to(ANALYSIS).as_posix()] = sorted(mods)
     assert bad == {}
