@@ -50,13 +50,15 @@ GROUP_KEYS = ("model", "task", "steps")
 @dataclass
 class Figure:
     """One embedded image: a file stem (for the files beside the page), alt text, caption, PNG bytes, and
-    the matplotlib figure (kept open for the CLI to save as PDF; None once closed)."""
+    the matplotlib figure (kept open for the CLI to save as PDF; None once closed), and the data it draws
+    (written beside it as CSV)."""
 
     stem: str
     alt: str
     caption: str
     png: bytes
     fig: Any = None
+    data: Optional[pd.DataFrame] = None
 
 
 @dataclass
@@ -361,14 +363,14 @@ def png_bytes(fig: Any, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _figure(fig: Any, stem: str, alt: str, caption: str, keep: bool) -> Figure:
+def _figure(fig: Any, stem: str, alt: str, caption: str, keep: bool, data: Optional[pd.DataFrame] = None) -> Figure:
     """Encode ``fig``; close it unless ``keep`` (the CLI saves kept figures as files, then closes them)."""
     import matplotlib.pyplot as plt
 
     png = png_bytes(fig)
     if not keep:
         plt.close(fig)
-    return Figure(stem, alt, caption, png, fig if keep else None)
+    return Figure(stem, alt, caption, png, fig if keep else None, data)
 
 
 def _slug(*parts: Any) -> str:
@@ -399,12 +401,14 @@ def comparison_figures(data: ReportData, *, metric: Optional[str], which: str, k
         runs_txt = f"{len(g)} runs, {len(long)} configurations ({configurations_text(long)}), {seeds_text(long['n'])}"
         fig = pc.pareto_figure(long, task=key.get("task"), model=key.get("model"))
         par.add("figure", _figure(fig, f"pareto_{stem}", f"Pareto plots, {name}",
-                                  f"{what} against cost; {name}; {runs_txt}.", keep))
+                                  f"{what} against cost; {name}; {runs_txt}.", keep,
+                                  pc.pareto_data(long, task=key.get("task"), model=key.get("model"))))
         curves = compare.curves(g, data.metrics, metric=metric, kind=kind, confidence=confidence)
         if not curves.empty:
             fig = pc.curves_figure(curves, tasks=[key.get("task")], model=key.get("model"))
             cur.add("figure", _figure(fig, f"curves_{stem}", f"Learning curves, {name}",
-                                      f"{what} during training; {name}; {runs_txt}.", keep))
+                                      f"{what} during training; {name}; {runs_txt}.", keep,
+                                      pc.curves_data(curves, tasks=[key.get("task")], model=key.get("model"))))
     if not cur.figures:
         cur.add("p", "No run logged an evaluation during training.")
     return par, cur
@@ -442,7 +446,7 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
                                   f"ΔM against ΔD of the query matrices, one panel per method ({methods}); {name}; "
                                   f"{p['run_dir'].nunique()} runs, {n_seeds} seed{'s' if n_seeds != 1 else ''}; "
                                   f"{p['layer'].nunique()} layers × {p['checkpoint'].nunique()} checkpoints per run; "
-                                  "colour: layer, line: least-squares fit.", keep))
+                                  "colour: layer, line: least-squares fit.", keep, p))
         rows = []
         for r in stats.itertuples(index=False):
             iv = (f"{r.pearson:+.2f} [{r.pearson_low:+.2f}, {r.pearson_high:+.2f}]" if math.isfinite(r.pearson_low)
@@ -520,7 +524,7 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
         seeds = f"{n_runs} seed{'s' if n_runs != 1 else ''}" + (" (descriptive: no interval)" if n_runs == 1 else "")
         sec.add("figure", _figure(fig, _slug("adalora", label), f"AdaLoRA final ranks, {name}",
                                   f"Final rank per matrix; {name}; {seeds}; initial rank "
-                                  f"{int(final['init_r'].max())}.", keep))
+                                  f"{int(final['init_r'].max())}.", keep, final))
         sec.add("table", render.render(shares_table(R.summarize_shares(shares)), fmt="html",
                                        caption=f"Where the budget went, {name}"))
         sec.add("note", v["line"])
@@ -659,6 +663,8 @@ def main(args: argparse.Namespace) -> int:
         (figdir / f"{fig.stem}.png").write_bytes(fig.png)
         fig.fig.savefig(figdir / f"{fig.stem}.pdf", bbox_inches="tight")
         plt.close(fig.fig)
+        if fig.data is not None:
+            fig.data.to_csv(figdir / f"{fig.stem}.csv", index=False)
     for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
         (out / f"table.{ext}").write_text(render.table_text(runs, fmt=fmt, digits=args.digits, scale=scale, **opts))
     (out / "table_long.csv").write_text(render.table_text(runs, fmt="csv", layout="long", **opts))

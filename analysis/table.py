@@ -125,25 +125,23 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_plots(runs: pd.DataFrame, metrics: dict[str, pd.DataFrame], out: Path, **opts: Any) -> list[Path]:
-    """Pareto plots and learning curves per (model, task) as PNG + PDF in ``out``; the paths written."""
-    import matplotlib.pyplot as plt
-
+    """Pareto plots and learning curves per (model, task) as PNG + PDF + the CSV they draw in ``out``; the
+    paths written."""
+    from analysis.figure_files import save_figure
     from analysis.plots import compare as pc
 
     out.mkdir(parents=True, exist_ok=True)
     long = compare.compare(runs, **opts)
     cur = compare.curves(runs, metrics, metric=opts.get("metric"), kind=opts.get("kind", "t"),
                          confidence=opts.get("confidence", 0.95))
-    written = []
+    written: list[Path] = []
     for (model, task), _ in long.groupby(["model", "task"], sort=False):
         stem = slug(f"{model}_{task}")
-        for name, fig in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model)),
-                          (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model))):
-            for ext in ("png", "pdf"):
-                path = out / f"{name}.{ext}"
-                fig.savefig(path, dpi=150, bbox_inches="tight")
-                written.append(path)
-            plt.close(fig)
+        for name, fig, data in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model),
+                                 pc.pareto_data(long, task=task, model=model)),
+                                (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model),
+                                 pc.curves_data(cur, tasks=[task], model=model))):
+            written += save_figure(fig, out, name, data)
     log.info("wrote %d plot files to %s", len(written), out)
     return written
 

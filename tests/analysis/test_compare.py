@@ -355,6 +355,7 @@ def test_cli_table(sweep: Path, capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert pd.read_csv(target).shape[0] == 4
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert "pareto_minilm_sst2.png" in names and "pareto_minilm_sst2.pdf" in names and "curves_minilm_rte.pdf" in names
+    assert "pareto_minilm_sst2.csv" in names and "curves_minilm_rte.csv" in names
 
 
 def test_cli_no_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

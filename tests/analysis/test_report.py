@@ -69,7 +69,9 @@ def test_files_beside_the_page(built: Path) -> None:
     names = {p.name for p in (built / "figures").iterdir()}
     for stem in ("pareto_minilm_sst2_20steps", "pareto_minilm_rte_20steps", "curves_minilm_sst2_20steps",
                  "curves_minilm_rte_20steps"):
-        assert f"{stem}.png" in names and f"{stem}.pdf" in names
+        assert f"{stem}.png" in names and f"{stem}.pdf" in names and f"{stem}.csv" in names
+    pareto = pd.read_csv(built / "figures" / "pareto_minilm_sst2_20steps.csv")
+    assert set(pareto["task"]) == {"sst2"} and {"mean", "low", "high", "trainable_params"} <= set(pareto.columns)
     assert (built / "table.md").read_text().startswith("| Method |")
     assert "\\begin{tabular}" in (built / "table.tex").read_text()
     assert (built / "table_long.csv").read_text().count("\n") == 9
