@@ -196,6 +196,12 @@ class MethodConfig:
     targets: list[str] = field(default_factory=lambda: list(MATRIX_TYPES))
     layers: Optional[list[int]] = None
 
+    def budget(self) -> Optional[int]:
+        """The run's budget, recorded in run.json and summary.json and compared across methods by the analysis:
+        the LoRA rank r this configuration is matched with (a method with ranks returns it; None: no rank, as
+        full fine-tuning)."""
+        return None
+
 
 @dataclass
 class RunConfig:

@@ -288,7 +288,7 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     resolved = to_dict(c)
     fields = dict(
         name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
-        seed=c.seed, config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
+        seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c),
     )
@@ -438,7 +438,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         _save_atomic(p.method, model, run_dir / ("model" if c.method.name == "full" else "adapter"))
     summary: dict[str, Any] = {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
-        "main_metric": p.data.main_metric,
+        "budget": c.method.budget(), "main_metric": p.data.main_metric,
         "main_metric_value": result.final_eval[p.data.main_metric],
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},

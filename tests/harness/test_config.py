@@ -87,3 +87,21 @@ def test_an_override_the_schema_rejects_is_one_line_naming_the_key(override: str
     assert main([*TINY, override, f"hydra.run.dir={tmp_path / 'run'}"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert err == [line]
+
+
+@pytest.mark.parametrize("overrides,budget", [
+    (["method=lora", "budget=4"], 4),
+    (["method=dora", "budget=16"], 16),
+    (["method=lora", "method.r=12"], 12),  # r set directly: the run's budget is its r, whatever `budget` says
+    (["method=adalora", "budget=8"], 8),  # target_r = 8, init_r = 12
+    (["method=adalora", "budget=8", "method.match=params"], 8),  # init_r = 8, target_r = 5: matched with LoRA r=8
+    (["method=full", "budget=8"], None),
+])
+def test_the_budget_is_the_lora_rank_the_run_is_matched_with(overrides: list[str], budget: int | None) -> None:
+    assert to_typed(compose_cfg([*TINY, *overrides])).method.budget() == budget
+
+
+def test_the_budget_method_is_not_a_config_field() -> None:
+    """``budget()`` is derived: it never enters the record's config or its hash."""
+    typed = to_typed(compose_cfg([*TINY, "method=lora"]))
+    assert "budget" not in {f.name for f in dataclasses.fields(typed.method)}
