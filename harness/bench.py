@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.config import COMPILE_MODES, TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
-from harness.loop import make_optimizer, train
+from harness.loop import LoopData, make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
 from harness.run import speed_up
@@ -185,9 +185,8 @@ def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainCo
     tiny_dev = Encoded(enc.input_ids[:1], None, enc.labels[:1])
     method.total_steps = warmup + steps
     try:
-        train(model, method, train_enc=enc, dev_enc=tiny_dev, cfg=cfg, total_steps=warmup + steps, lr=1e-4,
-              seed=0, device=device, pad_id=0, problem="classification", metric_names=("accuracy",),
-              main_metric="accuracy", logger=cap)
+        train(model, method, LoopData(enc, tiny_dev, 0, "classification", ("accuracy",), "accuracy"), cfg,
+              total_steps=warmup + steps, lr=1e-4, seed=0, device=device, logger=cap)
     except _Enough:
         pass
     return float(np.mean([r["perf/s_per_step"] for r in cap.rows[1:]])) * 1e3
