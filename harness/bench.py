@@ -69,7 +69,10 @@ def model_spec(name: str) -> ModelConfig:
         return ModelConfig(name=name, from_config=json.loads((Path(name) / "config.json").read_text()))
     path = CONF / "model" / f"{name}.yaml"
     if path.is_file():
-        return ModelConfig(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+        options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        assert isinstance(options, dict)
+        options.pop("defaults", None)  # the schema it names is ModelConfig itself
+        return ModelConfig(**options)  # type: ignore[arg-type]
     return ModelConfig(name=name)
 
 
