@@ -401,7 +401,8 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
         state.evaluated(step, dev, valid, data.main_metric)
 
     def save_checkpoint(step: int) -> None:
-        watch.check()  # never checkpoint a diverged state
+        """The whole training state after ``step`` to ``ck.save`` (rank 0); never a diverged one."""
+        watch.check()
         if ctx.main and ck.save is not None:
             ck.save(step, {
                 "step": step,

@@ -80,7 +80,7 @@ def test_a_per_method_lr_scale_passes_the_schema() -> None:
 @pytest.mark.parametrize("override,line", [
     ("train.max_steps=abc", "error: train.max_steps: Value 'abc' of type 'str' could not be converted to Integer"),
     ("snapshot.enabled=maybe", "error: snapshot.enabled: Value 'maybe' is not a valid bool (type str)"),
-    ("model.max_length=1.5", "error: model.max_length: Value '1.5' of type 'str' could not be converted to Integer"),
+    ("model.max_length=1.5", "error: model.max_length: Value '1.5' of type 'float' could not be converted to Integer"),
 ])
 def test_an_override_the_schema_rejects_is_one_line_naming_the_key(override: str, line: str, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
