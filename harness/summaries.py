@@ -230,7 +230,8 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
 def _table(rows: list[dict[str, Any]], with_stage: bool, with_lr: bool) -> list[str]:
     head = ["#", "method", "budget", "task", "seed", *(["lr_scale"] if with_lr else []),
             *(["stage"] if with_stage else []), "status", "metric", "final", "best", "time", "folder"]
-    body = [[str(r["job"]), str(r["method"]), "-" if r["budget"] is None else str(r["budget"]), str(r["task"]), str(r["seed"]),
+    body = [[str(r["job"]), str(r["method"]), "-" if r["budget"] is None else str(r["budget"]), str(r["task"]),
+             str(r["seed"]),
              *([str(r["lr_scale"])] if with_lr else []), *([r["stage"] or "-"] if with_stage else []), r["status"],
              r["main_metric"] or "-", _num(r["final"]), _num(r["best"]), _duration(r["seconds"]), r["folder"]]
             for r in rows]
