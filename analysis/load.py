@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.run_record import SELECTION_FILE, read_status
+from harness.run_record import SELECTION_FILE, read_status, recorded_budget
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
             "task": rec.get("task"),
             "model": rec.get("model"),
             "seed": rec.get("seed"),
-            "budget": _budget(method_cfg),
+            "budget": recorded_budget(rec),
             "config_hash": rec.get("config_hash"),
             "group": rec.get("group"),
             "device": rec.get("environment", {}).get("device"),
@@ -96,14 +96,6 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
         row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
         rows.append(row)
     return Runs(pd.DataFrame(rows), skipped)
-
-
-def _budget(method_cfg: dict[str, Any]) -> int | None:
-    """Mean final rank per matrix: r for LoRA/DoRA, target_r for AdaLoRA, None for full FT."""
-    for key in ("target_r", "r"):
-        if method_cfg.get(key) is not None:
-            return int(method_cfg[key])
-    return None
 
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from analysis.load import Runs, load_metrics
-from harness.run_record import read_status
+from harness.run_record import read_status, recorded_budget
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
     tc = ri.get("train_config") or {}
     hi = data.get("harness_info") or {}
     method = method_of(pc)
-    budget = budget_of(pc)
+    budget = hi["budget"] if "budget" in hi else budget_of(pc)  # a harness export names its run's budget
     model_id = tc.get("model_id", "")
     task = tc.get("task") or task
     final = _final_metrics(ti)
@@ -254,9 +254,7 @@ def _dir_size(p: Path) -> int:
 
 def experiment_name(record: dict[str, Any]) -> str:
     """``<method>/<model>-<task>-rank<budget>-seed<seed>`` (PEFT's ``<method>/<model>-<setting>``)."""
-    cfg = record.get("config", {})
-    m = cfg.get("method", {})
-    budget = m.get("target_r", m.get("r"))
+    budget = recorded_budget(record)
     setting = [str(record.get("task"))] + ([f"rank{budget}"] if budget is not None else []) + [f"seed{record.get('seed')}"]
     return f"{record.get('method')}/{record.get('model')}-" + "-".join(setting)
 
@@ -378,6 +376,7 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
             "harness_version": env.get("harness"),
             "git": rec.get("git"),
             "config_hash": rec.get("config_hash"),
+            "budget": recorded_budget(rec),
             "group": rec.get("group"),
             "effective_params": summary.get("effective_params"),
             "main_metric": summary.get("main_metric"),

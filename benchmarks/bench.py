@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.config import COMPILE_MODES, TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
-from harness.loop import make_optimizer, train
+from harness.loop import LoopData, make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
 from harness.run import speed_up
@@ -69,7 +69,10 @@ def model_spec(name: str) -> ModelConfig:
         return ModelConfig(name=name, from_config=json.loads((Path(name) / "config.json").read_text()))
     path = CONF / "model" / f"{name}.yaml"
     if path.is_file():
-        return ModelConfig(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+        options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        assert isinstance(options, dict)
+        options.pop("defaults", None)  # the schema it names is ModelConfig itself
+        return ModelConfig(**options)  # type: ignore[arg-type]
     return ModelConfig(name=name)
 
 
@@ -185,9 +188,8 @@ def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainCo
     tiny_dev = Encoded(enc.input_ids[:1], None, enc.labels[:1])
     method.total_steps = warmup + steps
     try:
-        train(model, method, train_enc=enc, dev_enc=tiny_dev, cfg=cfg, total_steps=warmup + steps, lr=1e-4,
-              seed=0, device=device, pad_id=0, problem="classification", metric_names=("accuracy",),
-              main_metric="accuracy", logger=cap)
+        train(model, method, LoopData(enc, tiny_dev, 0, "classification", ("accuracy",), "accuracy"), cfg,
+              total_steps=warmup + steps, lr=1e-4, seed=0, device=device, logger=cap)
     except _Enough:
         pass
     return float(np.mean([r["perf/s_per_step"] for r in cap.rows[1:]])) * 1e3

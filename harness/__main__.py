@@ -228,7 +228,13 @@ def _one_line(e: BaseException) -> str:
     import re
 
     from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        # an override the group's schema rejects (harness/config.py): the key and the schema's reason, as the
+        # typed merge of harness.config.to_typed words it
+        return f"{cause.full_key}: {str(cause).splitlines()[0]}"
     if isinstance(e, OverrideParseException):
         return (f"'{e.override}': cannot parse this override ({e.message.splitlines()[0]}); write key=value, and "
                 f"quote values holding spaces or brackets, e.g. 'key=[1,2]'")

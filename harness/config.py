@@ -1,7 +1,15 @@
 """Typed configuration: dataclass schemas for every config group, and validation before any model loads.
 
-Hydra composes YAML from ``conf/``; :func:`to_typed` merges it onto these schemas (types, unknown keys)
-and :func:`validate` checks ranges and cross-field rules. Both raise :class:`ConfigError` naming the key.
+The schemas are the single source of every default: they are stored in Hydra's ConfigStore under
+``schema/<group>`` (a method's under ``schema/method/<name>``, stored when the method registers), and each
+option file in ``conf/`` names its schema first in its defaults list and sets only what differs::
+
+    defaults: [/schema/snapshot@_here_, _self_]
+    enabled: false
+
+Hydra composes ``conf/`` onto them (types checked per override); :func:`to_typed` resolves the result and
+merges it onto the schemas again (types, unknown keys), and :func:`validate` checks ranges and cross-field
+rules. Both raise :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -183,9 +192,15 @@ class MethodConfig:
     """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr."""
 
     name: str = "lora"
-    lr: float = 5e-4
+    lr: float = 5e-4  # adapters tolerate ~10x the full-FT lr (LoRA paper, PEFT examples)
     targets: list[str] = field(default_factory=lambda: list(MATRIX_TYPES))
     layers: Optional[list[int]] = None
+
+    def budget(self) -> Optional[int]:
+        """The run's budget, recorded in run.json and summary.json and compared across methods by the analysis:
+        the LoRA rank r this configuration is matched with (a method with ranks returns it; None: no rank, as
+        full fine-tuning)."""
+        return None
 
 
 @dataclass
@@ -204,6 +219,35 @@ class RunConfig:
 
 _GROUPS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig, "tracking": TrackingConfig,
            "snapshot": SnapshotConfig}
+
+
+#: the ConfigStore group of the schemas: kept apart from the option groups, so that ``task=…`` lists and
+#: error messages show only the options in conf/
+SCHEMA_GROUP = "schema"
+
+
+@dataclass
+class _TrainFileSchema(TrainConfig):
+    """:class:`TrainConfig` as Hydra checks config files and overrides: ``lr_scale`` may also be a mapping
+    method name -> scale there (:func:`to_typed` turns it into this run's number before the typed merge)."""
+
+    lr_scale: Any = 1.0
+
+
+def store_method_schema(name: str, cls: type) -> None:
+    """Store a method's config dataclass as ``schema/method/<name>`` (conf/method/<name>.yaml names it first in
+    its defaults list); the method registry calls this for every method it registers."""
+    ConfigStore.instance().store(group=f"{SCHEMA_GROUP}/method", name=name, node=cls)
+
+
+def _store_group_schemas() -> None:
+    """Store the schemas of the groups that are not methods as ``schema/<group>``."""
+    cs = ConfigStore.instance()
+    for group, schema in {**_GROUPS, "train": _TrainFileSchema}.items():
+        cs.store(group=SCHEMA_GROUP, name=group, node=schema)
+
+
+_store_group_schemas()
 
 
 def _typed_group(schema: type, node: Any, key: str) -> Any:

@@ -1,10 +1,17 @@
 """The training loop, top to bottom: AdamW, warm-up + linear decay, accumulation, periodic eval.
 
+:func:`train` builds the optimizer, schedule and data stream, then per optimizer step: the step itself
+(forward/backward × ``grad_accum``, clipping, update, the method's and callbacks' hooks), the logging window
+every ``log_every`` steps, an evaluation every ``eval_every`` steps, a checkpoint when one is due.
+What carries from step to step is a :class:`LoopState`; where the time goes, a :class:`Clock` (evaluations and
+checkpoints are left out of train seconds and speed); divergence, a :class:`DivergenceWatch`.
+
 No host sync in the hot path on CUDA: losses stay on the device and are read every ``log_every`` steps
 (on the CPU, where a read costs nothing, a non-finite loss stops the run at the step it appears).
 Every ``Checkpointing.every`` steps the whole training state (trainable weights, optimizer, scheduler, RNG
-states, data position, loop counters, the method's and the callbacks' own state) goes to a checkpoint, and a
-run given a checkpoint continues from it exactly: on the CPU the result equals an uninterrupted run's.
+states, data position, the loop state and clock, the method's and the callbacks' own state) goes to a
+checkpoint, and a run given a checkpoint continues from it exactly: on the CPU the result equals an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -144,14 +151,152 @@ def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, de
     return result
 
 
-def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Encoded, cfg: TrainConfig,
-          total_steps: int, lr: float, seed: int, device: torch.device, pad_id: int, problem: str,
-          metric_names: tuple[str, ...], main_metric: str, logger: MetricLogger,
-          callbacks: Sequence[Callback] = (), dist_ctx: DistContext = DistContext(),
-          checkpointing: Checkpointing = Checkpointing(), valid_enc: Optional[Encoded] = None) -> LoopResult:
-    """Train for ``total_steps`` optimizer steps; evaluate every ``eval_every`` steps and at the end.
+@dataclass
+class LoopData:
+    """What the loop trains on and how it scores: the encoded splits, the padding id, the task's metrics."""
 
-    Each evaluation scores dev (``eval/<metric>``, the reported set) and, when ``valid_enc`` is given, the
+    train: Encoded
+    dev: Encoded  # the reported set: eval/<metric>
+    pad_id: int
+    problem: str  # classification | regression
+    metric_names: tuple[str, ...]
+    main_metric: str
+    valid: Optional[Encoded] = None  # a validation split for selection (valid/<metric>); None: none
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from one optimizer step to the next, besides the model, optimizer, scheduler and
+    data position: the evaluations so far and the current logging window (sums kept on the device, read at
+    each logging step). A checkpoint holds it (:meth:`state_dict`, its ``loop`` entry with the clock's)."""
+
+    step: int = 0  # the last finished optimizer step
+    final: dict[str, float] = field(default_factory=dict)  # dev metrics of the latest evaluation
+    final_valid: dict[str, float] = field(default_factory=dict)  # validation metrics of the latest ({}: none)
+    best: dict[str, float] = field(default_factory=dict)  # dev metrics at best_step
+    best_valid: dict[str, float] = field(default_factory=dict)  # validation metrics at best_step
+    best_step: Optional[int] = None
+    tokens: int = 0  # tokens of the windows logged so far
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))  # the window's task loss, summed
+    tokens_dev: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    terms_sum: dict[str, torch.Tensor] = field(default_factory=dict)  # the method's loss terms, summed
+    n_in_window: int = 0  # optimizer steps in the window
+
+    @classmethod
+    def on(cls, device: torch.device) -> "LoopState":
+        """A fresh state whose window sums live on ``device``."""
+        return cls(loss_sum=torch.zeros((), device=device), tokens_dev=torch.zeros((), dtype=torch.long, device=device))
+
+    def evaluated(self, step: int, dev: dict[str, float], valid: dict[str, float], main_metric: str) -> None:
+        """Record the evaluation at ``step``; it becomes the best when its main metric beats the best's — on the
+        validation split when there is one (``valid`` not empty), else on dev itself."""
+        self.final, self.final_valid = dev, valid
+        now, best = (valid, self.best_valid) if valid else (dev, self.best)
+        if not self.best or _better(now[main_metric], best[main_metric], main_metric):
+            self.best, self.best_valid, self.best_step = dict(dev), dict(valid), step
+
+    def reset_window(self) -> None:
+        """Start a new logging window."""
+        self.loss_sum.zero_()
+        self.tokens_dev.zero_()
+        self.terms_sum = {}
+        self.n_in_window = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``loop`` entry (without the step, which the checkpoint holds at its top)."""
+        return {"best": self.best, "final": self.final, "best_valid": self.best_valid, "final_valid": self.final_valid,
+                "best_step": self.best_step, "tokens": self.tokens, "tokens_dev": self.tokens_dev,
+                "loss_sum": self.loss_sum, "terms_sum": self.terms_sum, "n_in_window": self.n_in_window}
+
+    def load_state_dict(self, state: dict[str, Any], step: int) -> None:
+        """Continue from a checkpoint's ``loop`` entry taken after ``step``. Checkpoints written before
+        validation splits existed lack ``best_valid``, ``final_valid`` and ``best_step``: empty / None."""
+        device = self.loss_sum.device
+        self.step = step
+        self.best, self.final, self.tokens = state["best"], state["final"], state["tokens"]
+        self.best_valid, self.final_valid = state.get("best_valid", {}), state.get("final_valid", {})
+        self.best_step = state.get("best_step")
+        self.tokens_dev = state["tokens_dev"].to(device)
+        self.loss_sum = state["loss_sum"].to(device)
+        self.terms_sum = {k: v.to(device) for k, v in state["terms_sum"].items()}
+        self.n_in_window = state["n_in_window"]
+
+
+class Clock:
+    """Where the loop's time goes. Train seconds are wall seconds minus evaluations and checkpoints (spent
+    inside :meth:`paused`); the logging window's seconds (for ``perf/tokens_per_s`` and ``perf/s_per_step``)
+    leave them out too. Seconds of earlier attempts carry over through :meth:`state_dict`."""
+
+    def __init__(self, train_seconds: float = 0.0, window_seconds: float = 0.0) -> None:
+        now = time.perf_counter()
+        self._start = now - train_seconds
+        self._window_start = now - window_seconds
+        self._last_checkpoint = now
+        self.paused_seconds = 0.0  # this attempt's evaluations and checkpoints
+        self.checkpoint_seconds = 0.0
+        self.checkpoints = 0
+
+    @classmethod
+    def resumed(cls, state: dict[str, Any]) -> "Clock":
+        """A clock continuing the train and window seconds of a checkpoint's ``loop`` entry."""
+        return cls(state["train_seconds"], state["window_seconds"])
+
+    @contextlib.contextmanager
+    def paused(self, *, checkpoint: bool = False) -> Iterator[None]:
+        """Time spent in the block counts in neither train seconds nor the window (a checkpoint: also counted)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            now = time.perf_counter()
+            self.paused_seconds += now - t0
+            self._window_start += now - t0
+            if checkpoint:
+                self.checkpoints += 1
+                self.checkpoint_seconds += now - t0
+                self._last_checkpoint = now
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self._start - self.paused_seconds
+
+    def window_seconds(self) -> float:
+        return time.perf_counter() - self._window_start
+
+    def new_window(self) -> None:
+        self._window_start = time.perf_counter()
+
+    def since_checkpoint(self) -> float:
+        """Seconds since the last checkpoint (or the start of this attempt)."""
+        return time.perf_counter() - self._last_checkpoint
+
+    def state_dict(self) -> dict[str, float]:
+        """The clock's part of the checkpoint's ``loop`` entry."""
+        return {"train_seconds": self.train_seconds(), "window_seconds": self.window_seconds()}
+
+
+class DivergenceWatch:
+    """The first step whose loss or gradient norm was not finite, kept on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: none
+
+    def see(self, value: torch.Tensor, step: int) -> None:
+        self.first_bad = torch.where((self.first_bad == 0) & ~torch.isfinite(value), step, self.first_bad)
+
+    def check(self) -> None:
+        """Raise RunFailed naming the first step whose loss or gradient norm was not finite (syncs the device)."""
+        bad = int(self.first_bad)
+        if bad:
+            raise RunFailed(f"train/loss or gradient norm is not finite at step {bad}: the run diverged "
+                            f"(lower the lr: method.lr / train.lr, or clip: train.max_grad_norm)")
+
+
+def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *, total_steps: int, lr: float,
+          seed: int, device: torch.device, logger: MetricLogger, callbacks: Sequence[Callback] = (),
+          dist_ctx: DistContext = DistContext(), checkpointing: Checkpointing = Checkpointing()) -> LoopResult:
+    """Train for ``total_steps`` optimizer steps; evaluate every ``cfg.eval_every`` steps and at the end.
+
+    Each evaluation scores dev (``eval/<metric>``, the reported set) and, when ``data.valid`` is given, the
     validation split (``valid/<metric>``). The best step is chosen on validation when there is one (its dev
     metrics become ``best_eval``), else on dev itself (``best_selected_on="test"``).
 
@@ -160,174 +305,131 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     With ``checkpointing.resume`` the loop continues after the checkpoint's step (callbacks get their state
     back through ``load_state_dict`` before ``on_train_start``).
     """
-    use_bf16 = cfg.bf16 and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    ctx, ck = dist_ctx, checkpointing
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
+        else contextlib.nullcontext
     optimizer = make_optimizer(model, lr, cfg.weight_decay, device)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
-    batches = TrainBatches(len(train_enc), cfg.batch_size, seed)
+    batches = TrainBatches(len(data.train), cfg.batch_size, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    ctx = dist_ctx
-    ck = checkpointing
-    resume = ck.resume
-    if resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
-        _restore_training(resume, model, optimizer, scheduler, batches, method, callbacks)
+    state = LoopState.on(device)
+    if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
+        _restore_training(ck.resume, model, optimizer, scheduler, batches, method, callbacks)
+        state.load_state_dict(ck.resume["loop"], step=ck.resume["step"])
     fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    def score(enc: Encoded) -> dict[str, float]:
-        return evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=pad_id, device=device, problem=problem,
-                        metric_names=metric_names, autocast=autocast, pad_multiple=cfg.pad_to_multiple)
-
-    def run_eval(step: int) -> tuple[dict[str, float], dict[str, float]]:
-        """(dev metrics, validation metrics or {}) at ``step``, logged as eval/... and valid/..."""
-        res = score(dev_enc)
-        val = score(valid_enc) if valid_enc is not None else {}
-        logger.log({**{f"eval/{k}": v for k, v in res.items()}, **{f"valid/{k}": v for k, v in val.items()}}, step)
-        log.info("step %d eval %s%s", step, " ".join(f"{k}={v:.4f}" for k, v in res.items()),
-                 "".join(f" valid/{k}={v:.4f}" for k, v in val.items()))
-        return res, val
+    watch = DivergenceWatch(device)
 
     for cb in callbacks:
         cb.on_train_start(model, logger)
     model.train()
-    best: dict[str, float] = {}
-    final: dict[str, float] = {}
-    best_valid: dict[str, float] = {}
-    final_valid: dict[str, float] = {}
-    best_step: Optional[int] = None
-    tokens = 0
-    tokens_dev = torch.zeros((), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    terms_sum: dict[str, torch.Tensor] = {}
-    # divergence watch, on the device: the first step whose loss or gradient norm was not finite (0: none)
-    first_bad = torch.zeros((), dtype=torch.long, device=device)
-    n_in_window = 0
-    start = 0
-    train_before = 0.0  # train seconds of the attempts before a resume
-    window_before = 0.0
-    n_ckpt, ckpt_seconds = 0, 0.0
-    if resume is not None:
-        lp = resume["loop"]
-        start, best, final, tokens, n_in_window = resume["step"], lp["best"], lp["final"], lp["tokens"], lp["n_in_window"]
-        best_valid, final_valid = lp.get("best_valid", {}), lp.get("final_valid", {})
-        best_step = lp.get("best_step")
-        tokens_dev = lp["tokens_dev"].to(device)
-        loss_sum = lp["loss_sum"].to(device)
-        terms_sum = {k: v.to(device) for k, v in lp["terms_sum"].items()}
-        train_before, window_before = lp["train_seconds"], lp["window_seconds"]
-        ckpt_io.set_rng_state(resume["rng"])  # last: nothing between here and the next step draws
-        log.info("resumed after step %d of %d", start, total_steps)
-    window_start = time.perf_counter() - window_before
-    eval_seconds = 0.0
-    t0 = time.perf_counter() - train_before
-    last_ckpt = time.perf_counter()
-    progress = _progress(total_steps, cfg.progress, initial=start)
-
-    def check_finite() -> None:
-        """Raise RunFailed naming the first step whose loss or gradient norm was not finite (syncs the device)."""
-        bad = int(first_bad)
-        if bad:
-            raise RunFailed(f"train/loss or gradient norm is not finite at step {bad}: the run diverged "
-                            f"(lower the lr: method.lr / train.lr, or clip: train.max_grad_norm)")
+    if ck.resume is not None:
+        ckpt_io.set_rng_state(ck.resume["rng"])  # last: nothing from here to the first step draws
+        log.info("resumed after step %d of %d", state.step, total_steps)
+    clock = Clock.resumed(ck.resume["loop"]) if ck.resume is not None else Clock()
+    progress = _progress(total_steps, cfg.progress, initial=state.step)
 
     def guarded(fn: Callable[[], Any]) -> Any:
         """Run a method/callback hook; its error on diverged weights is reported as the divergence."""
         try:
             return fn()
         except Exception:
-            check_finite()
+            watch.check()
             raise
 
-    step = start
-    for step in range(start + 1, total_steps + 1):
+    def optimizer_step(step: int) -> None:
+        """``grad_accum`` forward/backward passes, clipping, the update, the method's and callbacks' hooks."""
         for _ in range(cfg.grad_accum):
             idx = ctx.shard(next(batches))
-            batch = to_device(collate(train_enc, idx, pad_id, cfg.pad_to_multiple), device)
-            tokens_dev += batch["attention_mask"].sum()
+            batch = to_device(collate(data.train, idx, data.pad_id, cfg.pad_to_multiple), device)
+            state.tokens_dev += batch["attention_mask"].sum()
             with autocast():
                 outputs = fwd(**batch)
-            loss = outputs.loss
-            tl = task_loss(outputs.logits, batch["labels"], problem).detach()
+            tl = task_loss(outputs.logits, batch["labels"], data.problem).detach()
             for k, v in method.loss_terms(outputs, tl).items():
-                terms_sum[k] = terms_sum.get(k, 0) + v / cfg.grad_accum
-            (loss / cfg.grad_accum).backward()
-            loss_sum += tl / cfg.grad_accum
-            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(tl), step, first_bad)
+                state.terms_sum[k] = state.terms_sum.get(k, 0) + v / cfg.grad_accum
+            (outputs.loss / cfg.grad_accum).backward()
+            state.loss_sum += tl / cfg.grad_accum
+            watch.see(tl, step)
         if cfg.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(norm), step, first_bad)
+            watch.see(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm), step)
         if device.type == "cpu":  # free here: stop before a non-finite update reaches the weights
-            check_finite()
+            watch.check()
         optimizer.step()
         scheduler.step()
         guarded(lambda: method.after_optimizer_step(model, step))  # AdaLoRA: update_and_allocate, before zero_grad
         for cb in callbacks:
             guarded(lambda: cb.on_step(model, step, logger))
         optimizer.zero_grad(set_to_none=True)
-        n_in_window += 1
+        state.step = step
+        state.n_in_window += 1
 
+    def log_window(step: int) -> None:
+        """The window's mean loss, lr, speed and the method's metrics, logged at ``step``; then a new window."""
+        watch.check()
+        n = state.n_in_window
+        mean_loss = float(ctx.mean(state.loss_sum)) / n
+        if not math.isfinite(mean_loss):
+            raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
+        elapsed = clock.window_seconds()
+        window_tokens = int(ctx.sum(state.tokens_dev))
+        state.tokens += window_tokens
+        row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
+               "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n}
+        row.update({k: float(ctx.mean(torch.as_tensor(v))) / n for k, v in state.terms_sum.items()})
+        row.update(guarded(lambda: method.log_metrics(model)))
+        logger.log(row, step)
+        progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
+        state.reset_window()
+        clock.new_window()
+
+    def evaluate_at(step: int) -> None:
+        """Score dev (and validation) at ``step``, log eval/... and valid/..., and keep the best."""
+        def score(enc: Encoded) -> dict[str, float]:
+            return evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=device,
+                            problem=data.problem, metric_names=data.metric_names, autocast=autocast,
+                            pad_multiple=cfg.pad_to_multiple)
+
+        dev = score(data.dev)
+        valid = score(data.valid) if data.valid is not None else {}
+        logger.log({**{f"eval/{k}": v for k, v in dev.items()}, **{f"valid/{k}": v for k, v in valid.items()}}, step)
+        log.info("step %d eval %s%s", step, " ".join(f"{k}={v:.4f}" for k, v in dev.items()),
+                 "".join(f" valid/{k}={v:.4f}" for k, v in valid.items()))
+        state.evaluated(step, dev, valid, data.main_metric)
+
+    def save_checkpoint(step: int) -> None:
+        """The whole training state after ``step`` to ``ck.save`` (rank 0); never a diverged one."""
+        watch.check()
+        if ctx.main and ck.save is not None:
+            ck.save(step, {
+                "step": step,
+                "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "data": {"epoch": batches.epoch, "offset": batches.offset, "n": batches.n,
+                         "batch_size": batches.batch_size, "seed": batches.seed},
+                "loop": {**state.state_dict(), **clock.state_dict()},
+                "method": method.state_dict(model),
+                "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+                "rng": ckpt_io.rng_state(),
+            })
+
+    for step in range(state.step + 1, total_steps + 1):
+        optimizer_step(step)
         if step % cfg.log_every == 0 or step == total_steps:
-            check_finite()
-            mean_loss = float(ctx.mean(loss_sum)) / n_in_window
-            if not math.isfinite(mean_loss):
-                raise RunFailed(f"train/loss is {mean_loss} at step {step}: the run diverged (lower the lr)")
-            elapsed = time.perf_counter() - window_start
-            window_tokens = int(ctx.sum(tokens_dev))
-            tokens += window_tokens
-            row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
-                   "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n_in_window}
-            row.update({k: float(ctx.mean(torch.as_tensor(v))) / n_in_window for k, v in terms_sum.items()})
-            row.update(guarded(lambda: method.log_metrics(model)))
-            logger.log(row, step)
-            progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
-            loss_sum.zero_()
-            tokens_dev.zero_()
-            terms_sum = {}
-            n_in_window = 0
-            window_start = time.perf_counter()
+            log_window(step)
         progress.update(1)
-
         if step % cfg.eval_every == 0 or step == total_steps:
-            e0 = time.perf_counter()
-            final, final_valid = run_eval(step)
-            chosen_now, chosen_best = (final_valid, best_valid) if valid_enc is not None else (final, best)
-            if not best or _better(chosen_now[main_metric], chosen_best[main_metric], main_metric):
-                best, best_valid, best_step = dict(final), dict(final_valid), step
-            eval_seconds += time.perf_counter() - e0
-            window_start += time.perf_counter() - e0  # eval time counts in neither speed nor train time
-
+            with clock.paused():
+                evaluate_at(step)
         stop = ck.stop()
-        timed = ck.minutes > 0 and time.perf_counter() - last_ckpt >= 60 * ck.minutes
+        timed = ck.minutes > 0 and clock.since_checkpoint() >= 60 * ck.minutes
         if step < total_steps and ((ck.every and step % ck.every == 0) or timed or stop):
-            c0 = time.perf_counter()
-            check_finite()  # never checkpoint a diverged state
-            if ctx.main and ck.save is not None:
-                now = time.perf_counter()
-                tree = {
-                    "step": step,
-                    "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "data": {"epoch": batches.epoch, "offset": batches.offset, "n": batches.n,
-                             "batch_size": batches.batch_size, "seed": batches.seed},
-                    "loop": {"best": best, "final": final, "best_valid": best_valid, "final_valid": final_valid,
-                             "best_step": best_step, "tokens": tokens, "tokens_dev": tokens_dev,
-                             "loss_sum": loss_sum, "terms_sum": terms_sum, "n_in_window": n_in_window,
-                             "train_seconds": now - t0 - eval_seconds, "window_seconds": now - window_start},
-                    "method": method.state_dict(model),
-                    "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-                    "rng": ckpt_io.rng_state(),
-                }
-                ck.save(step, tree)
-            n_ckpt += 1
-            last_ckpt = time.perf_counter()
-            spent = last_ckpt - c0
-            ckpt_seconds += spent
-            eval_seconds += spent  # checkpoint time counts in neither speed nor train time
-            window_start += spent
+            with clock.paused(checkpoint=True):
+                save_checkpoint(step)
             if stop:
                 progress.close()
                 raise Stopped(f"stopped on request after step {step}; a checkpoint was written, re-run the "
@@ -335,12 +437,12 @@ def train(model: nn.Module, method: Method, *, train_enc: Encoded, dev_enc: Enco
     progress.close()
     for cb in callbacks:
         guarded(lambda: cb.on_train_end(model, total_steps, logger))
-    train_seconds = time.perf_counter() - t0 - eval_seconds
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
-    return LoopResult(final, best, train_seconds, tokens, total_steps, peak, resumed_from=resume["step"] if resume else None,
-                      checkpoints=n_ckpt, checkpoint_seconds=ckpt_seconds, final_valid=final_valid,
-                      best_valid=best_valid, best_step=best_step,
-                      best_selected_on="validation" if valid_enc is not None else "test")
+    return LoopResult(state.final, state.best, clock.train_seconds(), state.tokens, total_steps, peak,
+                      resumed_from=ck.resume["step"] if ck.resume is not None else None,
+                      checkpoints=clock.checkpoints, checkpoint_seconds=clock.checkpoint_seconds,
+                      final_valid=state.final_valid, best_valid=state.best_valid, best_step=state.best_step,
+                      best_selected_on="validation" if data.valid is not None else "test")
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -36,7 +36,7 @@ from harness import distributed
 from harness.config import RunConfig, config_hash, effective_lr, to_dict, to_typed, validate
 from harness.errors import ConfigError, HarnessError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
-from harness.loop import Checkpointing, train
+from harness.loop import Checkpointing, LoopData, train
 from harness.methods import get_method
 from harness.methods.base import Method, trainable_parameters
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
@@ -293,7 +293,7 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     resolved = to_dict(c)
     fields = dict(
         name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
-        seed=c.seed, config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
+        seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c),
     )
@@ -430,13 +430,11 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     if stop is not None:
         stop.in_loop = True
     try:
-        result = train(
-            model, p.method, train_enc=train_enc, dev_enc=dev_enc, cfg=c.train, total_steps=p.total_steps,
-            lr=effective_lr(c), seed=c.seed, device=device, pad_id=tokenizer.pad_token_id,
-            problem=p.data.problem, metric_names=p.data.metrics, main_metric=p.data.main_metric, logger=logger,
-            callbacks=[snapshots] if snapshots is not None else [], dist_ctx=ctx, checkpointing=checkpointing,
-            valid_enc=valid_enc,
-        )
+        data = LoopData(train_enc, dev_enc, tokenizer.pad_token_id, p.data.problem, p.data.metrics,
+                        p.data.main_metric, valid=valid_enc)
+        result = train(model, p.method, data, c.train, total_steps=p.total_steps, lr=effective_lr(c), seed=c.seed,
+                       device=device, logger=logger, callbacks=[snapshots] if snapshots is not None else [],
+                       dist_ctx=ctx, checkpointing=checkpointing)
     finally:
         if stop is not None:
             stop.in_loop = False
@@ -447,7 +445,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         _save_atomic(p.method, model, run_dir / ("model" if c.method.name == "full" else "adapter"))
     summary: dict[str, Any] = {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
-        "main_metric": p.data.main_metric,
+        "budget": c.method.budget(), "main_metric": p.data.main_metric,
         "main_metric_value": result.final_eval[p.data.main_metric],
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},

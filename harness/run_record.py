@@ -180,6 +180,19 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def recorded_budget(record: dict[str, Any]) -> Optional[int]:
+    """A run's budget (the LoRA rank it is matched with; None: a method without ranks) from its run.json:
+    the ``budget`` written there since it was recorded; for older records, migrated as it was read before —
+    the method's ``target_r``, else its ``r``, from the recorded config."""
+    if "budget" in record:
+        return record["budget"]
+    method = (record.get("config") or {}).get("method") or {}
+    for key in ("target_r", "r"):
+        if method.get(key) is not None:
+            return int(method[key])
+    return None
+
+
 def _proc_start(pid: int) -> str | None:
     """Start time of a process (clock ticks after boot, from /proc), to tell it from a later one with its pid."""
     try:

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.run_record import SELECTION_FILE
+from harness.run_record import SELECTION_FILE, recorded_budget
 
 
 SUMMARY_MD = "summary.md"
@@ -185,7 +185,7 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
         cfg = record.get("config") or _read_json(run_dir / "config.json")
         main = s.get("main_metric")
         rows.append({
-            "job": i, "method": s.get("method") or cfg.get("method", {}).get("name"), "budget": cfg.get("budget"),
+            "job": i, "method": s.get("method") or cfg.get("method", {}).get("name"), "budget": recorded_budget(record),
             "task": s.get("task") or cfg.get("task", {}).get("name"), "seed": s.get("seed", cfg.get("seed")),
             "lr_scale": s.get("lr_scale", cfg.get("train", {}).get("lr_scale")),
             "stage": stages.get(str(run_dir), ""), "status": _status(r, record), "main_metric": main,
@@ -220,7 +220,7 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
         m = metric_fns.METRICS.get(main)
         sign = 1.0 if m is None or m.higher_is_better else -1.0
         (method, budget, lr_scale), vals = max(groups.items(), key=lambda kv: sign * sum(kv[1]) / len(kv[1]))
-        label = f"{method}" + ("" if method == "full" else f" budget {budget}") + \
+        label = f"{method}" + ("" if budget is None else f" budget {budget}") + \
             ("" if lr_scale in (None, 1.0) else f" lr_scale {lr_scale}")
         out.append(f"- {task}: {label}: {main} {sum(vals) / len(vals):.4f} ({how}; mean of {len(vals)} "
                    f"seed{'s' if len(vals) > 1 else ''})")
@@ -230,7 +230,8 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
 def _table(rows: list[dict[str, Any]], with_stage: bool, with_lr: bool) -> list[str]:
     head = ["#", "method", "budget", "task", "seed", *(["lr_scale"] if with_lr else []),
             *(["stage"] if with_stage else []), "status", "metric", "final", "best", "time", "folder"]
-    body = [[str(r["job"]), str(r["method"]), str(r["budget"]), str(r["task"]), str(r["seed"]),
+    body = [[str(r["job"]), str(r["method"]), "-" if r["budget"] is None else str(r["budget"]), str(r["task"]),
+             str(r["seed"]),
              *([str(r["lr_scale"])] if with_lr else []), *([r["stage"] or "-"] if with_stage else []), r["status"],
              r["main_metric"] or "-", _num(r["final"]), _num(r["best"]), _duration(r["seconds"]), r["folder"]]
             for r in rows]

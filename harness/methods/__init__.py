@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, TypeVar
 
+from harness.config import store_method_schema
 from harness.errors import ConfigError
 from harness.methods.base import Method
 
@@ -21,6 +22,7 @@ def register(name: str) -> Callable[[M], M]:
             raise ValueError(f"method '{name}' is already registered by {METHODS[name].__module__}")
         cls.name = name
         METHODS[name] = cls
+        store_method_schema(name, cls.config_cls)  # conf/method/<name>.yaml builds on it
         return cls
 
     return deco

@@ -75,6 +75,9 @@ class AdaLoraMethodConfig(MethodConfig):
     match: str = "rank"  # rank | params: how init_r/target_r follow the budget (conf/method/adalora.yaml)
     scaling: str = "peft"  # peft | lora: see :func:`peft_alpha`
 
+    def budget(self) -> int:
+        return matched_lora_r(self)
+
 
 #: ``method.scaling``: ``peft`` keeps PEFT's scale α / (init_r + 1e-5); ``lora`` rescales α to LoRA's α / r
 ADALORA_SCALING = ("peft", "lora")

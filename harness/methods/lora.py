@@ -23,6 +23,9 @@ class LoraMethodConfig(MethodConfig):
     alpha: float = 16.0
     dropout: float = 0.05
 
+    def budget(self) -> int:
+        return self.r
+
 
 def check_lora_keys(cfg: LoraMethodConfig) -> None:
     """r > 0, alpha > 0, 0 <= dropout < 1."""

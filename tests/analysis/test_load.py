@@ -82,3 +82,22 @@ def test_corrupt_snapshot_file_is_named(tmp_path: Path) -> None:
     problems = snaps.verify()
     assert len(problems) == 1 and target.name in problems[0] and "checksum" in problems[0]
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
+
+
+def test_budget_is_read_from_the_record_and_guessed_only_for_older_records(tmp_path: Path) -> None:
+    """run.json names the budget since it was recorded (a parameter-matched AdaLoRA run: init_r = budget = 8,
+    target_r = 5); records written before it are read as they were, from the method's target_r or r."""
+    new = write_run(tmp_path, "new", method="adalora", budget=5)  # method config: target_r 5
+    rec = json.loads((new / "run.json").read_text())
+    rec["budget"] = 8
+    rec["config"]["method"].update(init_r=8, match="params")
+    (new / "run.json").write_text(json.dumps(rec))
+    write_run(tmp_path, "old", method="adalora", budget=4, seed=1)
+    write_run(tmp_path, "old_full", method="full", budget=8, seed=2)
+    full = write_run(tmp_path, "new_full", method="full", budget=8, seed=3)
+    rec = json.loads((full / "run.json").read_text())
+    (full / "run.json").write_text(json.dumps({**rec, "budget": None}))
+    runs = load_runs([tmp_path]).table.set_index("seed")["budget"]
+    assert runs[0] == 8 and runs[1] == 4
+    assert runs[2] is None or runs[2] != runs[2]  # None (NaN in a float column)
+    assert runs[3] is None or runs[3] != runs[3]

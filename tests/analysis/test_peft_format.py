@@ -234,3 +234,18 @@ def test_unfinished_run_exports_as_cancelled(tmp_path: Path) -> None:
     res = peft_format.peft_result(d)
     assert res["train_info"]["status"] == "canceled" and peft_format.result_subdir(res) == "cancelled_results"
     assert peft_format.result_filename(res).startswith("lora--minilm-sst2-rank8-seed0--")
+
+
+def test_export_carries_the_recorded_budget(tmp_path: Path) -> None:
+    """A parameter-matched AdaLoRA run (init_r = budget = 8, target_r = 5) exports and reads back at budget 8,
+    the record's, not PEFT's target_r; a record from before the budget was recorded exports as it did."""
+    d = write_run(tmp_path, "new", method="adalora", budget=5)
+    rec = json.loads((d / "run.json").read_text())
+    rec["config"]["method"].update(init_r=8, match="params")
+    (d / "run.json").write_text(json.dumps({**rec, "budget": 8}))
+    data = peft_format.peft_result(d)
+    assert data["harness_info"]["budget"] == 8 and "-rank8-" in data["run_info"]["experiment_name"]
+    row = peft_format.result_row(data)
+    assert row["budget"] == 8 and row["variant"] == ""
+    old = peft_format.peft_result(write_run(tmp_path, "old", method="adalora", budget=4))
+    assert "-rank4-" in old["run_info"]["experiment_name"] and peft_format.result_row(old)["budget"] == 4

@@ -31,6 +31,7 @@ def test_lora_run_records_and_reloads(tiny_cfg: Any, tmp_path: Path) -> None:
     assert [x["step"] for x in lines if "eval/accuracy" in x] == [3, 6]
     s = read(tmp_path / "summary.json")
     assert s == summary
+    assert rec["budget"] == s["budget"] == 8  # the budget, recorded once for every reader (r = budget here)
     for key in ("eval/accuracy", "trainable_params", "effective_params", "train_seconds", "tokens_per_s", "peak_memory_bytes"):
         assert s[key] is not None
 

@@ -82,7 +82,8 @@ def test_sweep_writes_summary_with_failed_job(tmp_path: Path, capsys: pytest.Cap
 
 def _fake_run(d: Path, status: str, summary: dict | None = None, **config: object) -> None:
     d.mkdir(parents=True)
-    cfg = {"method": {"name": "lora"}, "task": {"name": "rte"}, "seed": 0, "budget": 8, "train": {"lr_scale": 1.0}}
+    cfg = {"method": {"name": "lora", "r": 8}, "task": {"name": "rte"}, "seed": 0, "budget": 8,
+           "train": {"lr_scale": 1.0}}  # a record written before run.json held the budget: read from method.r
     cfg.update(config)
     (d / "run.json").write_text(json.dumps({"status": status, "config": cfg}))
     if summary is not None:
