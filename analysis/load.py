@@ -98,8 +98,6 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
     return Runs(pd.DataFrame(rows), skipped)
 
 
-
-
 def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
     """Config hash → why it is left out, for the stage-1 runs of a selection sweep (the ``compare`` preset)
     whose value was not chosen: they served to choose the learning rate on the validation split and are
