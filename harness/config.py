@@ -7,12 +7,13 @@ and :func:`validate` checks ranges and cross-field rules. Both raise :class:`Con
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -45,36 +46,6 @@ def _on_device(device: Any, cpu_value: Any, gpu_value: Any) -> Any:
 
 if not OmegaConf.has_resolver("on_device"):
     OmegaConf.register_new_resolver("on_device", _on_device)
-
-#: AdaLoRA budget matching (``method.match``): ``rank`` matches LoRA's r = budget by the final rank,
-#: ``params`` by the trained parameters
-ADALORA_MATCH = ("rank", "params")
-
-
-def adalora_ranks(budget: Any, match: Any) -> tuple[int, int]:
-    """(init_r, target_r) of AdaLoRA matched with LoRA at r = ``budget``.
-
-    ``rank``: target_r = budget, init_r = ⌈1.5·budget⌉ (the paper's b(0) ≈ 1.5·b(T); ~1.5x LoRA's trained
-    parameters). ``params``: init_r = budget, so AdaLoRA trains P (out×r), λ (r), Q (r×in) = LoRA's B, A plus
-    r numbers per matrix; target_r = max(1, round(budget / 1.5)) keeps the paper's b(0)/b(T) ratio.
-    """
-    b = int(budget)
-    if str(match) == "params":
-        return b, max(1, int(round(b / 1.5)))
-    return _ceil_mul(b, 1.5), b
-
-
-def _adalora_r(which: Any, budget: Any, match: Any) -> int:
-    """``${adalora_r:init|target,${budget},${method.match}}`` (conf/method/adalora.yaml)."""
-    if str(match) not in ADALORA_MATCH:  # reported by validation, naming method.match
-        match = "rank"
-    init_r, target_r = adalora_ranks(budget, match)
-    return init_r if str(which) == "init" else target_r
-
-
-if not OmegaConf.has_resolver("adalora_r"):
-    OmegaConf.register_new_resolver("adalora_r", _adalora_r)
-
 
 @dataclass
 class ModelConfig:
@@ -188,6 +159,43 @@ class MethodConfig:
     layers: Optional[list[int]] = None
 
 
+class MethodSchema(NamedTuple):
+    """A registered method's config dataclass and its range check (``Method.validate_config``)."""
+
+    schema: type[MethodConfig]
+    check: Callable[[Any], None]
+
+
+#: method name -> its schema, filled by :func:`harness.methods.register` when a method's module is imported.
+#: config never imports the methods (each method imports config): callers import :mod:`harness.methods` first.
+METHOD_SCHEMAS: dict[str, MethodSchema] = {}
+
+
+def register_method_schema(name: str, schema: type[MethodConfig], check: Callable[[Any], None]) -> None:
+    """Make ``method=<name>`` typeable and checkable here (duplicates are refused)."""
+    if name in METHOD_SCHEMAS:
+        raise ValueError(f"method '{name}': a config schema is already registered ({METHOD_SCHEMAS[name].schema})")
+    METHOD_SCHEMAS[name] = MethodSchema(schema, check)
+
+
+def unknown_method(name: str, known: Any) -> ConfigError:
+    """The error for an unregistered method name: close matches and the registered names."""
+    close = difflib.get_close_matches(name, list(known), n=2)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    if not known:
+        return ConfigError(f"method: unknown method '{name}': no method is registered (import harness.methods, "
+                           f"which discovers them, before typing a config)")
+    return ConfigError(f"method: unknown method '{name}'{hint}; registered: {sorted(known)}")
+
+
+def method_schema(name: str) -> MethodSchema:
+    """The registered schema of method ``name``; ConfigError with close matches otherwise."""
+    try:
+        return METHOD_SCHEMAS[name]
+    except KeyError:
+        raise unknown_method(name, METHOD_SCHEMAS) from None
+
+
 @dataclass
 class RunConfig:
     """One run: everything that determines its result (plus tracking, which does not)."""
@@ -219,8 +227,6 @@ def _typed_group(schema: type, node: Any, key: str) -> Any:
 
 def to_typed(cfg: DictConfig | dict) -> RunConfig:
     """Resolve and type-check a composed config (raises ConfigError naming the bad key)."""
-    from harness.methods import get_method
-
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -234,13 +240,13 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
     if extra:
         raise ConfigError(f"{extra[0]}: unknown top-level key; known keys are {sorted(allowed - {'hydra'})}")
     if "method" not in cfg or cfg.method is None or "name" not in cfg.method:
-        raise ConfigError("method: no method selected; pass method=<name> (full, lora, dora, adalora)")
+        raise ConfigError(f"method: no method selected; pass method=<name> ({', '.join(sorted(METHOD_SCHEMAS))})")
     budget = cfg.get("budget")
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {budget!r}")
-    method_cls = get_method(str(cfg.method.name))
+    schema = method_schema(str(cfg.method.name)).schema
     _pick_lr_scale(cfg, str(cfg.method.name))
-    typed = RunConfig(method=_typed_group(method_cls.config_cls, cfg.method, "method"))
+    typed = RunConfig(method=_typed_group(schema, cfg.method, "method"))
     for key, schema in _GROUPS.items():
         if key in cfg:
             setattr(typed, key, _typed_group(schema, cfg[key], key))
@@ -321,8 +327,6 @@ def check_device(name: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Range and cross-field checks that need no model or data (raises ConfigError)."""
-    from harness.methods import get_method
-
     _check_finite(cfg)
     for key, seed in (("seed", cfg.seed), ("task.split_seed", cfg.task.split_seed)):
         _check(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32-1), got {seed}")
@@ -364,7 +368,7 @@ def validate(cfg: RunConfig) -> None:
     _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
     _check(m.layers is None or len(m.layers) > 0, "method.layers",
            "an empty list adapts no layer; list layer indices, e.g. [0,1], or pass null for every layer")
-    get_method(m.name).validate_config(m)
+    method_schema(m.name).check(m)
     _validate_snapshot(cfg.snapshot, m)
 
 
