@@ -18,9 +18,7 @@ from analysis.decomposition import (PAPER_CORRELATION, SnapshotError, correlatio
                                     markdown_table, open_snapshots, pearson_slope, per_run_fits)
 from harness.config import SnapshotConfig
 from harness.snapshots import step_file
-from tests.harness.test_snapshots import numpy_stats, snapshot_run
-
-ADAPTERS = ("lora", "dora", "adalora")
+from tests.harness.test_snapshots import ADAPTERS, numpy_stats, snapshot_run
 
 
 def runs_table(*dirs: tuple[Path, str, int]) -> pd.DataFrame:

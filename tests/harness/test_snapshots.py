@@ -19,12 +19,14 @@ from harness.errors import ConfigError
 from harness.families import MatrixRef
 from harness.models import load_model
 from harness.run import plan, run
+from harness.methods import METHODS
 from harness.methods.base import Method
 from harness.snapshot_format import DENSE_SUMMARY, STATS, get_form, rebuild, spectral_norm, summarize
 from harness.snapshots import SnapshotCallback, find_tracked, schedule_steps, select, step_file
 from tests.conftest import TINY, compose_cfg, method_args
 
-ADAPTERS = ("lora", "dora", "adalora")
+#: every registered method with a frozen base (a new method is tested here at once)
+ADAPTERS = tuple(sorted(m for m, cls in METHODS.items() if cls.frozen_base))
 
 
 class ListLogger:
@@ -55,7 +57,7 @@ def perturb(model: nn.Module, seed: int, scale: float = 0.05) -> None:
     """Move every trainable matrix parameter (and full FT's weights) as training would, but far."""
     g = torch.Generator().manual_seed(seed)
     for n, p in model.named_parameters():
-        if p.requires_grad and ("lora_" in n or (p.ndim == 2 and "embeddings" not in n)):
+        if p.requires_grad and ("lora_" in n or "vera_lambda" in n or (p.ndim == 2 and "embeddings" not in n)):
             p.add_(torch.randn(p.shape, generator=g) * scale * (1 + p.abs().mean()))
 
 
@@ -115,13 +117,15 @@ def test_bad_snapshot_config_names_the_key(override: str, key: str) -> None:
 
 @pytest.mark.parametrize("method", ADAPTERS)
 def test_bytes_per_step_are_r_times_d_plus_k(method: str, tmp_path: Path) -> None:
-    """Per step and matrix: r·(d+k) numbers (+ d for DoRA's m, + r for AdaLoRA's E), never d·k."""
+    """Per step and matrix: r·(d+k) numbers (+ d for DoRA's m, + r for AdaLoRA's E, + r·(d+k) for PiSSA's initial
+    factors, + d + r for VeRA's scaling vectors), never d·k."""
     _, cb, _ = snapshot_run(tmp_path, method)
     index = pd.read_parquet(tmp_path / "index.parquet")
     meta = json.loads((tmp_path / "meta.json").read_text())
     for m in meta["matrices"]:
         (out, inp), r = m["shape"], m["rank"]
-        numbers = r * (out + inp) + {"lora": 0, "dora": out, "adalora": r}[method]
+        numbers = r * (out + inp) + {"lora": 0, "dora": out, "adalora": r, "pissa": r * (out + inp),
+                                     "vera": out + r}[method]
         rows = index[index["matrix"] == m["name"]]
         assert (rows["tensor_bytes"] == 4 * numbers).all(), m["name"]
     for step, rows in index.groupby("step"):
@@ -198,7 +202,8 @@ def test_online_summaries_equal_numpy_on_the_merged_weights(method: str, tmp_pat
     for name, w in merged.items():
         ref = numpy_stats(w0[name].double().numpy(), w)
         for k in STATS:
-            dense = k == "stable_rank" and method in ("full", "dora")  # dense ΔW: a power-iteration estimate
+            # dense ΔW (or of rank above the power iteration's block): an estimate
+            dense = k == "stable_rank" and method in ("full", "dora", "vera")
             tol = 0.05 if dense else 2e-4
             assert final.loc[name, k] == pytest.approx(ref[k], rel=tol, abs=1e-9), (name, k)
     assert (index[index["step"] == 0][list(STATS)] == 0).all().all()
