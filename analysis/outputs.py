@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from analysis.table import BadOption
 from harness.run_folder import folder_problem
+
+
+class BadOption(ValueError):
+    """An option's value is unusable; the message names the option and the fix (exit 2)."""
 
 
 def default_out(command: str) -> Path:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis import compare
 from analysis import stats as S
+from analysis.outputs import BadOption
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percent", action="store_true", help="show metric values × 100")
     p.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
     p.add_argument("--peft-task", default="metamathqa", help="task name for PEFT result files (they name none)")
-
-
-class BadOption(ValueError):
-    """An option's value is unusable; the message names the option and the fix (exit 2)."""
 
 
 def check_options(args: argparse.Namespace) -> None:

@@ -151,9 +151,10 @@ SNAPSHOT_SCHEDULES = ("checkpoints", "every", "steps", "log")
 
 @dataclass
 class MethodConfig:
-    """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr."""
+    """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr. Each method's
+    schema (in its file, registered through :data:`METHOD_SCHEMAS`) subclasses it and sets ``name``."""
 
-    name: str = "lora"
+    name: str = ""
     lr: float = 5e-4
     targets: list[str] = field(default_factory=lambda: list(MATRIX_TYPES))
     layers: Optional[list[int]] = None
