@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import torch
+from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
@@ -52,7 +53,7 @@ class Pissa(Lora):
             raise ConfigError(f"method.init: 'pissa' (exact SVD) or 'pissa_niter_<N>' (randomized SVD, N >= 1 "
                               f"iterations, e.g. pissa_niter_4), got '{cfg.init}'")
 
-    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...]) -> LoraConfig:
         peft_cfg = super().peft_config(targets, head)
         peft_cfg.init_lora_weights = self.cfg.init
         return peft_cfg
