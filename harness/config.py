@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -153,6 +153,10 @@ SNAPSHOT_SCHEDULES = ("checkpoints", "every", "steps", "log")
 class MethodConfig:
     """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr. Each method's
     schema (in its file, registered through :data:`METHOD_SCHEMAS`) subclasses it and sets ``name``."""
+
+    #: keys a method added after runs were recorded, left out of the config hash at these values (see
+    #: :data:`HASH_NEUTRAL_DEFAULTS`)
+    hash_neutral_defaults: ClassVar[dict[str, Any]] = {}
 
     name: str = ""
     lr: float = 5e-4
@@ -402,7 +406,6 @@ NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"validation_fraction": 0.0, "split_seed": 0},
     "train": {"lr_scale": 1.0},
-    "method": {"match": "rank", "scaling": "peft"},
 }
 
 
@@ -425,7 +428,8 @@ def config_hash(cfg: RunConfig) -> str:
     d["snapshot"].pop("w0_store", None)  # where W0 is stored does not change the run
     for key in NOT_HASHED_TRAIN_KEYS:
         d["train"].pop(key, None)
-    for group, defaults in HASH_NEUTRAL_DEFAULTS.items():
+    neutral = {**HASH_NEUTRAL_DEFAULTS, "method": type(cfg.method).hash_neutral_defaults}
+    for group, defaults in neutral.items():
         node = d.get(group)
         for key, default in defaults.items():
             if isinstance(node, dict) and key in node and node[key] == default:

@@ -23,7 +23,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -58,6 +58,8 @@ class AdaLoraMethodConfig(MethodConfig):
     equivalent to PEFT's within the tests (masks and importance averages bit-identical on the CPU and an H200,
     the loss equal to rounding); false runs PEFT's own.
     """
+
+    hash_neutral_defaults: ClassVar[dict[str, Any]] = {"match": "rank", "scaling": "peft"}  # added later
 
     name: str = "adalora"
     lr: float = 1e-3

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from harness.errors import ConfigError
 from harness.families import MatrixRef
 from harness.methods import register
-from harness.errors import ConfigError
 from harness.methods.base import Method, SnapshotView
 
 
