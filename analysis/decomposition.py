@@ -36,7 +36,7 @@ from safetensors.torch import load as st_load
 from scipy import stats as _st
 
 from analysis import stats as S
-from harness.snapshots import FULL_SUMMARY, INDEX_FILE, META_FILE, STATS, merged_weight, summarize
+from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
 from harness.w0store import read_w0
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,10 @@ class RunSnapshots:
 
     @cached_property
     def matrices(self) -> pd.DataFrame:
-        """One row per tracked matrix: name, label, layer, type, kind, shape, dtype, scale, rank."""
-        return pd.DataFrame(self.meta["matrices"]).set_index("name", drop=False)
+        """One row per tracked matrix: name, label, layer, type, kind, form, shape, dtype, scale, rank (``form``
+        inferred from the stored tensors for folders written before forms were recorded)."""
+        entries = [{**m, "form": form_of(m)} for m in self.meta["matrices"]]
+        return pd.DataFrame(entries).set_index("name", drop=False)
 
     def _checked(self, fname: str, expected: Optional[str]) -> dict[str, torch.Tensor]:
         if fname in self._files:
@@ -156,18 +158,18 @@ class RunSnapshots:
         return problems
 
     def merged_weight(self, name: str, step: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The merged weight (out, in) of ``name`` at ``step``, rebuilt from W0 and the step's tensors.
-
-        LoRA W0 + s·BA, DoRA m ⊙ V/||V|| with one norm per output feature (V = W0 + s·BA), AdaLoRA W0 + s·B(A ⊙ E), full FT the stored
-        matrix (only where ``snapshot.full_weights`` asked for it; otherwise a KeyError says so).
+        """The merged (effective) weight (out, in) of ``name`` at ``step``, rebuilt from W0 and the step's tensors
+        by the matrix's form (:mod:`harness.snapshot_format`): e.g. LoRA W0 + s·BA, DoRA m ⊙ V/||V|| with one norm
+        per output feature (V = W0 + s·BA); a dense form (full FT) is the stored matrix (only where
+        ``snapshot.full_weights`` asked for it; otherwise a KeyError says so).
         """
         info = self.matrices.loc[name]
         t = self.tensors(step, name)
-        if info["kind"] == "full" and "W" not in t:
+        if info["form"] == DENSE and "W" not in t:
             raise KeyError(f"{self.run_dir}: full FT stored only per-row/column summaries of {name} at step {step}; "
                            f"set snapshot.full_weights=[{info['type']}] to keep the matrix")
         w0 = self.w0(name).to(dtype)
-        return merged_weight(str(info["kind"]), w0, {k: v.to(dtype) for k, v in t.items()}, float(info["scale"]))
+        return rebuild(str(info["form"]), w0, {k: v.to(dtype) for k, v in t.items()}, float(info["scale"]))
 
     def recompute(self, name: str, step: int) -> dict[str, float]:
         """ΔM/ΔD (both axes; snapshot-index names ``*_row`` = per output feature, ``*_col`` = per input
@@ -179,11 +181,11 @@ class RunSnapshots:
         """
         info = self.matrices.loc[name]
         t = self.tensors(step, name)
-        if info["kind"] != "full" or "W" in t:
+        if info["form"] != DENSE or "W" in t:
             w0 = self.w0(name).to(torch.float64)
             stats, _ = summarize(w0.unsqueeze(0), self.merged_weight(name, step).unsqueeze(0))
             return dict(zip(STATS, map(float, stats[0])))
-        missing = [k for k in FULL_SUMMARY if k not in t]
+        missing = [k for k in DENSE_SUMMARY if k not in t]
         if missing:
             raise SnapshotError(f"{self.folder}: step {step} lacks {missing} of {name}")
         out = {"dM_row": t["row_dm"].double().abs().mean(), "dD_row": t["row_dd"].double().mean(),

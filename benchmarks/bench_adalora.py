@@ -60,7 +60,7 @@ from benchmarks.bench import model_spec, sync
 from harness.families import family_for, resolve_targets
 from harness.methods.adalora import AdaLora, AdaLoraMethodConfig
 from harness.methods.base import Method
-from harness.methods.fast_adalora import FusedAdaLoraModel, FusedRankAllocator, install_fused_adalora
+from harness.kernels.adalora import FusedAdaLoraModel, FusedRankAllocator, install_fused_adalora
 from harness.methods.lora import Lora, LoraMethodConfig
 from harness.models import load_model, meta_model, model_config
 from harness.run_record import write_report

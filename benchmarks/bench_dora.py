@@ -1,4 +1,4 @@
-"""One DoRA Linear: PEFT's forward against the harness's fused one (harness/methods/fast_dora.py).
+"""One DoRA Linear: PEFT's forward against the harness's fused one (harness/kernels/dora.py).
 
 ``python -m benchmarks.bench_dora --d-in 1024 --d-out 1024 --tokens 2048 --r 16 --device cpu --out bench_dora.json``
 
@@ -27,7 +27,7 @@ from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
 
 from benchmarks.bench import sync
-from harness.methods.fast_dora import install_fused_dora
+from harness.kernels.dora import install_fused_dora
 from harness.run_record import write_report
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -109,7 +109,7 @@ def bench_method(method: str, *, model_cfg: ModelConfig, device: torch.device, d
     # W0 written by each method's run, as in a run's first use of a store (no reuse from an earlier method,
     # nothing left outside out_dir)
     cfg = SnapshotConfig(schedule="checkpoints", num=num, w0_store="run")
-    cb = SnapshotCallback(cfg, targets, folder, total_steps=total, method=method)
+    cb = SnapshotCallback(cfg, targets, folder, total_steps=total, method=m)
     sync(device)
     t0 = time.perf_counter()
     cb.on_train_start(model, NullLogger())  # W0 + the step-0 snapshot (their files: on the writer thread)

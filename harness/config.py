@@ -15,12 +15,13 @@ rules. Both raise :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -54,36 +55,6 @@ def _on_device(device: Any, cpu_value: Any, gpu_value: Any) -> Any:
 
 if not OmegaConf.has_resolver("on_device"):
     OmegaConf.register_new_resolver("on_device", _on_device)
-
-#: AdaLoRA budget matching (``method.match``): ``rank`` matches LoRA's r = budget by the final rank,
-#: ``params`` by the trained parameters
-ADALORA_MATCH = ("rank", "params")
-
-
-def adalora_ranks(budget: Any, match: Any) -> tuple[int, int]:
-    """(init_r, target_r) of AdaLoRA matched with LoRA at r = ``budget``.
-
-    ``rank``: target_r = budget, init_r = ⌈1.5·budget⌉ (the paper's b(0) ≈ 1.5·b(T); ~1.5x LoRA's trained
-    parameters). ``params``: init_r = budget, so AdaLoRA trains P (out×r), λ (r), Q (r×in) = LoRA's B, A plus
-    r numbers per matrix; target_r = max(1, round(budget / 1.5)) keeps the paper's b(0)/b(T) ratio.
-    """
-    b = int(budget)
-    if str(match) == "params":
-        return b, max(1, int(round(b / 1.5)))
-    return _ceil_mul(b, 1.5), b
-
-
-def _adalora_r(which: Any, budget: Any, match: Any) -> int:
-    """``${adalora_r:init|target,${budget},${method.match}}`` (conf/method/adalora.yaml)."""
-    if str(match) not in ADALORA_MATCH:  # reported by validation, naming method.match
-        match = "rank"
-    init_r, target_r = adalora_ranks(budget, match)
-    return init_r if str(which) == "init" else target_r
-
-
-if not OmegaConf.has_resolver("adalora_r"):
-    OmegaConf.register_new_resolver("adalora_r", _adalora_r)
-
 
 @dataclass
 class ModelConfig:
@@ -189,9 +160,14 @@ SNAPSHOT_SCHEDULES = ("checkpoints", "every", "steps", "log")
 
 @dataclass
 class MethodConfig:
-    """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr."""
+    """Common to all methods: which matrices are adapted (matrix types or module suffixes), the lr. Each method's
+    schema (in its file, registered through :data:`METHOD_SCHEMAS`) subclasses it and sets ``name``."""
 
-    name: str = "lora"
+    #: keys a method added after runs were recorded, left out of the config hash at these values (see
+    #: :data:`HASH_NEUTRAL_DEFAULTS`)
+    hash_neutral_defaults: ClassVar[dict[str, Any]] = {}
+
+    name: str = ""
     lr: float = 5e-4  # adapters tolerate ~10x the full-FT lr (LoRA paper, PEFT examples)
     targets: list[str] = field(default_factory=lambda: list(MATRIX_TYPES))
     layers: Optional[list[int]] = None
@@ -201,6 +177,45 @@ class MethodConfig:
         the LoRA rank r this configuration is matched with (a method with ranks returns it; None: no rank, as
         full fine-tuning)."""
         return None
+
+
+class MethodSchema(NamedTuple):
+    """A registered method's config dataclass and its range check (``Method.validate_config``)."""
+
+    schema: type[MethodConfig]
+    check: Callable[[Any], None]
+
+
+#: method name -> its schema, filled by :func:`harness.methods.register` when a method's module is imported.
+#: config never imports the methods (each method imports config): callers import :mod:`harness.methods` first.
+METHOD_SCHEMAS: dict[str, MethodSchema] = {}
+
+
+def register_method_schema(name: str, schema: type[MethodConfig], check: Callable[[Any], None]) -> None:
+    """Make ``method=<name>`` typeable and checkable here (duplicates are refused), and store its schema in Hydra's
+    ConfigStore as ``schema/method/<name>`` (conf/method/<name>.yaml names it first in its defaults list)."""
+    if name in METHOD_SCHEMAS:
+        raise ValueError(f"method '{name}': a config schema is already registered ({METHOD_SCHEMAS[name].schema})")
+    METHOD_SCHEMAS[name] = MethodSchema(schema, check)
+    ConfigStore.instance().store(group=f"{SCHEMA_GROUP}/method", name=name, node=schema)
+
+
+def unknown_method(name: str, known: Any) -> ConfigError:
+    """The error for an unregistered method name: close matches and the registered names."""
+    close = difflib.get_close_matches(name, list(known), n=2)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    if not known:
+        return ConfigError(f"method: unknown method '{name}': no method is registered (import harness.methods, "
+                           f"which discovers them, before typing a config)")
+    return ConfigError(f"method: unknown method '{name}'{hint}; registered: {sorted(known)}")
+
+
+def method_schema(name: str) -> MethodSchema:
+    """The registered schema of method ``name``; ConfigError with close matches otherwise."""
+    try:
+        return METHOD_SCHEMAS[name]
+    except KeyError:
+        raise unknown_method(name, METHOD_SCHEMAS) from None
 
 
 @dataclass
@@ -234,12 +249,6 @@ class _TrainFileSchema(TrainConfig):
     lr_scale: Any = 1.0
 
 
-def store_method_schema(name: str, cls: type) -> None:
-    """Store a method's config dataclass as ``schema/method/<name>`` (conf/method/<name>.yaml names it first in
-    its defaults list); the method registry calls this for every method it registers."""
-    ConfigStore.instance().store(group=f"{SCHEMA_GROUP}/method", name=name, node=cls)
-
-
 def _store_group_schemas() -> None:
     """Store the schemas of the groups that are not methods as ``schema/<group>``."""
     cs = ConfigStore.instance()
@@ -263,8 +272,6 @@ def _typed_group(schema: type, node: Any, key: str) -> Any:
 
 def to_typed(cfg: DictConfig | dict) -> RunConfig:
     """Resolve and type-check a composed config (raises ConfigError naming the bad key)."""
-    from harness.methods import get_method
-
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -278,13 +285,13 @@ def to_typed(cfg: DictConfig | dict) -> RunConfig:
     if extra:
         raise ConfigError(f"{extra[0]}: unknown top-level key; known keys are {sorted(allowed - {'hydra'})}")
     if "method" not in cfg or cfg.method is None or "name" not in cfg.method:
-        raise ConfigError("method: no method selected; pass method=<name> (full, lora, dora, adalora)")
+        raise ConfigError(f"method: no method selected; pass method=<name> ({', '.join(sorted(METHOD_SCHEMAS))})")
     budget = cfg.get("budget")
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         raise ConfigError(f"budget: must be a positive integer (mean final rank per matrix), got {budget!r}")
-    method_cls = get_method(str(cfg.method.name))
+    schema = method_schema(str(cfg.method.name)).schema
     _pick_lr_scale(cfg, str(cfg.method.name))
-    typed = RunConfig(method=_typed_group(method_cls.config_cls, cfg.method, "method"))
+    typed = RunConfig(method=_typed_group(schema, cfg.method, "method"))
     for key, schema in _GROUPS.items():
         if key in cfg:
             setattr(typed, key, _typed_group(schema, cfg[key], key))
@@ -365,8 +372,6 @@ def check_device(name: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Range and cross-field checks that need no model or data (raises ConfigError)."""
-    from harness.methods import get_method
-
     _check_finite(cfg)
     for key, seed in (("seed", cfg.seed), ("task.split_seed", cfg.task.split_seed)):
         _check(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32-1), got {seed}")
@@ -408,7 +413,7 @@ def validate(cfg: RunConfig) -> None:
     _check(len(m.targets) > 0, "method.targets", f"must name at least one matrix type, e.g. {list(MATRIX_TYPES)}")
     _check(m.layers is None or len(m.layers) > 0, "method.layers",
            "an empty list adapts no layer; list layer indices, e.g. [0,1], or pass null for every layer")
-    get_method(m.name).validate_config(m)
+    method_schema(m.name).check(m)
     _validate_snapshot(cfg.snapshot, m)
 
 
@@ -441,7 +446,6 @@ NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"validation_fraction": 0.0, "split_seed": 0},
     "train": {"lr_scale": 1.0},
-    "method": {"match": "rank", "scaling": "peft"},
 }
 
 
@@ -464,7 +468,8 @@ def config_hash(cfg: RunConfig) -> str:
     d["snapshot"].pop("w0_store", None)  # where W0 is stored does not change the run
     for key in NOT_HASHED_TRAIN_KEYS:
         d["train"].pop(key, None)
-    for group, defaults in HASH_NEUTRAL_DEFAULTS.items():
+    neutral = {**HASH_NEUTRAL_DEFAULTS, "method": type(cfg.method).hash_neutral_defaults}
+    for group, defaults in neutral.items():
         node = d.get(group)
         for key, default in defaults.items():
             if isinstance(node, dict) and key in node and node[key] == default:

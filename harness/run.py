@@ -37,7 +37,7 @@ from harness.config import RunConfig, config_hash, effective_lr, to_dict, to_typ
 from harness.errors import ConfigError, HarnessError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import Checkpointing, LoopData, train
-from harness.methods import get_method
+from harness.methods import METHODS, get_method
 from harness.methods.base import Method, trainable_parameters
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
 from harness.redact import install_log_filter, redact
@@ -126,7 +126,7 @@ class _StopRequest:
 
 #: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, and wandb/)
 RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR,
-                 "adalora_ranks.jsonl", "adalora_scores", "adapter", "model")
+                 *sorted({o for m in METHODS.values() for o in m.outputs}), "adapter", "model")
 
 
 def planned_outputs(c: RunConfig) -> set[str]:
@@ -134,10 +134,10 @@ def planned_outputs(c: RunConfig) -> set[str]:
     names = {"run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", ckpt_io.DIR}
     if c.snapshot.enabled:
         names.add("snapshots")
+    method = get_method(c.method.name)
     if c.train.save_model:
-        names.add("model" if c.method.name == "full" else "adapter")
-    if c.method.name == "adalora":
-        names.update(("adalora_ranks.jsonl", "adalora_scores"))
+        names.add(method.save_dir())
+    names.update(method.outputs)
     if c.tracking.wandb and c.tracking.mode != "disabled":
         names.add("wandb")
     return names
@@ -292,7 +292,8 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     record = RunRecord(run_dir)
     resolved = to_dict(c)
     fields = dict(
-        name=name or c.method.name, group=group, method=c.method.name, task=c.task.name, model=c.model.name,
+        name=name or c.method.name, group=group, method=c.method.name, method_label=p.method.label,
+        method_color=p.method.color, task=c.task.name, model=c.model.name,
         seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c),
@@ -416,13 +417,13 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     if c.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = p.method.wrap(model, p.targets, p.family.head).to(device)
-    speed_up(model, c.train, p.family, device, adapters=c.method.name != "full")
+    speed_up(model, c.train, p.family, device, adapters=p.method.frozen_base)
     p.method.run_dir = run_dir if ctx.main else None  # methods that keep their own records write them here
-    n_trainable = trainable_parameters(model)
+    n_trainable = p.method.trained_parameters(model)
     log.info("%s on %s/%s: %d trainable parameters, %d adapted matrices, %d steps on %s", c.method.name,
              c.model.name, c.task.name, n_trainable, len(p.targets), p.total_steps, device)
     snapshots = (SnapshotCallback(c.snapshot, p.targets, run_dir / "snapshots", total_steps=p.total_steps,
-                                  method=c.method.name) if c.snapshot.enabled and ctx.main else None)
+                                  method=p.method) if c.snapshot.enabled and ctx.main else None)
     t_start = time.time()
     checkpointing = Checkpointing(every=c.train.checkpoint_every, minutes=c.train.checkpoint_minutes, save=save,
                                   resume=resume.tree if resume is not None else None,
@@ -442,10 +443,11 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     if not ctx.main:
         return {}
     if c.train.save_model:
-        _save_atomic(p.method, model, run_dir / ("model" if c.method.name == "full" else "adapter"))
+        _save_atomic(p.method, model, run_dir / p.method.save_dir())
     summary: dict[str, Any] = {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
-        "budget": c.method.budget(), "main_metric": p.data.main_metric,
+        "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
+        "main_metric": p.data.main_metric,
         "main_metric_value": result.final_eval[p.data.main_metric],
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},

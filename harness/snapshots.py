@@ -2,24 +2,24 @@
 
 What ``<run>/snapshots/`` holds:
 
-- ``w0.safetensors``: W0 of every tracked matrix once, key = module name, shape (out, in): a hard link to the
-  shared, content-addressed ``<store>/<sha256>.safetensors`` of :mod:`harness.w0store` (``snapshot.w0_store``;
-  where links are refused, only referenced from meta.json), or a copy of its own with ``snapshot.w0_store=run``.
+- ``w0.safetensors``: W0 — the pretrained weight — of every tracked matrix once, key = module name, shape
+  (out, in): a hard link to the shared, content-addressed ``<store>/<sha256>.safetensors`` of
+  :mod:`harness.w0store` (``snapshot.w0_store``; where links are refused, only referenced from meta.json), or a
+  copy of its own with ``snapshot.w0_store=run``.
 - ``step_<step>.safetensors`` per snapshot step (step 0 and the final step always), only what rebuilds the
-  merged weight exactly: LoRA ``A`` (r, in), ``B`` (out, r); DoRA ``m`` (out,), ``A``, ``B``; AdaLoRA
-  ``A`` (r, in), ``E`` (r, 1), ``B`` (out, r) — r·(d+k) numbers per matrix, not d·k. Full fine-tuning:
-  per-row and per-column summaries ``row_dm``/``row_dd`` (out,), ``col_dm``/``col_dd`` (in,) — the signed
-  change of each row's (column's) norm ‖w_n‖ − ‖w0_n‖ and its 1 − cos(w_n, w0_n), 2·(d+k) numbers — and the
-  full matrix ``W`` only for ``snapshot.full_weights`` at ``snapshot.full_steps``. Keys are ``<module>/<tensor>``.
-- ``index.parquet``: one row per (step, matrix): layer, type, kind, file, sha256 checksum, bytes, rank and the
-  online summaries ``dM_row dD_row dM_col dD_col dW_fro dW_rel stable_rank``.
-- ``meta.json``: the tracked matrices (shape, dtype, scale s), the schedule, the W0 file, its checksum and
+  effective weight exactly: the tensors of the matrix's **form** (:mod:`harness.snapshot_format`; the method
+  picks it, ``Method.snapshot_view``), e.g. ``A`` (r, in), ``B`` (out, r) for W0 + s·BA — r·(d+k) numbers per
+  matrix, not d·k. A dense form (full fine-tuning): per-row and per-column summaries ``row_dm``/``row_dd``
+  (out,), ``col_dm``/``col_dd`` (in,) — the signed change of each row's (column's) norm ‖w_n‖ − ‖w0_n‖ and its
+  1 − cos(w_n, w0_n), 2·(d+k) numbers — and the full matrix ``W`` only for ``snapshot.full_weights`` at
+  ``snapshot.full_steps``. Keys are ``<module>/<tensor>``.
+- ``index.parquet``: one row per (step, matrix): layer, type, kind (the method), file, sha256 checksum, bytes,
+  rank and the online summaries ``dM_row dD_row dM_col dD_col dW_fro dW_rel stable_rank``.
+- ``meta.json``: the tracked matrices (shape, dtype, form, scale s), the schedule, the W0 file, its checksum and
   store path (docs/snapshots.md).
 
-The merged weight of step t (torch layout, W0 (out, in)):
-LoRA W0 + s·BA; DoRA m ⊙ V/||V||_row with V = W0 + s·BA; AdaLoRA W0 + s·B(A ⊙ E) with PEFT's
-s = lora_alpha/(ranknum + 1e-5); full FT the weight itself. :func:`merged_weight` is the one formula,
-used here on the device and by ``analysis.decomposition`` to rebuild weights from the files.
+:func:`harness.snapshot_format.rebuild` is the one formula of the effective weight, used here on the device and by
+``analysis.decomposition`` to rebuild weights from the files. This module names no method.
 
 ΔM and ΔD are taken along both axes: per output row (the axis of DoRA's magnitude vector in PEFT and the
 official code) and per input column. Every file is written to a temporary name and renamed, on a
@@ -36,7 +36,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,25 +48,17 @@ from torch import nn
 from harness.config import SnapshotConfig
 from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES, MatrixRef
+from harness.methods.base import Method, SnapshotView
 from harness.run_record import write_bytes_atomic, write_json_atomic
+from harness.snapshot_format import (DENSE, DENSE_SUMMARY, FORMAT_VERSION, INDEX_FILE, META_FILE, POWER_BLOCK, STATS,
+                                     get_form, rebuild, summarize)
 from harness.tracking import MetricLogger
 from harness.w0store import W0_FILE, checksum, link_into, publish, read_w0, resolve_store
 
 log = logging.getLogger(__name__)
 
-#: 2: W0 may live in the shared store (meta.json ``w0.store``); 1: a copy in each run
-FORMAT_VERSION = 2
-#: the per-matrix summaries, in the order of :func:`summarize`'s ``stats`` columns
-STATS: tuple[str, ...] = ("dM_row", "dD_row", "dM_col", "dD_col", "dW_fro", "dW_rel", "stable_rank")
-#: tensors stored per snapshot step for each kind of matrix (full FT: see ``FULL_SUMMARY``)
-FACTORS: dict[str, tuple[str, ...]] = {"lora": ("A", "B"), "dora": ("m", "A", "B"), "adalora": ("A", "E", "B")}
-FULL_SUMMARY: tuple[str, ...] = ("row_dm", "row_dd", "col_dm", "col_dd")
-INDEX_FILE = "index.parquet"
-META_FILE = "meta.json"
 #: elements per chunk of stacked matrices in the batched summary pass (bounds the temporary memory)
 CHUNK_ELEMENTS = 1 << 25
-POWER_BLOCK = 16
-POWER_ITERS = 8
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,137 +91,46 @@ def schedule_steps(cfg: SnapshotConfig, total_steps: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the math: one merged-weight formula and one batched summary pass
-
-
-def merged_weight(kind: str, w0: torch.Tensor, t: Mapping[str, torch.Tensor],
-                  scale: float | torch.Tensor) -> torch.Tensor:
-    """The merged weight (..., out, in) from W0 (..., out, in) and a step's tensors (leading dims batch).
-
-    ``t``: LoRA/DoRA ``A`` (..., r, in), ``B`` (..., out, r), DoRA ``m`` (..., out); AdaLoRA ``E`` (..., r, 1);
-    full FT ``W`` (..., out, in). ``scale`` is s (AdaLoRA: lora_alpha / (ranknum + 1e-5)), a float or a
-    tensor broadcasting against (..., out, in), e.g. (G, 1, 1) for a stack.
-    """
-    if kind == "full":
-        return t["W"]
-    if kind == "adalora":
-        delta = (t["B"] @ (t["A"] * t["E"])) * scale
-    elif kind in ("lora", "dora"):
-        delta = (t["B"] @ t["A"]) * scale
-    else:
-        raise ValueError(f"unknown matrix kind '{kind}'")
-    v = w0 + delta
-    if kind == "dora":
-        v = (t["m"] / torch.linalg.norm(v, dim=-1)).unsqueeze(-1) * v
-    return v
-
-
-def spectral_norm(delta: torch.Tensor, *, iters: int = POWER_ITERS, block: int = POWER_BLOCK,
-                  seed: int = 0) -> torch.Tensor:
-    """Largest singular value of each matrix of ``delta`` (G, out, in) -> (G,), by subspace iteration.
-
-    Exact (to rounding) when rank(ΔW) ≤ ``block`` (LoRA, and AdaLoRA up to r = 16); otherwise a lower bound
-    that converges like (σ_{block+1}/σ_1)^(2·iters). Uses its own generator: the training RNG is untouched.
-    A matrix with non-finite entries (a diverged run) gets NaN, never an error: the loop reports divergence.
-    """
-    G, out, inp = delta.shape
-    k = min(block, out, inp)
-    finite = torch.isfinite(delta).all(dim=-1).all(dim=-1)  # (G,)
-    delta = torch.where(finite.view(-1, 1, 1), delta, torch.zeros((), dtype=delta.dtype, device=delta.device))
-    gen = torch.Generator(device=delta.device).manual_seed(seed)
-    q = torch.randn(G, inp, k, generator=gen, device=delta.device, dtype=delta.dtype)
-    for _ in range(iters):
-        q = torch.linalg.qr(delta @ q).Q
-        q = torch.linalg.qr(delta.mT @ q).Q
-    sigma = torch.linalg.svdvals(delta @ q)[..., 0]
-    return torch.where(finite, sigma, torch.full_like(sigma, math.nan))
-
-
-def summarize(w0: torch.Tensor, w: torch.Tensor, *,
-              low_rank: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """ΔM/ΔD along rows and columns, ‖ΔW‖_F, ‖ΔW‖_F/‖W0‖_F and stable rank, for a stack of matrices.
-
-    w0, w: (G, out, in), same dtype (float32 online, float64 offline). Returns ``stats`` (G, 7) in the order
-    of :data:`STATS` and the per-row/per-column vectors ``row_dm``/``row_dd`` (G, out), ``col_dm``/``col_dd``
-    (G, in): the signed change of each row's (column's) norm and its 1 − cos.
-    ΔM = mean_n |‖w_n‖ − ‖w0_n‖|, ΔD = mean_n (1 − cos(w_n, w0_n)); stable rank = ‖ΔW‖_F²/‖ΔW‖_2² (0 when
-    ΔW = 0). Neither loses precision to cancellation when W barely moved: ‖w_n‖ − ‖w0_n‖ is taken as
-    (2·w0_n + Δ_n)·Δ_n / (‖w_n‖ + ‖w0_n‖) with Δ = w − w0, and 1 − cos as ½‖w_n/‖w_n‖ − w0_n/‖w0_n‖‖²
-    (exact also where the magnitude moved much more than the direction, DoRA's case). ``low_rank``:
-    rank(ΔW) ≤ :data:`POWER_BLOCK` is known (LoRA, AdaLoRA), so one subspace iteration gives σ_max exactly.
-    """
-    tiny = torch.finfo(w.dtype).tiny
-    delta = w - w0
-    grow = (2 * w0 + delta) * delta  # ‖w‖² − ‖w0‖², element by element
-    out = {}
-    for axis, dim in (("row", -1), ("col", -2)):
-        n0, n = torch.linalg.norm(w0, dim=dim, keepdim=True), torch.linalg.norm(w, dim=dim, keepdim=True)
-        dm = grow.sum(dim, keepdim=True) / (n + n0).clamp_min(tiny)
-        u = w / n.clamp_min(tiny) - w0 / n0.clamp_min(tiny)
-        out[f"{axis}_dm"], out[f"{axis}_dd"] = dm.squeeze(dim), 0.5 * (u * u).sum(dim)
-    fro = torch.linalg.norm(delta, dim=(-2, -1))
-    rel = fro / torch.linalg.norm(w0, dim=(-2, -1)).clamp_min(tiny)
-    sigma = spectral_norm(delta, iters=1 if low_rank else POWER_ITERS)
-    stable = torch.where(fro == 0, torch.zeros_like(fro), fro**2 / sigma.clamp_min(tiny) ** 2)  # NaN stays NaN
-    stats = torch.stack([out["row_dm"].abs().mean(-1), out["row_dd"].mean(-1), out["col_dm"].abs().mean(-1),
-                         out["col_dd"].mean(-1), fro, rel, stable], dim=-1)
-    return stats, out
-
-
-# ----------------------------------------------------------------------------------------------------------
 # tracked matrices of a live model
 
 
 @dataclass
 class Tracked:
-    """One tracked matrix of the live model: where its W0 and its method's tensors are."""
+    """One tracked matrix of the live model: its method's view of it (form, tensors, W0)."""
 
     ref: MatrixRef
     label: str
-    kind: str  # full | lora | dora | adalora
-    base: nn.Linear  # holds W0 (adapters, frozen) or the trained weight (full FT)
-    module: nn.Module  # the PEFT layer (adapters) or ``base`` (full FT)
-    adapter: Optional[str]
-    scale: float
-    rank: Optional[int]  # r (AdaLoRA: init_r); None for full FT
+    kind: str  # the method's name (index and meta.json ``kind``)
+    module: nn.Module  # the PEFT layer (adapters) or the Linear itself
+    view: SnapshotView
     store_full: bool = False
+
+    @property
+    def adapter(self) -> Optional[str]:
+        return self.view.adapter
+
+    @property
+    def base(self) -> nn.Linear:
+        return self.view.base
+
+    @property
+    def form(self) -> str:
+        return self.view.form
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.base.weight.shape)  # type: ignore[return-value]
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The live method tensors of this matrix (detached views; no copy)."""
-        a = self.adapter
-        m = self.module
-        if self.kind == "lora":
-            return {"A": m.lora_A[a].weight.detach(), "B": m.lora_B[a].weight.detach()}
-        if self.kind == "dora":
-            return {"m": m.lora_magnitude_vector[a].weight.detach(), "A": m.lora_A[a].weight.detach(),
-                    "B": m.lora_B[a].weight.detach()}
-        if self.kind == "adalora":
-            return {"A": m.lora_A[a].detach(), "E": m.lora_E[a].detach(), "B": m.lora_B[a].detach()}
-        return {"W": self.base.weight.detach()}
+        """The live tensors of this matrix's form (detached views; no copy)."""
+        return self.view.tensors()
 
-
-def _describe(module: nn.Module) -> tuple[str, nn.Linear, Optional[str], float, Optional[int]]:
-    """(kind, base linear, adapter name, scale s, rank) of a tracked module of a (PEFT-wrapped) model."""
-    from peft.tuners.adalora import AdaLoraLayer
-    from peft.tuners.lora import LoraLayer
-
-    if isinstance(module, LoraLayer):
-        if getattr(module, "fan_in_fan_out", False):
-            raise ConfigError("snapshot: fan_in_fan_out layers (GPT-2 Conv1D) are not supported")
-        adapter = module.active_adapters[0]
-        base = module.get_base_layer()
-        if isinstance(module, AdaLoraLayer):
-            ranknum = float(module.ranknum[adapter].item())
-            return "adalora", base, adapter, float(module.scaling[adapter]) / (ranknum + 1e-5), int(module.r[adapter])
-        kind = "dora" if adapter in getattr(module, "lora_magnitude_vector", {}) else "lora"
-        return kind, base, adapter, float(module.scaling[adapter]), int(module.r[adapter])
-    if isinstance(module, nn.Linear):
-        return "full", module, None, 1.0, None
-    raise ConfigError(f"snapshot: cannot snapshot a {type(module).__name__} (expected nn.Linear or a PEFT layer)")
+    def w0(self) -> torch.Tensor:
+        """W0, the pretrained weight (out, in): a copy where the base weight trains, a view where it is frozen."""
+        if self.view.pretrained is not None:
+            return self.view.pretrained()
+        w = self.base.weight.detach()
+        return w.clone() if self.base.weight.requires_grad else w
 
 
 def _matches(ref: MatrixRef, selectors: Iterable[str]) -> bool:
@@ -258,8 +159,10 @@ def _labels(refs: Sequence[MatrixRef]) -> dict[str, str]:
             for r in refs}
 
 
-def find_tracked(model: nn.Module, refs: Sequence[MatrixRef], full_weights: Sequence[str] = ()) -> list[Tracked]:
-    """Locate each tracked matrix in a model (plain, or wrapped by PEFT: names gain a prefix)."""
+def find_tracked(model: nn.Module, refs: Sequence[MatrixRef], method: Method,
+                 full_weights: Sequence[str] = ()) -> list[Tracked]:
+    """Locate each tracked matrix in a model (plain, or wrapped by PEFT: names gain a prefix) and ask ``method``
+    how to read it."""
     modules = dict(model.named_modules())
     labels = _labels(refs)
     out = []
@@ -268,9 +171,10 @@ def find_tracked(model: nn.Module, refs: Sequence[MatrixRef], full_weights: Sequ
         if not hits:
             raise ConfigError(f"snapshot: module '{ref.name}' not found in the model")
         module = modules[min(hits, key=len)]
-        kind, base, adapter, scale, rank = _describe(module)
-        out.append(Tracked(ref, labels[ref.name], kind, base, module, adapter, scale, rank,
-                           store_full=kind == "full" and _matches(ref, full_weights)))
+        view = method.snapshot_view(module)
+        get_form(view.form)  # a form this harness can rebuild
+        out.append(Tracked(ref, labels[ref.name], method.name, module, view,
+                           store_full=view.form == DENSE and _matches(ref, full_weights)))
     return out
 
 
@@ -313,9 +217,9 @@ def _to_cpu(tensors: dict[str, torch.Tensor], *, small: int = 1 << 20) -> dict[s
 
 @dataclass
 class _Group:
-    """Tracked matrices of one kind, shape and dtype: stacked and summarised in one batched pass."""
+    """Tracked matrices of one form, shape and dtype: stacked and summarised in one batched pass."""
 
-    kind: str
+    form: str
     items: list[Tracked] = field(default_factory=list)
 
 
@@ -330,7 +234,7 @@ class SnapshotCallback:
     """
 
     def __init__(self, cfg: SnapshotConfig, targets: Sequence[MatrixRef], out_dir: Path, *, total_steps: int,
-                 method: str = "") -> None:
+                 method: Method) -> None:
         self.cfg = cfg
         self.refs = select(targets, cfg)
         self.out_dir = out_dir
@@ -342,7 +246,7 @@ class SnapshotCallback:
         self.full_steps = None if cfg.full_steps is None else set(cfg.full_steps) | {0}
         self.tracked: list[Tracked] = []
         self.groups: list[_Group] = []
-        self.w0: dict[str, torch.Tensor] = {}  # on the device; a copy for full FT, the frozen weight otherwise
+        self.w0: dict[str, torch.Tensor] = {}  # on the device; a copy where the base trains, the frozen weight otherwise
         self.rows: list[dict[str, Any]] = []  # index rows, appended by the writer thread once a file is written
         self.taken: list[int] = []
         self.seconds: list[float] = []  # blocking time of each snapshot (step 0 without W0)
@@ -360,26 +264,26 @@ class SnapshotCallback:
         t0 = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
-        self.tracked = find_tracked(model, self.refs, self.cfg.full_weights)
+        self.tracked = find_tracked(model, self.refs, self.method, self.cfg.full_weights)
         groups: dict[tuple[Any, ...], _Group] = {}
         for tr in self.tracked:
-            w = tr.base.weight.detach()
-            self.w0[tr.ref.name] = w.clone() if tr.kind == "full" else w
-            key = (tr.kind, w.dtype, tuple((k, tuple(t.shape)) for k, t in tr.tensors().items()))
-            groups.setdefault(key, _Group(tr.kind)).items.append(tr)
+            self.w0[tr.ref.name] = tr.w0()
+            key = (tr.form, tr.base.weight.dtype, tuple((k, tuple(t.shape)) for k, t in tr.tensors().items()))
+            groups.setdefault(key, _Group(tr.form)).items.append(tr)
         self.groups = list(groups.values())
         self.meta = {
             "format_version": FORMAT_VERSION,
-            "method": self.method,
+            "method": self.method.name,
             "axes": {"row": "per output feature: torch weight row, DoRA's magnitude axis (PEFT, official code)",
                      "col": "per input feature: torch weight column"},
             "schedule": {"kind": self.cfg.schedule, "steps": [0, *self.steps], "total_steps": self.total_steps},
             "w0": {"file": W0_FILE, "checksum": None, "bytes": None, "store": None, "store_absolute": None},
             "matrices": [
                 {"name": tr.ref.name, "label": tr.label, "layer": tr.ref.layer, "type": tr.ref.type, "kind": tr.kind,
-                 "shape": list(tr.shape), "dtype": str(tr.base.weight.dtype).removeprefix("torch."),
-                 "scale": tr.scale, "rank": tr.rank, "adapter": tr.adapter,
-                 "tensors": list(FACTORS.get(tr.kind, FULL_SUMMARY)) + (["W"] if tr.store_full else [])}
+                 "form": tr.form, "shape": list(tr.shape), "dtype": str(tr.base.weight.dtype).removeprefix("torch."),
+                 "scale": tr.view.scale, "rank": tr.view.rank, "adapter": tr.view.adapter,
+                 "tensors": list(DENSE_SUMMARY) + (["W"] if tr.store_full else []) if tr.form == DENSE
+                 else list(get_form(tr.form).tensors)}
                 for tr in self.tracked
             ],
             "stats": list(STATS),
@@ -392,7 +296,7 @@ class SnapshotCallback:
         self.w0_seconds = time.perf_counter() - t0
         self._submit(self._write_w0, host)
         log.info("snapshots: %d matrices (%s), steps %s, W0 %.1f MB", len(self.tracked),
-                 ", ".join(sorted({tr.kind for tr in self.tracked})), [0, *self.steps],
+                 ", ".join(sorted({tr.form for tr in self.tracked})), [0, *self.steps],
                  sum(t.numel() * t.element_size() for t in host.values()) / 1e6)
         self.snapshot(0, logger)
 
@@ -425,20 +329,23 @@ class SnapshotCallback:
                 live = [tr.tensors() for tr in chunk]
                 w0 = torch.stack([self.w0[tr.ref.name] for tr in chunk]).float()
                 stacked = {k: torch.stack([t[k] for t in live]).float() for k in live[0]}
-                scale = torch.tensor([tr.scale for tr in chunk], device=w0.device).view(-1, 1, 1)
-                low_rank = g.kind in ("lora", "adalora") and all((tr.rank or 0) <= POWER_BLOCK for tr in chunk)
-                stats, vectors = summarize(w0, merged_weight(g.kind, w0, stacked, scale), low_rank=low_rank)
-                if g.kind == "adalora":  # the kept rank: non-zero entries of E
-                    rank = torch.count_nonzero(stacked["E"].flatten(1), dim=1).float()
+                form = get_form(g.form)
+                scale = torch.tensor([tr.view.scale for tr in chunk], device=w0.device).view(-1, 1, 1)
+                low_rank = form.rank_factor > 0 and all(
+                    form.rank_factor * (tr.view.rank or 0) <= POWER_BLOCK for tr in chunk)
+                stats, vectors = summarize(w0, rebuild(g.form, w0, stacked, scale), low_rank=low_rank)
+                if form.kept_rank is not None:  # the kept rank: non-zero entries of that tensor
+                    rank = torch.count_nonzero(stacked[form.kept_rank].flatten(1), dim=1).float()
                 else:
-                    rank = torch.tensor([math.nan if tr.rank is None else tr.rank for tr in chunk], device=w0.device)
+                    rank = torch.tensor([math.nan if tr.view.rank is None else tr.view.rank for tr in chunk],
+                                        device=w0.device)
                 columns.append(torch.cat([stats, rank.unsqueeze(1)], dim=1))
                 order.extend(chunk)
                 for j, (tr, t) in enumerate(zip(chunk, live)):
-                    if g.kind != "full":
-                        to_save.update({f"{tr.ref.name}/{k}": t[k] for k in FACTORS[g.kind]})
+                    if g.form != DENSE:
+                        to_save.update({f"{tr.ref.name}/{k}": t[k] for k in form.tensors})
                         continue
-                    to_save.update({f"{tr.ref.name}/{k}": vectors[k][j] for k in FULL_SUMMARY})
+                    to_save.update({f"{tr.ref.name}/{k}": vectors[k][j] for k in DENSE_SUMMARY})
                     if tr.store_full and (self.full_steps is None or step in self.full_steps):
                         to_save[f"{tr.ref.name}/W"] = t["W"]
         host = _to_cpu({**to_save, "__stats__": torch.cat(columns)})  # one sync for the whole snapshot
@@ -555,7 +462,7 @@ class SnapshotCallback:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Files and index back to the checkpoint: later steps' files (and half-written temporaries) removed,
-        the index rewritten to the checkpoint's rows, full FT's W0 read back from its (checksummed) file."""
+        the index rewritten to the checkpoint's rows, a W0 that is a copy read back from its (checksummed) file."""
         self._resume = None
         self.rows = [dict(r) for r in state["rows"]]
         self.taken, self.seconds = list(state["taken"]), list(state["seconds"])
@@ -568,7 +475,8 @@ class SnapshotCallback:
                 f.unlink()
         for f in self.out_dir.glob(".*.tmp*"):
             f.unlink()
-        full = [tr for tr in self.tracked if tr.kind == "full"]
+        # W0 that is no view of a frozen weight (a trained base, or a pretrained weight the method rewrote)
+        full = [tr for tr in self.tracked if tr.base.weight.requires_grad or tr.view.pretrained is not None]
         if full:
             try:
                 _, data = read_w0(self.meta["w0"], self.out_dir)

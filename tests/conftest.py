@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import harness.config  # noqa: F401  (ceil_mul resolver)
-import harness.methods  # noqa: F401  (the methods' config schemas, named by conf/method/*.yaml)
+import harness.methods  # noqa: F401  (the methods register their config schemas and resolvers, e.g. adalora_r)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()

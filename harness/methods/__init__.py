@@ -1,17 +1,25 @@
-"""Method registry: a method is one file that registers itself by name with :func:`register`."""
+"""Method registry: a method is one module of this package that registers itself by name with :func:`register`.
+
+Importing this package imports every module in it (:mod:`pkgutil`, no list to edit), so that adding a method
+is adding its file (and its ``conf/method/<name>.yaml``): docs/methods.md. Registering also hands the method's
+config schema to :mod:`harness.config` (which never imports the methods).
+"""
 
 from __future__ import annotations
 
-import difflib
+import importlib
+import pkgutil
 from typing import Callable, TypeVar
 
-from harness.config import store_method_schema
-from harness.errors import ConfigError
+from harness.config import register_method_schema, unknown_method
 from harness.methods.base import Method
 
 METHODS: dict[str, type[Method]] = {}
 
 M = TypeVar("M", bound=type[Method])
+
+#: modules of this package that define no method
+NOT_METHODS = ("base",)
 
 
 def register(name: str) -> Callable[[M], M]:
@@ -20,9 +28,11 @@ def register(name: str) -> Callable[[M], M]:
     def deco(cls: M) -> M:
         if name in METHODS:
             raise ValueError(f"method '{name}' is already registered by {METHODS[name].__module__}")
+        if not cls.label:
+            raise ValueError(f"method '{name}' ({cls.__module__}): set the class attribute label (display name)")
         cls.name = name
+        register_method_schema(name, cls.config_cls, cls.validate_config)
         METHODS[name] = cls
-        store_method_schema(name, cls.config_cls)  # conf/method/<name>.yaml builds on it
         return cls
 
     return deco
@@ -33,10 +43,15 @@ def get_method(name: str) -> type[Method]:
     try:
         return METHODS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, METHODS, n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ConfigError(f"method: unknown method '{name}'{hint}; registered: {sorted(METHODS)}") from None
+        raise unknown_method(name, METHODS) from None
 
 
-# the built-in methods register themselves on import
-from harness.methods import adalora, dora, full, lora  # noqa: E402,F401
+def discover() -> list[str]:
+    """Import every method module of this package (each registers itself); their names, sorted."""
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_METHODS)
+    for module in found:
+        importlib.import_module(f"{__name__}.{module}")
+    return found
+
+
+discover()

@@ -23,19 +23,20 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from omegaconf import OmegaConf
 from peft import AdaLoraConfig, get_peft_model
+from peft.tuners.adalora import AdaLoraLayer
 from torch import nn
 
-from harness.config import ADALORA_MATCH, MethodConfig
+from harness.config import MethodConfig
 from harness.errors import ConfigError, RunFailed
 from harness.families import MatrixRef
+from harness.kernels import fast_path_available
 from harness.methods import register
-from harness.methods.base import Method, trainable_parameters
-from harness.methods.fast_adalora import install_fused_adalora, rank_pattern_lists
+from harness.methods.base import Method, SnapshotView, peft_layer, trainable_parameters
 from harness.run_record import write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ class AdaLoraMethodConfig(MethodConfig):
     (``adalora_scores/step_XXXXXXX.safetensors``, one (init_r,) vector per matrix), for inspection.
 
     ``fused`` (default) runs the harness's own allocator and orthogonality term
-    (:mod:`harness.methods.fast_adalora`: a few multi-tensor kernels per step, no host sync while masking),
+    (:mod:`harness.kernels.adalora`: a few multi-tensor kernels per step, no host sync while masking),
     equivalent to PEFT's within the tests (masks and importance averages bit-identical on the CPU and an H200,
     the loss equal to rounding); false runs PEFT's own.
     """
+
+    hash_neutral_defaults: ClassVar[dict[str, Any]] = {"match": "rank", "scaling": "peft"}  # added later
 
     name: str = "adalora"
     lr: float = 1e-3
@@ -78,6 +81,35 @@ class AdaLoraMethodConfig(MethodConfig):
     def budget(self) -> int:
         return matched_lora_r(self)
 
+
+#: AdaLoRA budget matching (``method.match``): ``rank`` matches LoRA's r = budget by the final rank,
+#: ``params`` by the trained parameters
+ADALORA_MATCH = ("rank", "params")
+
+
+def adalora_ranks(budget: Any, match: Any) -> tuple[int, int]:
+    """(init_r, target_r) of AdaLoRA matched with LoRA at r = ``budget``.
+
+    ``rank``: target_r = budget, init_r = ⌈1.5·budget⌉ (the paper's b(0) ≈ 1.5·b(T); ~1.5x LoRA's trained
+    parameters). ``params``: init_r = budget, so AdaLoRA trains P (out×r), λ (r), Q (r×in) = LoRA's B, A plus
+    r numbers per matrix; target_r = max(1, round(budget / 1.5)) keeps the paper's b(0)/b(T) ratio.
+    """
+    b = int(budget)
+    if str(match) == "params":
+        return b, max(1, int(round(b / 1.5)))
+    return int(math.ceil(b * 1.5 - 1e-9)), b
+
+
+def _adalora_r(which: Any, budget: Any, match: Any) -> int:
+    """``${adalora_r:init|target,${budget},${method.match}}`` (conf/method/adalora.yaml)."""
+    if str(match) not in ADALORA_MATCH:  # reported by validation, naming method.match
+        match = "rank"
+    init_r, target_r = adalora_ranks(budget, match)
+    return init_r if str(which) == "init" else target_r
+
+
+if not OmegaConf.has_resolver("adalora_r"):
+    OmegaConf.register_new_resolver("adalora_r", _adalora_r)
 
 #: ``method.scaling``: ``peft`` keeps PEFT's scale α / (init_r + 1e-5); ``lora`` rescales α to LoRA's α / r
 ADALORA_SCALING = ("peft", "lora")
@@ -213,6 +245,10 @@ class AdaLora(Method):
     """PEFT AdaLoRA; ``total_step`` is set from the run; allocation enforced and recorded."""
 
     step_cost = 1.7
+    label = "AdaLoRA"
+    color = "#2ca02c"
+    trains = ("lora_A", "lora_B", "lora_E")
+    outputs = (RANKS_FILE, SCORES_DIR)
 
     config_cls = AdaLoraMethodConfig
     #: the run folder; set by the run before training, records go there (kept in memory when None)
@@ -308,7 +344,10 @@ class AdaLora(Method):
             task_type="SEQ_CLS",
         )
         peft_model = get_peft_model(model, peft_cfg)
-        if cfg.fused:
+        self._fused = cfg.fused and fast_path_available("method.fused (AdaLoRA's fused allocator)")
+        if self._fused:
+            from harness.kernels.adalora import install_fused_adalora
+
             install_fused_adalora(peft_model)
         self._e_params = [(n, p) for n, p in peft_model.named_parameters() if "lora_E" in n]
         self._allocator = peft_model.base_model.rankallocator
@@ -481,7 +520,7 @@ class AdaLora(Method):
         alloc = self._allocator
         return {
             "ipt": dict(alloc.ipt), "exp_avg_ipt": dict(alloc.exp_avg_ipt), "exp_avg_unc": dict(alloc.exp_avg_unc),
-            "rank_pattern": rank_pattern_lists(alloc),
+            "rank_pattern": self._rank_pattern(),
             "calls": self.calls, "last_step": self._last_step, "under_budget": list(self._under_budget),
             "header_written": self._header_written,
             "records": [dict(vars(r)) for r in self.records],
@@ -553,8 +592,26 @@ class AdaLora(Method):
     def save(self, model: nn.Module, out_dir: Path) -> None:
         """PEFT's ``save_pretrained``, the rank pattern as lists first (the fused allocator keeps it on the
         device until the final mask)."""
-        rank_pattern_lists(self._allocator)
+        self._rank_pattern()
         super().save(model, out_dir)
+
+    def _rank_pattern(self) -> Optional[dict[str, list[bool]]]:
+        """The allocator's rank pattern as PEFT's dict of lists (the fused allocator keeps tensors until the final
+        mask: converted in place, one host sync); None before the first mask."""
+        if self._fused:
+            from harness.kernels.adalora import rank_pattern_lists
+
+            return rank_pattern_lists(self._allocator)
+        return self._allocator.peft_config.rank_pattern
+
+    def snapshot_view(self, module: nn.Module) -> SnapshotView:
+        """W0 + s·B (A ⊙ E) = W0 + s·P diag(λ) Q: A (r, in), E (r, 1), B (out, r); PEFT's s = alpha / (ranknum +
+        1e-5), r = init_r (the kept rank is E's non-zero entries)."""
+        base, a = peft_layer(module, AdaLoraLayer)
+        ranknum = float(module.ranknum[a].item())
+        return SnapshotView("gated_low_rank", base, lambda: {"A": module.lora_A[a].detach(), "E": module.lora_E[a].detach(),
+                                                             "B": module.lora_B[a].detach()},
+                            scale=float(module.scaling[a]) / (ranknum + PEFT_RANKNUM_EPS), rank=int(module.r[a]), adapter=a)
 
     def effective_parameters(self, model: nn.Module) -> int:
         """Σ final rank·(d_in + d_out + 1) over adapted matrices + the other trained parameters."""

@@ -10,8 +10,9 @@ from torch import nn
 
 from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES, MatrixRef
+from harness.kernels import fast_path_available
 from harness.methods import register
-from harness.methods.fast_dora import install_fused_dora
+from harness.methods.base import SnapshotView
 from harness.methods.lora import Lora, LoraMethodConfig
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class DoraMethodConfig(LoraMethodConfig):
     """DoRA: W' = m ⊙ (W0 + s·BA) / ||W0 + s·BA||_row, m ∈ R^{out} initialised to ||W0||_row.
 
-    ``fused``: the harness's fused DoRA forward (harness/methods/fast_dora.py), equivalent to PEFT's within
+    ``fused``: the harness's fused DoRA forward (harness/kernels/dora.py), equivalent to PEFT's within
     fp tolerance; false = PEFT's own. ``keep_base_output`` (fused only): keep W0·x for the magnitude's
     gradient (PEFT's activation memory, tokens × d_out per layer) instead of an extra d_out×d_in matmul in the
     backward — true (every layer), false, or a list of matrix types / module-name suffixes as in ``targets``
@@ -38,6 +39,9 @@ class Dora(Lora):
     """PEFT LoRA with ``use_dora=True``; with ``fused``, PEFT's DoRA Linear forward swapped for the harness's."""
 
     step_cost = 2.6
+    label = "DoRA"
+    color = "#ff7f0e"
+    trains = ("lora_A", "lora_B", "lora_magnitude_vector")
 
     config_cls = DoraMethodConfig
     use_dora = True
@@ -65,13 +69,24 @@ class Dora(Lora):
 
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         model = super().wrap(model, targets, head)
-        if self.cfg.fused:
+        if self.cfg.fused and fast_path_available("method.fused (DoRA's fused forward)"):
+            from harness.kernels.dora import install_fused_dora
+
             keep = kept_layers(self.cfg.keep_base_output, targets)
             n = install_fused_dora(model, keep_base_output=keep)
             n_keep = n if keep is True else 0 if keep is False else len(keep)
-            log.info("DoRA: fused forward on %d Linear layers (harness/methods/fast_dora.py)%s", n,
+            log.info("DoRA: fused forward on %d Linear layers (harness/kernels/dora.py)%s", n,
                      f", W0·x kept for the magnitude's gradient on {n_keep}" if n_keep else "")
         return model
+
+    def snapshot_view(self, module: nn.Module) -> SnapshotView:
+        """m ⊙ V/‖V‖_row with V = W0 + s·B A: m (out,), A (r, in), B (out, r)."""
+        view = super().snapshot_view(module)
+        a = view.adapter
+        view.form = "magnitude_low_rank"
+        view.tensors = lambda: {"m": module.lora_magnitude_vector[a].weight.detach(),
+                                "A": module.lora_A[a].weight.detach(), "B": module.lora_B[a].weight.detach()}
+        return view
 
 
 def kept_layers(keep: Union[bool, list[str]], targets: list[MatrixRef]) -> Union[bool, set[str]]:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from torch import nn
 
+from harness.errors import ConfigError
 from harness.families import MatrixRef
 from harness.methods import register
-from harness.methods.base import Method
+from harness.methods.base import Method, SnapshotView
 
 
 @register("full")
 class FullFineTuning(Method):
     """All weights trainable; no PEFT wrapper."""
 
+    label = "Full FT"
+    color = "#444444"
+    trains = ("",)
+    frozen_base = False
+
     def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+
+    def snapshot_view(self, module: nn.Module) -> SnapshotView:
+        """The trained weight itself (snapshots keep per-row/column summaries, the matrix where asked)."""
+        if not isinstance(module, nn.Linear):
+            raise ConfigError(f"snapshot: cannot snapshot a {type(module).__name__} (expected nn.Linear)")
+        return SnapshotView("dense", module, lambda: {"W": module.weight.detach()})

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from harness.config import MethodConfig
 from harness.errors import ConfigError
 from harness.families import MatrixRef
 from harness.methods import register
-from harness.methods.base import Method
+from harness.methods.base import Method, SnapshotView, peft_layer
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Lora(Method):
     """PEFT LoRA on the selected matrices; the task head is trained in full (``modules_to_save``)."""
 
     step_cost = 1.1
+    label = "LoRA"
+    color = "#1f77b4"
+    trains = ("lora_A", "lora_B")
 
     config_cls = LoraMethodConfig
     use_dora = False
@@ -50,9 +54,10 @@ class Lora(Method):
     def validate_config(cls, cfg: LoraMethodConfig) -> None:
         check_lora_keys(cfg)
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...]) -> LoraConfig:
+        """PEFT's LoraConfig of this run (subclasses add their options)."""
         cfg = self.cfg
-        peft_cfg = LoraConfig(
+        return LoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
@@ -61,4 +66,13 @@ class Lora(Method):
             use_dora=self.use_dora,
             task_type="SEQ_CLS",
         )
-        return get_peft_model(model, peft_cfg)
+
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+        return get_peft_model(model, self.peft_config(targets, head))
+
+    def snapshot_view(self, module: nn.Module) -> SnapshotView:
+        """W0 + s·B A: A (r, in), B (out, r), s = alpha / r."""
+        base, a = peft_layer(module, LoraLayer)
+        return SnapshotView("low_rank", base, lambda: {"A": module.lora_A[a].weight.detach(),
+                                                       "B": module.lora_B[a].weight.detach()},
+                            scale=float(module.scaling[a]), rank=int(module.r[a]), adapter=a)

@@ -18,9 +18,7 @@ from analysis.decomposition import (PAPER_CORRELATION, SnapshotError, correlatio
                                     markdown_table, open_snapshots, pearson_slope, per_run_fits)
 from harness.config import SnapshotConfig
 from harness.snapshots import step_file
-from tests.harness.test_snapshots import numpy_stats, snapshot_run
-
-ADAPTERS = ("lora", "dora", "adalora")
+from tests.harness.test_snapshots import ADAPTERS, numpy_stats, snapshot_run
 
 
 def runs_table(*dirs: tuple[Path, str, int]) -> pd.DataFrame:
@@ -299,3 +297,38 @@ def test_runs_of_the_old_layout_stay_readable(tmp_path: Path) -> None:
     w0.write_bytes(bytes(raw))
     problems = open_snapshots(run_dir).verify()
     assert len(problems) == 1 and str(w0) in problems[0] and "checksum mismatch" in problems[0]
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "dora", "adalora"])
+def test_folders_written_before_forms_are_migrated(method: str, tmp_path: Path) -> None:
+    """meta.json of format 2 names no rebuild form (the code before forms wrote ``kind`` = the method and its
+    tensors): the form is inferred from the stored tensors, and the rebuilt weights and ΔM/ΔD are unchanged."""
+    cfg = SnapshotConfig(schedule="steps", steps=[3, 6], full_weights=["Wq"])
+    _, cb, _ = snapshot_run(tmp_path / "snapshots", method, cfg=cfg)
+    names = [tr.ref.name for tr in cb.tracked if method != "full" or tr.ref.type == "Wq"]
+    new = open_snapshots(tmp_path)
+    expected = {n: new.merged_weight(n, 6) for n in names}
+    meta_path = tmp_path / "snapshots" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    forms = {m["name"]: m.pop("form") for m in meta["matrices"]}
+    meta["format_version"] = 2
+    meta_path.write_text(json.dumps(meta))
+    old = open_snapshots(tmp_path)
+    assert old.matrices["form"].to_dict() == forms
+    for n in names:
+        assert torch.equal(old.merged_weight(n, 6), expected[n]), n
+    if method == "full":  # summaries only: ΔM/ΔD from the stored vectors, as before
+        other = next(tr.ref.name for tr in cb.tracked if tr.ref.type != "Wq")
+        assert old.recompute(other, 6) == pytest.approx(new.recompute(other, 6), nan_ok=True)
+
+
+@pytest.mark.parametrize("tensors, form", [
+    (["A", "B"], "low_rank"), (["m", "A", "B"], "magnitude_low_rank"), (["A", "E", "B"], "gated_low_rank"),
+    (["row_dm", "row_dd", "col_dm", "col_dd"], "dense"), (["row_dm", "row_dd", "col_dm", "col_dd", "W"], "dense"),
+])
+def test_legacy_tensors_name_their_form(tensors: list[str], form: str) -> None:
+    from harness.snapshot_format import form_of
+
+    assert form_of({"name": "x", "tensors": tensors}) == form
+    with pytest.raises(ValueError, match="match no known form"):
+        form_of({"name": "x", "tensors": ["Z"]})

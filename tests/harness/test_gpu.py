@@ -15,8 +15,8 @@ from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from peft.tuners.lora.dora import DoraLinearLayer
 from transformers import BertConfig, BertForSequenceClassification
 
-from harness.methods.fast_adalora import install_fused_adalora
-from harness.methods.fast_dora import install_fused_dora
+from harness.kernels.adalora import install_fused_adalora
+from harness.kernels.dora import install_fused_dora
 from harness.run import run
 
 pytestmark = pytest.mark.gpu

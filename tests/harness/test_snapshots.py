@@ -19,11 +19,14 @@ from harness.errors import ConfigError
 from harness.families import MatrixRef
 from harness.models import load_model
 from harness.run import plan, run
-from harness.snapshots import (FACTORS, FULL_SUMMARY, STATS, SnapshotCallback, find_tracked, merged_weight,
-                               schedule_steps, select, spectral_norm, step_file, summarize)
+from harness.methods import METHODS
+from harness.methods.base import Method
+from harness.snapshot_format import DENSE_SUMMARY, STATS, get_form, rebuild, spectral_norm, summarize
+from harness.snapshots import SnapshotCallback, find_tracked, schedule_steps, select, step_file
 from tests.conftest import TINY, compose_cfg, method_args
 
-ADAPTERS = ("lora", "dora", "adalora")
+#: every registered method with a frozen base (a new method is tested here at once)
+ADAPTERS = tuple(sorted(m for m, cls in METHODS.items() if cls.frozen_base))
 
 
 class ListLogger:
@@ -42,11 +45,11 @@ class ListLogger:
         pass
 
 
-def tiny_model(method: str, *overrides: str) -> tuple[nn.Module, list[MatrixRef]]:
-    """A tiny random model wrapped by ``method`` exactly as the harness does, and its adapted matrices."""
+def tiny_model(method: str, *overrides: str) -> tuple[nn.Module, list[MatrixRef], Method]:
+    """A tiny random model wrapped by ``method`` exactly as the harness does, its adapted matrices, the method."""
     p = plan(compose_cfg([*TINY, *method_args(method), *overrides]))
     torch.manual_seed(0)
-    return p.method.wrap(load_model(p.cfg.model, p.model_conf), p.targets, p.family.head), p.targets
+    return p.method.wrap(load_model(p.cfg.model, p.model_conf), p.targets, p.family.head), p.targets, p.method
 
 
 @torch.no_grad()
@@ -54,16 +57,16 @@ def perturb(model: nn.Module, seed: int, scale: float = 0.05) -> None:
     """Move every trainable matrix parameter (and full FT's weights) as training would, but far."""
     g = torch.Generator().manual_seed(seed)
     for n, p in model.named_parameters():
-        if p.requires_grad and ("lora_" in n or (p.ndim == 2 and "embeddings" not in n)):
+        if p.requires_grad and ("lora_" in n or "vera_lambda" in n or (p.ndim == 2 and "embeddings" not in n)):
             p.add_(torch.randn(p.shape, generator=g) * scale * (1 + p.abs().mean()))
 
 
 def snapshot_run(out: Path, method: str, *, steps: tuple[int, ...] = (3, 6), cfg: SnapshotConfig | None = None,
                  overrides: tuple[str, ...] = ()) -> tuple[nn.Module, SnapshotCallback, ListLogger]:
     """Drive a SnapshotCallback through a fake training: perturb, snapshot at ``steps`` (last = final)."""
-    model, targets = tiny_model(method, *overrides)
+    model, targets, m = tiny_model(method, *overrides)
     cfg = cfg or SnapshotConfig(schedule="steps", steps=list(steps))
-    cb = SnapshotCallback(cfg, targets, out, total_steps=steps[-1], method=method)
+    cb = SnapshotCallback(cfg, targets, out, total_steps=steps[-1], method=m)
     logger = ListLogger()
     cb.on_train_start(model, logger)
     for i, s in enumerate(steps):
@@ -114,22 +117,25 @@ def test_bad_snapshot_config_names_the_key(override: str, key: str) -> None:
 
 @pytest.mark.parametrize("method", ADAPTERS)
 def test_bytes_per_step_are_r_times_d_plus_k(method: str, tmp_path: Path) -> None:
-    """Per step and matrix: r·(d+k) numbers (+ d for DoRA's m, + r for AdaLoRA's E), never d·k."""
+    """Per step and matrix: r·(d+k) numbers (+ d for DoRA's m, + r for AdaLoRA's E, + r·(d+k) for PiSSA's initial
+    factors, + d + r for VeRA's scaling vectors), never d·k."""
     _, cb, _ = snapshot_run(tmp_path, method)
     index = pd.read_parquet(tmp_path / "index.parquet")
     meta = json.loads((tmp_path / "meta.json").read_text())
     for m in meta["matrices"]:
         (out, inp), r = m["shape"], m["rank"]
-        numbers = r * (out + inp) + {"lora": 0, "dora": out, "adalora": r}[method]
+        numbers = r * (out + inp) + {"lora": 0, "dora": out, "adalora": r, "pissa": r * (out + inp),
+                                     "vera": out + r}[method]
         rows = index[index["matrix"] == m["name"]]
         assert (rows["tensor_bytes"] == 4 * numbers).all(), m["name"]
     for step, rows in index.groupby("step"):
         f = tmp_path / step_file(int(step))
-        n_tensors = len(rows) * len(FACTORS[method])
+        factors = get_form(meta["matrices"][0]["form"]).tensors
+        n_tensors = len(rows) * len(factors)
         header = f.stat().st_size - rows["tensor_bytes"].sum()
         assert 0 < header < 160 * n_tensors  # safetensors' JSON header: a fixed cost per tensor
         assert f.stat().st_size == rows["bytes"].iloc[0]
-        assert set(load_file(f)) == {f"{m}/{k}" for m in rows["matrix"] for k in FACTORS[method]}
+        assert set(load_file(f)) == {f"{m}/{k}" for m in rows["matrix"] for k in factors}
     # W0 once, in full
     w0 = load_file(tmp_path / "w0.safetensors")
     assert sorted(w0) == sorted(m["name"] for m in meta["matrices"])
@@ -147,7 +153,7 @@ def test_full_ft_stores_row_and_column_summaries_and_matrices_only_where_asked(t
     final = load_file(tmp_path / step_file(6))
     q = next(tr for tr in cb.tracked if tr.ref.type == "Wq")
     assert torch.equal(final[f"{q.ref.name}/W"], q.base.weight.detach())
-    assert set(FULL_SUMMARY) <= {k.split("/")[-1] for k in final}
+    assert set(DENSE_SUMMARY) <= {k.split("/")[-1] for k in final}
 
 
 def test_tracked_matrices_follow_types_and_layers(tmp_path: Path) -> None:
@@ -157,8 +163,8 @@ def test_tracked_matrices_follow_types_and_layers(tmp_path: Path) -> None:
 
 
 def test_llama_labels_keep_gate_and_up_apart() -> None:
-    model, targets = tiny_model("lora", "model=tiny_llama")
-    labels = [tr.label for tr in find_tracked(model, targets)]
+    model, targets, method = tiny_model("lora", "model=tiny_llama")
+    labels = [tr.label for tr in find_tracked(model, targets, method)]
     assert len(labels) == len(set(labels)) and "Wf1.0.gate_proj" in labels and "Wf1.0.up_proj" in labels
 
 
@@ -196,7 +202,8 @@ def test_online_summaries_equal_numpy_on_the_merged_weights(method: str, tmp_pat
     for name, w in merged.items():
         ref = numpy_stats(w0[name].double().numpy(), w)
         for k in STATS:
-            dense = k == "stable_rank" and method in ("full", "dora")  # dense ΔW: a power-iteration estimate
+            # dense ΔW (or of rank above the power iteration's block): an estimate
+            dense = k == "stable_rank" and method in ("full", "dora", "vera")
             tol = 0.05 if dense else 2e-4
             assert final.loc[name, k] == pytest.approx(ref[k], rel=tol, abs=1e-9), (name, k)
     assert (index[index["step"] == 0][list(STATS)] == 0).all().all()
@@ -241,7 +248,7 @@ def test_merged_weight_formula_batches() -> None:
     f64 = torch.float64
     t = {"A": torch.randn(2, 3, 7, generator=g, dtype=f64), "B": torch.randn(2, 5, 3, generator=g, dtype=f64),
          "m": torch.rand(2, 5, generator=g, dtype=f64) + 0.5}
-    batched = merged_weight("dora", w0, t, 0.5)
+    batched = rebuild("magnitude_low_rank", w0, t, 0.5)
     for i in range(2):
         v = w0[i] + 0.5 * t["B"][i] @ t["A"][i]
         assert torch.allclose(batched[i], t["m"][i][:, None] * v / v.norm(dim=1, keepdim=True))

@@ -1,4 +1,4 @@
-"""The fused AdaLoRA (harness.methods.fast_adalora) equals PEFT's: importance averages and masks bit for bit on
+"""The fused AdaLoRA (harness.kernels.adalora) equals PEFT's: importance averages and masks bit for bit on
 the CPU through warm-up, budget phase, final mask and final phase; the orthogonality term and its gradient to
 rounding; rank patterns as lists where PEFT and JSON read them; the harness's records and metrics identical;
 the fused SVDLinear forward equals PEFT's to rounding and makes no float32 (tokens × d_out) tensors."""
@@ -20,7 +20,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from benchmarks.bench_dora import OneLinear
 from harness.methods.adalora import RANKS_FILE
-from harness.methods.fast_adalora import (FusedAdaLoraModel, FusedRankAllocator, FusedSVDLinear,
+from harness.kernels.adalora import (FusedAdaLoraModel, FusedRankAllocator, FusedSVDLinear,
                                           install_fused_adalora, rank_pattern_lists)
 from harness.run import run
 from tests.conftest import TINY, compose_cfg, method_args

@@ -1,4 +1,4 @@
-"""The harness's fused DoRA forward (harness/methods/fast_dora.py) against PEFT's own, on tiny CPU models."""
+"""The harness's fused DoRA forward (harness/kernels/dora.py) against PEFT's own, on tiny CPU models."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from harness.errors import ConfigError
 from harness.families import family_for, resolve_targets
 from harness.methods import get_method
 from harness.methods.dora import DoraMethodConfig
-from harness.methods.fast_dora import FusedDoraLinearLayer, factored_row_norm, install_fused_dora, w0_row_sq
+from harness.kernels.dora import FusedDoraLinearLayer, factored_row_norm, install_fused_dora, w0_row_sq
 from tests.harness.methods.layer_checks import forward_backward, full_size_ops
 
 D_IN, D_OUT, R, ALPHA = 24, 40, 4, 8
@@ -262,7 +262,7 @@ def test_w0_at_on_cuda_bf16_is_float32_accurate() -> None:
     """W0 Aᵀ for a bf16 W0 on CUDA (split A, bf16 matmul with a float32 output) is within float32 accumulation
     error of the float64 product (measured on an H200: 1.0e-6 relative, the float32 matmul 2.1e-7); A rounded
     to bf16 alone is >100× further off."""
-    from harness.methods.fast_dora import _w0_at
+    from harness.kernels.dora import _w0_at
 
     g = torch.Generator(device="cuda").manual_seed(0)
     w0 = torch.randn(2048, 1024, device="cuda", generator=g).bfloat16()

@@ -33,10 +33,13 @@ HEAD = H * C + C
 
 
 def expected(method: str, r: int) -> int:
+    """Closed-form trained parameters at budget ``r`` (VeRA: ``r`` is the shared projections' rank)."""
     if method == "full":
         return bert_params()
-    if method == "lora":
+    if method in ("lora", "pissa"):
         return L * sum(r * (i + o) for i, o in shapes()) + HEAD
+    if method == "vera":
+        return L * sum(o + r for _, o in shapes()) + HEAD
     if method == "dora":
         return L * sum(r * (i + o) + o for i, o in shapes()) + HEAD
     if method == "adalora":
@@ -51,7 +54,7 @@ def test_trainable_parameters_closed_form(method: str, budget: int) -> None:
     p = plan(compose_cfg([*TINY, *method_args(method), f"budget={budget}"]))
     model = p.method.wrap(load_model(p.cfg.model, p.model_conf), p.targets, p.family.head)
     n = sum(t.numel() for t in model.parameters() if t.requires_grad)
-    assert n == expected(method, budget)
+    assert n == p.method.trained_parameters(model) == expected(method, p.cfg.method.r if method == "vera" else budget)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -71,11 +74,14 @@ def test_one_step_trains_adapter_and_head_only(method: str) -> None:
     changed = {n for n, t in model.named_parameters() if not torch.equal(t, before[n])}
     head = [n for n in changed if "classifier" in n]
     assert head, "the classifier head must be trained in every method"
+    trains = METHODS[method].trains
+    assert trains, f"{method}: declare the parameters it trains (Method.trains)"
     if method == "full":
-        assert any("attention.self.query.weight" in n for n in changed)
+        assert trains == ("",) and any("attention.self.query.weight" in n for n in changed)
     else:
-        assert all(("lora_" in n) or ("classifier" in n) for n in changed), sorted(changed)
-        assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
+        assert all(any(k in n for k in trains) or ("classifier" in n) for n in changed), sorted(changed)
+        for k in trains:  # each declared kind of parameter moved (AdaLoRA's E after its first mask too)
+            assert any(k in n for n in changed), (k, sorted(changed))
 
 
 def test_registry_refuses_duplicates_and_suggests() -> None:
@@ -91,3 +97,12 @@ def test_registry_refuses_duplicates_and_suggests() -> None:
 def test_every_method_has_a_config_file(method: str) -> None:
     typed = to_typed(compose_cfg([f"method={method}"]))
     assert isinstance(typed.method, METHODS[method].config_cls)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_has_a_label_and_a_colour(method: str) -> None:
+    import matplotlib.colors
+
+    cls = METHODS[method]
+    assert cls.label and matplotlib.colors.is_color_like(cls.color)
+    assert len({m.color for m in METHODS.values()}) == len(METHODS)  # told apart in plots

@@ -15,7 +15,7 @@ per step; ``AdaLoraModel.forward`` computes the orthogonality term with a Python
 * :class:`FusedAdaLoraModel` — PEFT's ``AdaLoraModel`` whose ``forward`` computes the orthogonality term with
   one batched matmul per group of equally shaped P (or Q) matrices.
 * :class:`FusedSVDLinear` — PEFT's ``SVDLinear`` whose forward accumulates the adapter's product into the base
-  output with one matmul (:func:`~harness.methods.fast_dora.accumulate_mm`), in the base output's dtype.
+  output with one matmul (:func:`~harness.kernels.dora.accumulate_mm`), in the base output's dtype.
   PEFT's ``(… @ Bᵀ) * scaling / ranknum`` scales, divides and adds the (tokens × d_out) product in separate
   passes, forward and backward; with ``ranknum`` (a 1-element tensor) in float32, PEFT's default, the bf16
   product is promoted to float32 on the way.
@@ -38,7 +38,7 @@ from peft.tuners.adalora.model import AdaLoraModel
 from torch import nn
 from transformers.integrations import deepspeed_config
 
-from harness.methods.fast_dora import accumulate_mm
+from harness.kernels.dora import accumulate_mm
 
 log = logging.getLogger(__name__)
 
