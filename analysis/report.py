@@ -634,6 +634,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--no-method-figures", action="store_true",
                    help="skip the DoRA ΔM/ΔD and AdaLoRA heatmap figures")
+    p.add_argument("--wandb", choices=["off", "on", "auto"], default="off",
+                   help="put the page and its figures into W&B (a run named report-<group> in the runs' project "
+                        "and group, reused by later calls; its files under -o): off (default), on, or auto = when "
+                        "the runs were tracked with W&B")
+
+
+def publish_report(runs: pd.DataFrame, out: Path, page: Path, figures: Sequence[Path], *, force: bool) -> list[str]:
+    """The page (as HTML) and its figure PNGs into one ``report-<group>`` W&B run per tracked sweep group
+    (:func:`harness.tracking.publish`, offline files under ``out/wandb/``); ``force``: also when no run was
+    tracked (offline). Returns the W&B run folders written; never raises."""
+    from analysis.table import wandb_targets
+    from harness.tracking import publish
+
+    targets = wandb_targets(runs)
+    if not targets and force:
+        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None}]
+    files = {"report/page": page, **{f"report/{f.stem}": f for f in figures}}
+    written = []
+    for t in targets:
+        folder = publish(out, name=f"report-{t['group'] or 'runs'}", mode=t["mode"], project=t["project"],
+                         entity=t["entity"], group=t["group"], files=files,
+                         config={"runs": sorted(map(str, runs["run_dir"].unique())) if "run_dir" in runs else []})
+        if folder is not None:
+            written.append(folder)
+    return written
 
 
 def main(args: argparse.Namespace) -> int:
@@ -676,4 +701,8 @@ def main(args: argparse.Namespace) -> int:
     page.write_text(render_page(sections, title=title, subtitle=subtitle))
     log.info("wrote %s (%d sections), %s/ and table.md|tex|csv", page, len(sections), figdir)
     print(f"wrote {page}")
+    if args.wandb != "off":
+        pngs = [figdir / f"{f.stem}.png" for s in sections for f in s.figures]
+        for folder in publish_report(runs, out, page, pngs, force=args.wandb == "on"):
+            print(f"W&B: {folder}")
     return 0

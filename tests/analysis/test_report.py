@@ -175,3 +175,28 @@ def test_report_on_peft_results_with_adalora_heatmap(tmp_path: Path) -> None:
     if find_chromium():
         res = check_page(out / "index.html", [*SECTIONS[:-1], "adalora", "environment"], chromium=find_chromium())
         assert res["broken"] == [] and "adalora" in res["sections"] and res["markdown"] == ""
+
+
+def test_report_into_offline_wandb_reuses_one_run(tmp_path: Path) -> None:
+    """--wandb on: the page and its figures land in one offline W&B run of the sweep's group (files under -o,
+    nothing in the input folders); a second call continues the same run."""
+    pytest.importorskip("wandb")
+    sweep = make_sweep(tmp_path / "sweeps", failed=False, wandb=True)
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures", "--wandb", "on"]) == 0
+    assert not list(sweep.rglob("wandb"))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # one run id, resumed
+    media = {p.name for r in runs for p in r.rglob("files/media/**/*") if p.is_file()}
+    assert any(n.endswith(".html") for n in media), media
+    assert sum(n.endswith(".png") for n in media) >= 4, media  # Pareto + curves for 2 tasks
+    raw = b"".join(p.read_bytes() for r in runs for p in r.glob("*.wandb"))
+    assert b"report-sweep" in raw
+
+
+def test_report_wandb_auto_logs_nothing_for_untracked_runs(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "plain", failed=False)
+    out = tmp_path / "out"
+    assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures", "--wandb", "auto"]) == 0
+    assert not (out / "wandb").exists()
