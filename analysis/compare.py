@@ -198,9 +198,12 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
     columns of :data:`COSTS` (means over seeds); ``peak_memory_kind``; ``interval`` (which interval).
     ``metric=None`` takes each task's main metric; ``which="best"`` the best eval instead of the final one.
     """
+    empty = pd.DataFrame(columns=KEYS + ["metric", "higher_is_better", "mean", "low", "high", "std", "n", "seeds"])
     if runs.empty:
-        return pd.DataFrame(columns=KEYS + ["metric", "higher_is_better", "mean", "low", "high", "std", "n", "seeds"])
+        return empty
     r = per_run_values(runs, metric=metric, which=which)
+    if r.empty:  # no run of these has a value of the metric (e.g. only failed runs, with --include-unfinished)
+        return empty
     rows = []
     for key, g in r.groupby(KEYS + ["metric"], dropna=False, sort=False):
         iv = stats.interval(g["_value"], kind=kind, confidence=confidence, n_resamples=n_resamples)

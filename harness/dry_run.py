@@ -40,7 +40,7 @@ def single(overrides: list[str]) -> list[dict[str, str]]:
     run folder is created)."""
     from hydra import compose, initialize_config_dir
 
-    from harness.__main__ import CONF
+    from harness.options import CONF
     from harness.tracking import run_name
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -42,10 +42,13 @@ def locate(folder: Path) -> tuple[Path, Path]:
 
 
 def eval_config(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """The run's recorded config with ``overrides`` applied (``task=<option>`` swaps in conf/task/<option>.yaml)."""
+    """The run's recorded config with ``overrides`` applied (``task=<option>`` swaps in the task config that
+    ``python -m harness task=<option>`` composes: conf/task/<option>.yaml over its schema)."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from harness.__main__ import CONF, groups
+    import harness.methods  # noqa: F401  (the methods' schemas, named by conf/method/*.yaml)
+    from harness.options import CONF, groups
 
     try:
         cfg = json.loads((run_dir / "run.json").read_text())["config"]
@@ -60,7 +63,8 @@ def eval_config(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
             options = groups()["task"]
             if value not in options:
                 raise ConfigError(f"task={value}: no such task; choose one of {', '.join(options)}")
-            conf.task = OmegaConf.load(CONF / "task" / f"{value}.yaml")
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                conf.task = compose(config_name="config", overrides=[f"task={value}"]).task
         elif key.startswith(EVAL_KEYS):
             conf.merge_with_dotlist([o])
         else:

@@ -38,7 +38,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
 from harness.loop import Checkpointing, LoopData, train
 from harness.methods import METHODS, get_method
-from harness.methods.base import Method, trainable_parameters
+from harness.methods.base import Method
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
 from harness.redact import install_log_filter, redact
 from harness.run_folder import RunFolder
