@@ -26,6 +26,7 @@ import pandas as pd
 from analysis import stats as S
 from analysis.load import find_runs, load_runs
 from harness.families import FAMILIES, MATRIX_TYPES, classify
+from harness.schedules import budget_formula
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,6 @@ def rank_file(run_dir: str | Path, named: Optional[str] = None) -> Path:
         except (OSError, ValueError):
             named = None
     return run_dir / (named if isinstance(named, str) and named else RANKS_FILE)
-
-
-def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
-    """The AdaLoRA paper's budget schedule b(t) (Zhang et al. 2023, the global budget scheduler), code form:
-    b0 until t_i, then a cubic decay to bT, reached at T − t_f; integer-truncated as the paper's code and PEFT
-    do. ``step`` counts optimizer steps from 1. (Stated here, not imported from the training side.)"""
-    if step <= tinit:
-        return b0
-    if step > total - tfinal:
-        return bT
-    frac = 1 - (step - tinit) / (total - tinit - tfinal)
-    return int((b0 - bT) * frac**3 + bT)
 
 
 def read_rank_file(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:

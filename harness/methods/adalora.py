@@ -38,6 +38,7 @@ from harness.kernels import fast_path_available
 from harness.methods import register
 from harness.methods.base import Method, SnapshotView, peft_layer, trainable_parameters
 from harness.run_record import write_bytes_atomic
+from harness.schedules import budget_formula
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +134,6 @@ def peft_alpha(cfg: AdaLoraMethodConfig) -> float:
     if cfg.scaling == "lora":
         return float(cfg.alpha) * (cfg.init_r + PEFT_RANKNUM_EPS) / matched_lora_r(cfg)
     return float(cfg.alpha)
-
-
-def budget_formula(step: int, *, b0: int, bT: int, total: int, tinit: int, tfinal: int) -> int:
-    """b(t) of PAPERS.md in the code form: cubic decay from b(0) to b(T) between t_i and T − t_f.
-
-    Integer truncation as both codebases do. ``step`` counts optimizer steps from 1.
-    """
-    if step <= tinit:
-        return b0
-    if step > total - tfinal:
-        return bT
-    frac = 1 - (step - tinit) / (total - tinit - tfinal)
-    return int((b0 - bT) * frac**3 + bT)
 
 
 def schedule_steps(value: float, total_steps: int) -> int:

@@ -193,7 +193,8 @@ def test_torn_last_line_is_dropped(tmp_path: Path) -> None:
 
 
 def test_the_papers_schedule_equals_the_harness_one() -> None:
-    """analysis states the paper's b(t) itself; it must be the schedule the harness trained with."""
+    """analysis draws the paper's b(t) from harness.schedules, the schedule the AdaLoRA method trains with (its
+    equality with PEFT's own schedule at every step: tests/harness/methods/test_adalora.py)."""
     for total, tinit, tfinal in ((20, 2, 6), (100, 10, 30), (1200, 0, 0), (7, 3, 3)):
         for step in range(total + 2):
             kw = dict(b0=144, bT=96, total=total, tinit=tinit, tfinal=tfinal)
