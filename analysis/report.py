@@ -647,9 +647,7 @@ def publish_report(runs: pd.DataFrame, out: Path, page: Path, figures: Sequence[
     from analysis.table import wandb_targets
     from harness.tracking import publish
 
-    targets = wandb_targets(runs)
-    if not targets and force:
-        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None}]
+    targets = wandb_targets(runs, force=force)
     files = {"report/page": page, **{f"report/{f.stem}": f for f in figures}}
     written = []
     for t in targets:

@@ -153,13 +153,17 @@ def slug(s: str) -> str:
 
 # --------------------------------------------------------------------------------------------- W&B
 
-def wandb_targets(runs: pd.DataFrame) -> list[dict[str, Any]]:
+#: Where ``--wandb on`` logs when no input run was tracked with W&B.
+UNTRACKED_TARGET = {"project": "lora-harness", "entity": None, "mode": "offline", "group": None}
+
+
+def wandb_targets(runs: pd.DataFrame, *, force: bool = False) -> list[dict[str, Any]]:
     """One W&B destination per sweep group among harness runs tracked with W&B: project, entity, mode,
-    group."""
+    group; ``force`` (``--wandb on``): :data:`UNTRACKED_TARGET` when no run was tracked."""
     from analysis.load import load_run_record
 
     if "source" not in runs or runs.empty:
-        return []
+        return [dict(UNTRACKED_TARGET)] if force else []
     out: dict[str, dict[str, Any]] = {}
     h = runs[runs["source"] == "harness"]
     for rd, group in zip(h["run_dir"], h.get("group", pd.Series([None] * len(h)))):
@@ -172,7 +176,7 @@ def wandb_targets(runs: pd.DataFrame) -> list[dict[str, Any]]:
         g = tr.get("group") or group or Path(rd).parent.name
         out.setdefault(g, {"project": tr.get("project"), "entity": tr.get("entity"), "mode": tr.get("mode"),
                            "group": g})
-    return list(out.values())
+    return list(out.values()) or ([dict(UNTRACKED_TARGET)] if force else [])
 
 
 def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, out: Path, *, force: bool = False,
@@ -185,9 +189,7 @@ def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, out: Path, *, force: bo
     directories written."""
     from harness.tracking import publish
 
-    targets = wandb_targets(runs)
-    if not targets and force:
-        targets = [{"project": "lora-harness", "entity": None, "mode": "offline", "group": None}]
+    targets = wandb_targets(runs, force=force)
     written = []
     for t in targets:
         sel = long
