@@ -344,9 +344,9 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     logger.summary(summary)
-    for saved in (run_dir / n for n in ("adapter", "model")):
-        if saved.is_dir():
-            logger.log_model(saved)
+    saved = run_dir / p.method.save_dir()
+    if saved.is_dir():
+        logger.log_model(saved)
     logger.close()
     record.data.pop("checkpoint", None)
     record.done()
