@@ -30,13 +30,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from harness.config import COMPILE_MODES, TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
+from harness.config import TORCH_COMPILE_MODES, MethodConfig, ModelConfig, TrainConfig
 from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.loop import LoopData, make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
 from harness.run import speed_up
 from harness.run_record import write_report
+from harness.speed import COMPILE_CHOICES
 from harness.tasks import Encoded
 from harness.tracking import NullLogger
 
@@ -326,7 +327,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="harness loop with PEFT's own code paths: no fused DoRA/AdaLoRA, PEFT's input casting, no compile")
     ap.add_argument("--keep-base-output", nargs="?", const="true", default="false", metavar="TYPES",
                     help="DoRA: method.keep_base_output; bare: true, or matrix types / module suffixes, e.g. Wf2,Wq,Wo")
-    ap.add_argument("--compile", default="none", choices=COMPILE_MODES, help="train.compile")
+    ap.add_argument("--compile", default="none", choices=COMPILE_CHOICES, help="train.compile")
     ap.add_argument("--compile-mode", default=None, choices=TORCH_COMPILE_MODES, help="train.compile_mode")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     ap.add_argument("--profile", type=Path, default=None,

@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES
+from harness.speed import COMPILE_CHOICES
 
 
 def _ceil_mul(x: Any, factor: Any) -> int:
@@ -106,9 +107,12 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA only
     bf16_frozen: bool = True  # on CUDA with bf16: adapter methods keep frozen weights in bf16 (trained ones fp32)
     cast_adapter_inputs: bool = False  # PEFT's cast of a layer input to the adapter dtype (fp32); false: bf16 AMP
-    compile: str = "none"  # torch.compile: none | layers (each transformer layer) | model (the whole model)
+    # the step's execution (harness/speed.py): auto (CUDA graphs, or torch.compile of the model where it pays; eager
+    # on a CPU) | none (eager) | graphs (the eager step as CUDA graphs, one per batch shape) | layers | model
+    compile: str = "auto"
     compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead | max-autotune | ...
     pad_to_multiple: int = 0  # pad each batch's length up to a multiple of this (static shapes for compile); 0 = off
+    length_buckets: int = 0  # static-shape paths (graphs, model): pad batches to this many lengths; 0 = 8 / 4
     gradient_checkpointing: bool = False
     device: str = "auto"
     save_model: bool = True
@@ -403,9 +407,10 @@ def validate(cfg: RunConfig) -> None:
     _check(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0 steps (0 = no checkpoints), got {t.checkpoint_every}")
     _check(t.checkpoint_minutes >= 0, "train.checkpoint_minutes",
            f"must be >= 0 minutes (0 = no timed checkpoints), got {t.checkpoint_minutes}")
-    _check(t.compile in COMPILE_MODES, "train.compile", f"one of {', '.join(COMPILE_MODES)}, got '{t.compile}'")
+    _check(t.compile in COMPILE_CHOICES, "train.compile", f"one of {', '.join(COMPILE_CHOICES)}, got '{t.compile}'")
     _check(t.compile_mode is None or t.compile_mode in TORCH_COMPILE_MODES, "train.compile_mode",
            f"null or one of {', '.join(TORCH_COMPILE_MODES)}, got '{t.compile_mode}'")
+    _check(t.length_buckets >= 0, "train.length_buckets", f"must be >= 0 (0 = 8 for graphs, 4 for compile), got {t.length_buckets}")
     _check(t.pad_to_multiple >= 0, "train.pad_to_multiple", f"must be >= 0 (0 = pad to the longest), got {t.pad_to_multiple}")
     _check(t.resume in RESUME_MODES, "train.resume", f"auto or never, got '{t.resume}'")
     m = cfg.method
@@ -435,7 +440,6 @@ def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
 
 
 RESUME_MODES = ("auto", "never")
-COMPILE_MODES = ("none", "layers", "model")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: train keys that do not change a run's result (left out of its config hash)
 NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force", "verbose")
@@ -445,7 +449,7 @@ NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "
 #: that does not use them is unchanged), group -> key -> default
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"validation_fraction": 0.0, "split_seed": 0},
-    "train": {"lr_scale": 1.0},
+    "train": {"lr_scale": 1.0, "length_buckets": 0},
 }
 
 
@@ -474,6 +478,8 @@ def config_hash(cfg: RunConfig) -> str:
         for key, default in defaults.items():
             if isinstance(node, dict) and key in node and node[key] == default:
                 node.pop(key)
+    if d["train"].get("compile") == "auto":  # auto runs the experiment of none (its path is in summary.json's speed)
+        d["train"]["compile"] = "none"
     if not d["task"].get("validation_fraction"):
         d["task"].pop("split_seed", None)  # no split: its seed changes nothing
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

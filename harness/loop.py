@@ -34,7 +34,9 @@ from harness import metrics as metric_fns
 from harness.config import TrainConfig
 from harness.distributed import DistContext
 from harness.errors import RunFailed
+from harness.graphs import StepGraphs, shape_key
 from harness.methods.base import Method
+from harness.speed import SpeedPlan, graphable_reason, plan_speed
 from harness.tasks import Encoded, TrainBatches, collate
 from harness.tracking import MetricLogger
 
@@ -90,6 +92,10 @@ class LoopResult:
     best_valid: dict[str, float] = field(default_factory=dict)  # validation metrics at best_step
     best_step: Optional[int] = None  # the evaluation step whose selection metric was best
     best_selected_on: str = "test"  # validation: best_* chosen on the validation split; test: on dev itself
+    speed: SpeedPlan = field(default_factory=SpeedPlan)  # how the step ran (harness/speed.py)
+    compile_seconds: float = 0.0  # compiling / capturing new batch shapes (not in train_seconds)
+    graphs: int = 0  # CUDA graphs captured (path graphs)
+    graphs_failed: Optional[str] = None  # why capturing stopped, when it did
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -103,14 +109,38 @@ def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over trainable parameters (fused on CUDA); no decay on biases and norms."""
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device, *,
+                   capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW over trainable parameters (fused on CUDA); no decay on biases and norms. ``capturable``: its
+    update can be recorded in a CUDA graph (step counts on the device; see :func:`lr_on_device`)."""
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if capturable:
+        return torch.optim.AdamW(groups, lr=lr, fused=True, capturable=True)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Each group's lr as a device tensor, which a graphed update reads on every replay; the scheduler then
+    fills it in place (its own bookkeeping stays in floats: no host sync per step)."""
+    for g in optimizer.param_groups:
+        g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
+
+
+def plan_for(model: nn.Module, data: "LoopData", cfg: TrainConfig, device: torch.device, total_steps: int,
+             distributed: bool) -> SpeedPlan:
+    """``cfg.compile`` resolved for this model, data and run length (harness/speed.py)."""
+    conf = getattr(model, "config", None)
+    n_layers = int(getattr(conf, "num_hidden_layers", 0) or 0)
+    return plan_speed(cfg.compile, device_type=device.type, n_params=sum(p.numel() for p in model.parameters()),
+                      n_layers=n_layers, total_steps=total_steps, batch_size=cfg.batch_size,
+                      lengths=[len(s) for s in data.train.input_ids], n_buckets=cfg.length_buckets,
+                      align=cfg.pad_to_multiple or 8,
+                      graphable=graphable_reason(distributed=distributed, grad_accum=cfg.grad_accum,
+                                                 gradient_checkpointing=cfg.gradient_checkpointing))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -235,6 +265,7 @@ class Clock:
         self.paused_seconds = 0.0  # this attempt's evaluations and checkpoints
         self.checkpoint_seconds = 0.0
         self.checkpoints = 0
+        self.compile_seconds = 0.0  # this attempt's compiling / graph capturing
 
     @classmethod
     def resumed(cls, state: dict[str, Any]) -> "Clock":
@@ -255,6 +286,12 @@ class Clock:
                 self.checkpoints += 1
                 self.checkpoint_seconds += now - t0
                 self._last_checkpoint = now
+
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` just spent compiling or capturing out of train seconds and the window."""
+        self.paused_seconds += seconds
+        self._window_start += seconds
+        self.compile_seconds += seconds
 
     def train_seconds(self) -> float:
         return time.perf_counter() - self._start - self.paused_seconds
@@ -293,7 +330,8 @@ class DivergenceWatch:
 
 def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *, total_steps: int, lr: float,
           seed: int, device: torch.device, logger: MetricLogger, callbacks: Sequence[Callback] = (),
-          dist_ctx: DistContext = DistContext(), checkpointing: Checkpointing = Checkpointing()) -> LoopResult:
+          dist_ctx: DistContext = DistContext(), checkpointing: Checkpointing = Checkpointing(),
+          speed: Optional[SpeedPlan] = None) -> LoopResult:
     """Train for ``total_steps`` optimizer steps; evaluate every ``cfg.eval_every`` steps and at the end.
 
     Each evaluation scores dev (``eval/<metric>``, the reported set) and, when ``data.valid`` is given, the
@@ -304,11 +342,19 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     ``method.after_optimizer_step``, before ``zero_grad``, so gradients are still there) and at the end.
     With ``checkpointing.resume`` the loop continues after the checkpoint's step (callbacks get their state
     back through ``load_state_dict`` before ``on_train_start``).
+
+    ``speed``: how the step runs (default: ``cfg.compile`` resolved by :func:`plan_for`). On the static-shape
+    paths (``graphs``, ``model``) training batches are padded to the plan's bucket lengths, and the first step
+    of each new batch shape (compiling or capturing it) is timed apart: ``compile_seconds``, not train seconds.
     """
     ctx, ck = dist_ctx, checkpointing
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
-        else contextlib.nullcontext
-    optimizer = make_optimizer(model, lr, cfg.weight_decay, device)
+    plan = speed if speed is not None else plan_for(model, data, cfg, device, total_steps, ctx.enabled)
+    graphed = plan.path == "graphs"
+    log.info("step: %s (%s)%s", plan.path, plan.reason,
+             f"; batches padded to {list(plan.buckets)}" if plan.buckets else "")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed)) \
+        if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext
+    optimizer = make_optimizer(model, lr, cfg.weight_decay, device, capturable=graphed)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
     batches = TrainBatches(len(data.train), cfg.batch_size, seed)
@@ -317,8 +363,13 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
         _restore_training(ck.resume, model, optimizer, scheduler, batches, method, callbacks)
         state.load_state_dict(ck.resume["loop"], step=ck.resume["step"])
-    fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ctx.enabled else model
+    if graphed:
+        lr_on_device(optimizer, device)
+    fwd: Callable[..., Any] = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None) if ctx.enabled else model
+    if plan.path == "model":  # the training forward only: evaluation runs the eager model (no eval compiles)
+        fwd = torch.compile(fwd, dynamic=False, **({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
+    new_shapes: set[tuple] = set()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     watch = DivergenceWatch(device)
@@ -340,11 +391,60 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
             watch.check()
             raise
 
+    def next_batch() -> dict[str, torch.Tensor]:
+        """The next training batch, on the CPU, padded to the plan's buckets (or the longest example)."""
+        return collate(data.train, ctx.shard(next(batches)), data.pad_id, cfg.pad_to_multiple, buckets=plan.buckets)
+
+    def graph_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zero the gradients in place, forward, backward, clip, update: what one CUDA graph records."""
+        optimizer.zero_grad(set_to_none=False)
+        with autocast():
+            outputs = model(**batch)
+        tl = task_loss(outputs.logits, batch["labels"], data.problem).detach()
+        out = {"loss": tl, **{f"term:{k}": v for k, v in method.loss_terms(outputs, tl).items()}}
+        outputs.loss.backward()
+        if cfg.max_grad_norm > 0:
+            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        return out
+
+    graphs = StepGraphs(graph_step, device) if graphed else None
+
+    def graphed_step(step: int) -> None:
+        """One optimizer step through :class:`StepGraphs`; then the scheduler and the hooks (eager). The
+        gradients stay allocated (the graphs write into them): zeroed at the start of the next step."""
+        assert graphs is not None
+        batch = next_batch()
+        state.tokens_dev += int(batch["attention_mask"].sum())
+        captured, spent = graphs.graphs, graphs.capture_seconds
+        out = graphs(batch)
+        if graphs.graphs > captured:
+            clock.exclude(graphs.capture_seconds - spent)
+        state.loss_sum += out["loss"]
+        watch.see(out["loss"], step)
+        for k, v in out.items():
+            if k.startswith("term:"):
+                state.terms_sum[k[5:]] = state.terms_sum.get(k[5:], 0) + v
+        if "grad_norm" in out:
+            watch.see(out["grad_norm"], step)
+        scheduler.step()
+        guarded(lambda: method.after_optimizer_step(model, step))
+        for cb in callbacks:
+            guarded(lambda: cb.on_step(model, step, logger))
+        state.step = step
+        state.n_in_window += 1
+
     def optimizer_step(step: int) -> None:
         """``grad_accum`` forward/backward passes, clipping, the update, the method's and callbacks' hooks."""
         for _ in range(cfg.grad_accum):
-            idx = ctx.shard(next(batches))
-            batch = to_device(collate(data.train, idx, data.pad_id, cfg.pad_to_multiple), device)
+            batch = next_batch()
+            key = shape_key(batch) if plan.path == "model" else None
+            compiling = key is not None and key not in new_shapes  # a compiled model's first pass on this shape
+            if compiling:
+                new_shapes.add(key)
+                _sync(device)
+                t0 = time.perf_counter()
+            batch = to_device(batch, device)
             state.tokens_dev += batch["attention_mask"].sum()
             with autocast():
                 outputs = fwd(**batch)
@@ -354,6 +454,9 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
             (outputs.loss / cfg.grad_accum).backward()
             state.loss_sum += tl / cfg.grad_accum
             watch.see(tl, step)
+            if compiling:
+                _sync(device)
+                clock.exclude(time.perf_counter() - t0)
         if cfg.max_grad_norm > 0:
             watch.see(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm), step)
         if device.type == "cpu":  # free here: stop before a non-finite update reaches the weights
@@ -377,7 +480,7 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
         elapsed = clock.window_seconds()
         window_tokens = int(ctx.sum(state.tokens_dev))
         state.tokens += window_tokens
-        row = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
+        row = {"train/loss": mean_loss, "train/lr": float(scheduler.get_last_lr()[0]),
                "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n}
         row.update({k: float(ctx.mean(torch.as_tensor(v))) / n for k, v in state.terms_sum.items()})
         row.update(guarded(lambda: method.log_metrics(model)))
@@ -418,7 +521,10 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
             })
 
     for step in range(state.step + 1, total_steps + 1):
-        optimizer_step(step)
+        if graphed:
+            graphed_step(step)
+        else:
+            optimizer_step(step)
         if step % cfg.log_every == 0 or step == total_steps:
             log_window(step)
         progress.update(1)
@@ -442,7 +548,10 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                       resumed_from=ck.resume["step"] if ck.resume is not None else None,
                       checkpoints=clock.checkpoints, checkpoint_seconds=clock.checkpoint_seconds,
                       final_valid=state.final_valid, best_valid=state.best_valid, best_step=state.best_step,
-                      best_selected_on="validation" if data.valid is not None else "test")
+                      best_selected_on="validation" if data.valid is not None else "test",
+                      speed=plan, compile_seconds=clock.compile_seconds,
+                      graphs=graphs.graphs if graphs is not None else 0,
+                      graphs_failed=graphs.failed if graphs is not None else None)
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -472,6 +581,12 @@ def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.o
 def _better(a: float, b: float, metric: str) -> bool:
     m = metric_fns.METRICS.get(metric)
     return a < b if m is not None and not m.higher_is_better else a > b
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _cpu_peak_rss() -> int:

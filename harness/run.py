@@ -44,6 +44,7 @@ from harness.redact import install_log_filter, redact
 from harness.run_folder import RunFolder
 from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
 from harness.snapshots import SnapshotCallback, select
+from harness.speed import check_request, graphable_reason
 from harness.summaries import configure_output
 from harness.tasks import TaskData, encode, load_task
 from harness.tracking import (JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, run_name,
@@ -245,6 +246,9 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
             else torch.device("cpu")
     else:
         device = pick_device(c.train.device, job_num)
+    check_request(c.train.compile, device_type=device.type,
+                  graphable=graphable_reason(distributed=ctx.enabled, grad_accum=c.train.grad_accum,
+                                             gradient_checkpointing=c.train.gradient_checkpointing))
     attempt: Optional[Attempt] = None
     folder: Optional[RunFolder] = None
     if ctx.main:
@@ -381,7 +385,8 @@ def _save_atomic(method: Method, model: torch.nn.Module, out: Path) -> None:
 def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.device, *, adapters: bool) -> None:
     """Speed options. With bf16 on CUDA: frozen weights in bf16 (adapter methods) and PEFT's input casting
     to the adapter dtype off (adapter matmuls in bf16 under autocast, fp32 master weights). On any device:
-    ``torch.compile`` of each transformer layer or of the whole model."""
+    ``torch.compile`` of each transformer layer (``train.compile=layers``; the loop compiles the whole model for
+    ``model`` and records CUDA graphs for ``graphs``, harness/speed.py)."""
     if device.type == "cuda" and adapters and t.bf16:
         if t.bf16_frozen:
             for prm in model.parameters():
@@ -397,11 +402,6 @@ def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.devic
         for name, mod in model.named_modules():
             if pattern.match(name):
                 mod.compile(**kw)
-    elif t.compile == "model":
-        if t.pad_to_multiple == 0:
-            log.warning("train.compile=model with batch lengths that vary: every new length compiles again; "
-                        "set train.pad_to_multiple (e.g. 64)")
-        model.compile(dynamic=False, **kw)
 
 
 def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: MetricLogger,
@@ -473,6 +473,8 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "resumed_from": result.resumed_from,
         "checkpoints": result.checkpoints,
         "checkpoint_seconds": result.checkpoint_seconds,
+        "compile_seconds": result.compile_seconds,
+        "speed": {**result.speed.record(), "graphs": result.graphs, "graphs_failed": result.graphs_failed},
         **extra,
         **(snapshots.summary() if snapshots is not None else {}),
     }

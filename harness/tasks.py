@@ -13,12 +13,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from harness.buckets import pad_length
 from harness.config import TaskConfig
 from harness.errors import DataError
 
@@ -365,12 +366,15 @@ def encode(split: Split, tokenizer: Any, max_length: int) -> Encoded:
     return Encoded(enc["input_ids"], enc.get("token_type_ids"), split.labels)
 
 
-def collate(enc: Encoded, idx: np.ndarray, pad_id: int, multiple: int = 0) -> dict[str, torch.Tensor]:
-    """Pad the examples ``idx`` to the longest one (rounded up to ``multiple`` if > 0):
-    input_ids/attention_mask (B, L), labels (B,)."""
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int, multiple: int = 0,
+            buckets: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """Pad the examples ``idx`` to the longest one, rounded up to ``multiple`` if > 0, or up to the smallest of
+    ``buckets`` that holds it (harness/buckets.py): input_ids/attention_mask (B, L), labels (B,)."""
     seqs = [enc.input_ids[i] for i in idx]
     L = max(len(s) for s in seqs)
-    if multiple > 0:
+    if buckets:
+        L = pad_length(L, buckets, multiple or 8)
+    elif multiple > 0:
         L = -(-L // multiple) * multiple
     ids = np.full((len(seqs), L), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), L), dtype=np.int64)

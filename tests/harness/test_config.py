@@ -105,3 +105,11 @@ def test_the_budget_method_is_not_a_config_field() -> None:
     """``budget()`` is derived: it never enters the record's config or its hash."""
     typed = to_typed(compose_cfg([*TINY, "method=lora"]))
     assert "budget" not in {f.name for f in dataclasses.fields(typed.method)}
+
+
+def test_compile_auto_is_the_experiment_of_none() -> None:
+    """The default train.compile=auto hashes as none (the path changes the speed, not the experiment; runs
+    recorded before it keep their identity), explicit paths and a non-default train.length_buckets do not."""
+    h = lambda *o: config_hash(to_typed(compose_cfg(list(o))))  # noqa: E731
+    assert h() == h("train.compile=none") == h("train.compile=auto", "train.length_buckets=0")
+    assert len({h(), h("train.compile=graphs"), h("train.compile=model"), h("train.length_buckets=3")}) == 4

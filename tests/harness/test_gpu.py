@@ -99,3 +99,30 @@ def test_compiled_run_with_cuda_graphs(tiny_cfg: Any, tmp_path: Path) -> None:
     graphs = run(tiny_cfg(*base, "train.compile=model", "train.compile_mode=reduce-overhead"), tmp_path / "graphs")
     assert json.loads((tmp_path / "graphs" / "run.json").read_text())["status"] == "done"
     assert graphs["eval/loss"] == pytest.approx(eager["eval/loss"], rel=2e-2)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "dora", "adalora"])
+def test_graphed_run_trains_like_eager(tiny_cfg: Any, tmp_path: Path, method: str) -> None:
+    """train.compile=graphs (one CUDA graph per batch shape, replayed) gives the eager run's losses (dropout off,
+    fp32: no random stream or rounding to differ), captures a graph per bucket, and its record says so."""
+    base = [f"method={method}", "train.device=cuda", "train.max_steps=16", "train.log_every=1", "train.bf16=false",
+            "+model.from_config.hidden_dropout_prob=0", "+model.from_config.attention_probs_dropout_prob=0",
+            "train.length_buckets=2", "train.batch_size=8"]
+    if method != "full":
+        base.append("method.dropout=0")
+    eager = run(tiny_cfg(*base, "train.compile=none"), tmp_path / "eager")
+    graphed = run(tiny_cfg(*base, "train.compile=graphs"), tmp_path / "graphs")
+    speed = graphed["speed"]
+    assert speed["path"] == "graphs" and speed["graphs_failed"] is None and 1 <= speed["graphs"] <= 4
+    assert len(speed["buckets"]) == 2 and graphed["compile_seconds"] > 0
+    losses = [[json.loads(x)["train/loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+               if "train/loss" in x] for d in ("eager", "graphs")]
+    assert len(losses[0]) == 16 and losses[1] == pytest.approx(losses[0], rel=1e-3, abs=1e-5)
+    assert graphed["eval/loss"] == pytest.approx(eager["eval/loss"], rel=1e-3)
+
+
+def test_auto_chooses_graphs_on_cuda_and_learns(tiny_cfg: Any, tmp_path: Path) -> None:
+    """The default (train.compile=auto) on a GPU records CUDA graphs for a small model and trains with dropout."""
+    out = run(tiny_cfg("method=lora", "train.device=cuda", "train.max_steps=12"), tmp_path / "auto")
+    assert out["speed"]["path"] == "graphs" and out["speed"]["graphs"] >= 1, out["speed"]
+    assert out["speed"]["reason"].startswith("auto:")
