@@ -259,7 +259,8 @@ def llama(methods: list[str], setups: list[str], steps: int, warmup: int, device
             t0 = time.perf_counter()
             try:
                 harness_setup = setup in ("defaults", "eager")
-                tcfg = TrainConfig(compile="auto" if setup == "defaults" else "none", log_every=warmup,
+                tcfg = TrainConfig(compile="auto" if setup == "defaults" else "none", log_every=warmup, batch_size=8,
+                                   progress=False,
                                    eval_every=10**9) if harness_setup else None
                 model, m = build(model_key, method, total, device,
                                  method_config(method, 16, dropout=0.0, fused=harness_setup), tcfg)

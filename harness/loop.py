@@ -130,8 +130,8 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device) -> None
         g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
 
 
-def plan_for(model: nn.Module, data: "LoopData", cfg: TrainConfig, device: torch.device, total_steps: int,
-             distributed: bool) -> SpeedPlan:
+def plan_for(model: nn.Module, method: Method, data: "LoopData", cfg: TrainConfig, device: torch.device,
+             total_steps: int, distributed: bool) -> SpeedPlan:
     """``cfg.compile`` resolved for this model, data and run length (harness/speed.py)."""
     conf = getattr(model, "config", None)
     n_layers = int(getattr(conf, "num_hidden_layers", 0) or 0)
@@ -140,7 +140,8 @@ def plan_for(model: nn.Module, data: "LoopData", cfg: TrainConfig, device: torch
                       lengths=[len(s) for s in data.train.input_ids], n_buckets=cfg.length_buckets,
                       align=cfg.pad_to_multiple or 8,
                       graphable=graphable_reason(distributed=distributed, grad_accum=cfg.grad_accum,
-                                                 gradient_checkpointing=cfg.gradient_checkpointing))
+                                                 gradient_checkpointing=cfg.gradient_checkpointing),
+                      adapters=method.frozen_base)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -348,7 +349,7 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     of each new batch shape (compiling or capturing it) is timed apart: ``compile_seconds``, not train seconds.
     """
     ctx, ck = dist_ctx, checkpointing
-    plan = speed if speed is not None else plan_for(model, data, cfg, device, total_steps, ctx.enabled)
+    plan = speed if speed is not None else plan_for(model, method, data, cfg, device, total_steps, ctx.enabled)
     graphed = plan.path == "graphs"
     log.info("step: %s (%s)%s", plan.path, plan.reason,
              f"; batches padded to {list(plan.buckets)}" if plan.buckets else "")

@@ -7,7 +7,11 @@ minutes per batch shape). ``auto`` (the default) chooses:
 
 - off CUDA: ``eager`` — compile is never chosen on a CPU unless asked;
 - on CUDA: ``model`` when its estimated saving over the run beats its estimated compile time, else ``graphs``
-  (where a graph can hold the step: one process, no gradient accumulation or checkpointing), else ``eager``.
+  (where a graph can hold the step: one process, no gradient accumulation or checkpointing) when the step is
+  launch-bound, else ``eager``. Adapter methods are taken as launch-bound (their many small per-layer kernels:
+  graphs took the 1.1B model's LoRA / DoRA / AdaLoRA step from 171 / 293 / 234 ms to 155 / 198 / 160 ms); full
+  fine-tuning only while its estimated matmul time is under :data:`GPU_BOUND_S` (MiniLM: 27 → 3 ms a step; the
+  1.1B model, GPU-bound: 170 → 185 ms, so eager).
 
 The saving is estimated as :data:`FUSION_SAVING` of the step's matmul time, 6·N·tokens at
 :data:`GPU_FLOPS` (a conservative H100/H200-class rate: a slower GPU saves more, so ``auto`` errs towards not
@@ -32,6 +36,7 @@ FUSION_SAVING = 0.25
 GPU_FLOPS = 4e14  # dense bf16 FLOP/s a training step reaches on an H100/H200-class GPU
 COMPILE_S_BASE = 20.0  # seconds to compile a model's step for one batch shape, plus ...
 COMPILE_S_PER_LAYER = 5.0  # ... this per transformer layer (forward and backward)
+GPU_BOUND_S = 0.02  # full fine-tuning: a step whose matmuls take longer than this is not launch-bound
 #: batch lengths per path when ``train.length_buckets=0``: graphs are cheap to record, compiles are not
 DEFAULT_BUCKETS = {"graphs": 8, "model": 4}
 
@@ -75,9 +80,10 @@ def graphable_reason(*, distributed: bool, grad_accum: int, gradient_checkpointi
 
 def plan_speed(requested: str, *, device_type: str, n_params: int, n_layers: int, total_steps: int,
                batch_size: int, lengths: Sequence[int], n_buckets: int = 0, align: int = 8,
-               graphable: Optional[str] = None) -> SpeedPlan:
+               graphable: Optional[str] = None, adapters: bool = True) -> SpeedPlan:
     """Resolve ``train.compile`` (``requested``) for one run. ``lengths``: the training examples' token counts;
-    ``graphable``: None when a CUDA graph can hold the step, else why not (:func:`graphable_reason`)."""
+    ``graphable``: None when a CUDA graph can hold the step, else why not (:func:`graphable_reason`);
+    ``adapters``: the method trains adapters on a frozen model (else: full fine-tuning)."""
     check_request(requested, device_type=device_type, graphable=graphable)
     if requested == "none":
         return SpeedPlan("eager", "train.compile=none")
@@ -103,6 +109,9 @@ def plan_speed(requested: str, *, device_type: str, n_params: int, n_layers: int
     why = f"compile would save ~{saving_s:.0f} s and cost ~{compile_s:.0f} s"
     if graphable is not None:
         return SpeedPlan("eager", f"auto: eager ({why}; no CUDA graphs: {graphable})", estimate=estimate)
+    if not adapters and step_s > GPU_BOUND_S:
+        return SpeedPlan("eager", f"auto: eager ({why}; a full fine-tuning step of ~{1e3 * step_s:.0f} ms of matmuls "
+                                  f"is GPU-bound: no CUDA graphs)", estimate=estimate)
     plan = _with_buckets(SpeedPlan("graphs"), lengths, batch_size, n_buckets or DEFAULT_BUCKETS["graphs"], align)
     return SpeedPlan("graphs", f"auto: CUDA graphs ({why})", plan.buckets, plan.expected_length,
                      plan.longest_length, estimate)

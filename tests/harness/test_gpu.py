@@ -110,6 +110,8 @@ def test_graphed_run_trains_like_eager(tiny_cfg: Any, tmp_path: Path, method: st
             "train.length_buckets=2", "train.batch_size=8"]
     if method != "full":
         base.append("method.dropout=0")
+    if method == "adalora":
+        base += ["method.deltaT=2", "method.tinit=0.1", "method.tfinal=0.1"]
     eager = run(tiny_cfg(*base, "train.compile=none"), tmp_path / "eager")
     graphed = run(tiny_cfg(*base, "train.compile=graphs"), tmp_path / "graphs")
     speed = graphed["speed"]

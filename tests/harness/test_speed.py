@@ -56,3 +56,12 @@ def test_explicit_paths_are_kept() -> None:
     assert plan_speed("none", device_type="cuda", total_steps=10, graphable=None, **MINILM).path == "eager"
     model = plan_speed("model", device_type="cpu", total_steps=10, graphable=None, n_buckets=3, **MINILM)
     assert model.path == "model" and len(model.buckets) == 3
+
+
+def test_auto_keeps_a_gpu_bound_full_fine_tuning_step_eager() -> None:
+    """Full FT of the 1.1B model is GPU-bound (graphs measured slower): eager; its adapters and a small
+    model's full FT: graphs."""
+    full = plan_speed("auto", device_type="cuda", total_steps=100, graphable=None, adapters=False, **LLAMA_1B)
+    lora = plan_speed("auto", device_type="cuda", total_steps=100, graphable=None, adapters=True, **LLAMA_1B)
+    small = plan_speed("auto", device_type="cuda", total_steps=100, graphable=None, adapters=False, **MINILM)
+    assert (full.path, lora.path, small.path) == ("eager", "graphs", "graphs") and "GPU-bound" in full.reason
