@@ -15,6 +15,9 @@ the CSV of what it draws (layers 1-based, as drawn):
 
 ``--from-peft-json FILE`` draws the heatmap of a PEFT ``method_comparison`` result (or of an adapter's
 ``adapter_config.json``) from its ``rank_pattern``, with per-type totals in ``..._by_type.csv``.
+
+``--wandb on|auto`` also puts the PNGs and the ``_summary.csv`` tables into the W&B run
+``figures-adalora-<group>`` of each tracked sweep (:func:`analysis.table.publish_to_sweeps`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from analysis import ranks as R
 from analysis.figure_files import save_figure
 from analysis.outputs import out_folder
 from analysis.plots.style import first, setup_line
-from analysis.table import BadOption
+from analysis.table import BadOption, publish_to_sweeps
 from harness.families import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default=None,
                         help="comma-separated steps for the small multiples (default: 4 spread over the budget phase)")
     parser.add_argument("--include-unfinished", action="store_true", help="also draw runs that are not done")
+    parser.add_argument("--wandb", choices=("off", "on", "auto"), default="off",
+                        help="log the figures and summary tables to W&B (a run named figures-adalora-<group> in the "
+                             "runs' project and group, reused by later calls; its files under --out): off (default), "
+                             "on, or auto = when the runs were tracked with W&B")
 
 
 def by_type(final: pd.DataFrame) -> pd.DataFrame:
@@ -251,20 +258,28 @@ def main(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps) if args.steps else None
     out = out_folder(args.out, "--out", "figures-adalora")
     print(f"writing into {out}")
+    written: list[Path] = []
+    run_dirs: list[str] = []
     for f in args.from_peft_json:
         path = Path(f)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        written, line = draw_peft_json(path, out)
+        paths, line = draw_peft_json(path, out)
         print(f"{path.name}: {line}")
-        for w in written:
-            print(f"  wrote {w}")
+        print("\n".join(f"  wrote {w}" for w in paths))
+        written += paths
     if args.runs:
         long = R.load_allocations(args.runs, include_unfinished=args.include_unfinished)
         headers = R.load_headers(args.runs)
+        run_dirs = list(long["run_dir"].astype(str).unique())
         for label, sub in R.conditions(long):
-            written, line = draw_condition(sub, headers, out, label, steps)
+            paths, line = draw_condition(sub, headers, out, label, steps)
             print(f"{label} ({sub['run_dir'].nunique()} runs): {line}")
-            for w in written:
-                print(f"  wrote {w}")
+            print("\n".join(f"  wrote {w}" for w in paths))
+            written += paths
+    if args.wandb != "off":
+        files = {f"figures_adalora/{p.stem}": p for p in written
+                 if p.suffix == ".png" or p.name.endswith("_summary.csv")}
+        for folder in publish_to_sweeps(run_dirs, out, name="figures-adalora", force=args.wandb == "on", files=files):
+            print(f"W&B: {folder}")
     return 0

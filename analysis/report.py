@@ -642,21 +642,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def publish_report(runs: pd.DataFrame, out: Path, page: Path, figures: Sequence[Path], *, force: bool) -> list[str]:
     """The page (as HTML) and its figure PNGs into one ``report-<group>`` W&B run per tracked sweep group
-    (:func:`harness.tracking.publish`, offline files under ``out/wandb/``); ``force``: also when no run was
-    tracked (offline). Returns the W&B run folders written; never raises."""
-    from analysis.table import wandb_targets
-    from harness.tracking import publish
+    (:func:`analysis.table.publish_to_sweeps`, offline files under ``out/wandb/``); ``force``: also when no run
+    was tracked (offline). Returns the W&B run folders written; never raises."""
+    from analysis.table import publish_to_sweeps
 
-    targets = wandb_targets(runs, force=force)
     files = {"report/page": page, **{f"report/{f.stem}": f for f in figures}}
-    written = []
-    for t in targets:
-        folder = publish(out, name=f"report-{t['group'] or 'runs'}", mode=t["mode"], project=t["project"],
-                         entity=t["entity"], group=t["group"], files=files,
-                         config={"runs": sorted(map(str, runs["run_dir"].unique())) if "run_dir" in runs else []})
-        if folder is not None:
-            written.append(folder)
-    return written
+    return publish_to_sweeps(runs, out, name="report", force=force, files=files)
 
 
 def main(args: argparse.Namespace) -> int:
