@@ -3,9 +3,9 @@ model) on a task's dev set and print its metrics.
 
 FOLDER is a run folder or the folder its method saves into (``Method.save_dir``: ``adapter/``, or ``model/``
 when the base model trains); the run's recorded config (run.json) gives the base model, the seed (tiny models
-built from a config are re-created from it) and, unless ``task=`` is given, the task. Overrides: ``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``,
-``train.eval_batch_size=…``, ``train.device=…``. The task must have the label space the head was trained for
-(same number of labels). Bad input exits 2 with one line naming the argument and the fix.
+built from a config are re-created from it) and, unless ``task=`` is given, the task. Overrides:
+``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``, ``train.eval_batch_size=…``,
+``train.device=…``. The task must have the label space the head was trained for (same number of labels). Bad input exits 2 with one line naming the argument and the fix.
 """
 
 from __future__ import annotations
