@@ -9,7 +9,8 @@ the CSV of what it draws (layers 1-based, as drawn):
   one-line verdict against the paper);
 * ``adalora_<cond>_steps``: the same heatmap at chosen steps (small multiples, one colour bar);
 * ``adalora_<cond>_time``: rank over time per matrix type (one line per seed below 3 seeds, ± std band
-  from 3), and the budget schedule (formula and measured) over its residual panel (measured − formula);
+  from 3), and the budget schedule (formula and measured: one line per seed below 3 seeds, a min–max band
+  from 3) over its residual panel (measured − formula);
 * data CSV files: final ranks per cell (layers 0-based as in the module names), per-run shares, the
   verdict summary, rank over time, the budget.
 
@@ -126,10 +127,11 @@ def condition_title(what: str, ranks: pd.DataFrame) -> str:
     return f"{what}\n{setup}" + (", mean ± std per cell" if seeds > 1 and "final" in what else "")
 
 
-def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFrame,
-              formula: pd.DataFrame) -> pd.DataFrame:
+def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFrame, formula: pd.DataFrame,
+              budget_runs: pd.DataFrame) -> pd.DataFrame:
     """Every line of the time figure in one long frame: ``panel`` (rank, budget, residual), ``series``
-    (matrix type / ``type run`` / formula / measured), step, value, low, high."""
+    (matrix type / ``type run`` / formula / measured / ``measured run``), step, value, low, high; the per-run
+    lines only below 3 runs, where they are drawn."""
     parts = [pd.DataFrame({"panel": "rank", "series": curves["type"].astype(str), "step": curves["step"],
                            "value": curves["mean"], "low": curves["mean"] - curves["std"],
                            "high": curves["mean"] + curves["std"]})]
@@ -146,6 +148,11 @@ def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFram
                                "value": measured["kept_mean"] - measured["formula"],
                                "low": measured["kept_min"] - measured["formula"],
                                "high": measured["kept_max"] - measured["formula"]}))
+    if budget_runs["run_dir"].nunique() < 3:
+        residual = budget_runs["kept"] - budget_runs["formula"]
+        for panel, value in (("budget", budget_runs["kept"]), ("residual", residual)):
+            parts.append(pd.DataFrame({"panel": panel, "series": "measured " + budget_runs["run_dir"],
+                                       "step": budget_runs["step"], "value": value}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -193,10 +200,12 @@ def draw_condition(long: pd.DataFrame, headers: dict[str, dict[str, Any]], out: 
         per_run = long.groupby(["run_dir", "seed", "step", "type"], dropna=False, observed=True)["rank"].mean()
         per_run = per_run.reset_index()
         measured, formula = R.budget_curve(long, headers)
+        budget_runs = R.budget_per_run(long)
         h = headers.get(str(long["run_dir"].iloc[0]), {})
-        fig = P.time_figure(curves, measured, formula, per_run=per_run, target=h.get("target_r"),
-                            init=h.get("init_r"), suptitle=condition_title("AdaLoRA allocation over time", long))
-        written += save_figure(fig, out, f"{stem}_time", time_data(curves, per_run, measured, formula))
+        fig = P.time_figure(curves, measured, formula, per_run=per_run, budget_runs=budget_runs,
+                            target=h.get("target_r"), init=h.get("init_r"),
+                            suptitle=condition_title("AdaLoRA allocation over time", long))
+        written += save_figure(fig, out, f"{stem}_time", time_data(curves, per_run, measured, formula, budget_runs))
         curves.to_csv(out / f"{stem}_rank_over_time.csv", index=False)
         measured.to_csv(out / f"{stem}_budget.csv", index=False)
         written += [out / f"{stem}_rank_over_time.csv", out / f"{stem}_budget.csv"]

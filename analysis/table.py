@@ -125,22 +125,24 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_plots(runs: pd.DataFrame, metrics: dict[str, pd.DataFrame], out: Path, **opts: Any) -> list[Path]:
-    """Pareto plots and learning curves per (model, task) as PNG + PDF + the CSV they draw in ``out``; the
-    paths written."""
+    """Pareto plots and learning curves per (model, task) as PNG + PDF + the CSV they draw in ``out`` (below 3
+    seeds each seed's value and curve instead of an interval); the paths written."""
     from analysis.figure_files import save_figure
     from analysis.plots import compare as pc
 
     out.mkdir(parents=True, exist_ok=True)
     long = compare.compare(runs, **opts)
+    seeds = compare.seed_values(runs, metric=opts.get("metric"), which=opts.get("which", "final"))
     cur = compare.curves(runs, metrics, metric=opts.get("metric"), kind=opts.get("kind", "t"),
                          confidence=opts.get("confidence", 0.95))
+    points = compare.curve_points(runs, metrics, metric=opts.get("metric"))
     written: list[Path] = []
     for (model, task), _ in long.groupby(["model", "task"], sort=False):
         stem = slug(f"{model}_{task}")
-        for name, fig, data in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model),
-                                 pc.pareto_data(long, task=task, model=model)),
-                                (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model),
-                                 pc.curves_data(cur, tasks=[task], model=model))):
+        for name, fig, data in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model, seeds=seeds),
+                                 pc.pareto_data(long, task=task, model=model, seeds=seeds)),
+                                (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model, seeds=points),
+                                 pc.curves_data(cur, tasks=[task], model=model, seeds=points))):
             written += save_figure(fig, out, name, data)
     log.info("wrote %d plot files to %s", len(written), out)
     return written
