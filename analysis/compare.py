@@ -10,7 +10,9 @@ has one).
 * :func:`wide` – the paper layout (AdaLoRA Table 1): rows method × budget, one column per task + average;
 * :func:`verdicts` – the papers' method-vs-method claims checked on the runs, seeds as the unit;
 * :func:`best_mask`, :func:`pareto_front` – what is best / not dominated;
-* :func:`curves` – learning curves (eval metric per step, mean and interval over seeds).
+* :func:`curves` – learning curves (eval metric per step, mean and interval over seeds);
+* :func:`seed_values`, :func:`curve_points` – the per-seed values behind the means (figures draw them below
+  3 seeds instead of an interval).
 
 Everything here maps DataFrames to DataFrames; :mod:`analysis.render` turns them into text, nothing here
 reads or writes files.
@@ -189,6 +191,18 @@ def per_run_values(runs: pd.DataFrame, *, metric: Optional[str] = None,
     return r[r["_value"].notna()]
 
 
+def seed_values(runs: pd.DataFrame, *, metric: Optional[str] = None,
+                which: Literal["final", "best"] = "final") -> pd.DataFrame:
+    """The values behind each mean of :func:`compare`, one row per run: the keys, ``metric``, ``seed`` and
+    ``value``. Figures draw them seed by seed where fewer than 3 seeds make an interval meaningless."""
+    if runs.empty:
+        return pd.DataFrame(columns=KEYS + ["metric", "seed", "value"])
+    r = per_run_values(runs, metric=metric, which=which)
+    out = r.reindex(columns=KEYS + ["metric", "seed", "_value"]).rename(columns={"_value": "value"})
+    out["budget"] = _int_or_none(out["budget"])
+    return out.reset_index(drop=True)
+
+
 def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
             kind: stats.IntervalKind = "t", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
     """The long table: one row per (model, task, method, budget, variant).
@@ -348,11 +362,12 @@ def pareto_front(x: Sequence[float], y: Sequence[float], *, x_lower: bool = True
     return front
 
 
-def curves(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *, metric: Optional[str] = None,
-           kind: stats.IntervalKind = "t", confidence: float = 0.95) -> pd.DataFrame:
-    """Learning curves: one row per (model, task, method, budget, variant, step) with ``mean, low, high,
-    n`` of ``eval/<metric>`` over seeds. ``metrics`` maps ``run_dir`` to that run's metrics frame
-    (:func:`analysis.load.load_metrics`); ``metric=None`` takes each run's main metric."""
+def curve_points(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *,
+                 metric: Optional[str] = None) -> pd.DataFrame:
+    """The points behind :func:`curves`, one row per (run, eval step): the keys, ``metric``, ``seed``, ``step``
+    and ``value`` (the run's ``eval/<metric>`` there). Figures draw them as one line per seed where fewer than
+    3 seeds make an interval meaningless. ``metrics`` and ``metric`` as for :func:`curves`."""
+    cols = KEYS + ["metric", "seed", "step", "value"]
     parts = []
     for _, r in runs.iterrows():
         m = metrics.get(r["run_dir"])
@@ -367,11 +382,24 @@ def curves(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *, metric: O
         pts["metric"] = name
         pts["seed"] = r.get("seed")
         parts.append(pts)
-    cols = KEYS + ["metric", "step", "mean", "low", "high", "n"]
     if not parts:
         return pd.DataFrame(columns=cols)
-    allpts = pd.concat(parts, ignore_index=True)
-    allpts["budget"] = allpts["budget"].astype(object).where(allpts["budget"].notna(), -1)
+    out = pd.concat(parts, ignore_index=True)[cols]
+    out["budget"] = _int_or_none(out["budget"])
+    return out
+
+
+def curves(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *, metric: Optional[str] = None,
+           kind: stats.IntervalKind = "t", confidence: float = 0.95) -> pd.DataFrame:
+    """Learning curves: one row per (model, task, method, budget, variant, step) with ``mean, low, high,
+    n`` of ``eval/<metric>`` over seeds. ``metrics`` maps ``run_dir`` to that run's metrics frame
+    (:func:`analysis.load.load_metrics`); ``metric=None`` takes each run's main metric. The per-seed points:
+    :func:`curve_points`."""
+    cols = KEYS + ["metric", "step", "mean", "low", "high", "n"]
+    allpts = curve_points(runs, metrics, metric=metric)
+    if allpts.empty:
+        return pd.DataFrame(columns=cols)
+    allpts["budget"] = allpts["budget"].where(allpts["budget"].notna(), -1)
     agg = stats.aggregate(allpts, KEYS + ["metric", "step"], ["value"], kind=kind, confidence=confidence)
     agg = agg.rename(columns={"value": "mean", "value_low": "low", "value_high": "high", "value_n": "n"})
     agg["budget"] = _int_or_none(agg["budget"].map(lambda b: None if b == -1 else b))

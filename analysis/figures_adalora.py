@@ -9,12 +9,16 @@ the CSV of what it draws (layers 1-based, as drawn):
   one-line verdict against the paper);
 * ``adalora_<cond>_steps``: the same heatmap at chosen steps (small multiples, one colour bar);
 * ``adalora_<cond>_time``: rank over time per matrix type (one line per seed below 3 seeds, ± std band
-  from 3), and the budget schedule (formula and measured) over its residual panel (measured − formula);
+  from 3), and the budget schedule (formula and measured: one line per seed below 3 seeds, a min–max band
+  from 3) over its residual panel (measured − formula);
 * data CSV files: final ranks per cell (layers 0-based as in the module names), per-run shares, the
   verdict summary, rank over time, the budget.
 
 ``--from-peft-json FILE`` draws the heatmap of a PEFT ``method_comparison`` result (or of an adapter's
 ``adapter_config.json``) from its ``rank_pattern``, with per-type totals in ``..._by_type.csv``.
+
+``--wandb on|auto`` also puts the PNGs and the ``_summary.csv`` tables into the W&B run
+``figures-adalora-<group>`` of each tracked sweep (:func:`analysis.table.publish_to_sweeps`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from analysis import ranks as R
 from analysis.figure_files import save_figure
 from analysis.outputs import out_folder
 from analysis.plots.style import first, setup_line
-from analysis.table import BadOption
+from analysis.table import BadOption, publish_to_sweeps
 from harness.families import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default=None,
                         help="comma-separated steps for the small multiples (default: 4 spread over the budget phase)")
     parser.add_argument("--include-unfinished", action="store_true", help="also draw runs that are not done")
+    parser.add_argument("--wandb", choices=("off", "on", "auto"), default="off",
+                        help="log the figures and summary tables to W&B (a run named figures-adalora-<group> in the "
+                             "runs' project and group, reused by later calls; its files under --out): off (default), "
+                             "on, or auto = when the runs were tracked with W&B")
 
 
 def by_type(final: pd.DataFrame) -> pd.DataFrame:
@@ -119,10 +127,11 @@ def condition_title(what: str, ranks: pd.DataFrame) -> str:
     return f"{what}\n{setup}" + (", mean ± std per cell" if seeds > 1 and "final" in what else "")
 
 
-def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFrame,
-              formula: pd.DataFrame) -> pd.DataFrame:
+def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFrame, formula: pd.DataFrame,
+              budget_runs: pd.DataFrame) -> pd.DataFrame:
     """Every line of the time figure in one long frame: ``panel`` (rank, budget, residual), ``series``
-    (matrix type / ``type run`` / formula / measured), step, value, low, high."""
+    (matrix type / ``type run`` / formula / measured / ``measured run``), step, value, low, high; the per-run
+    lines only below 3 runs, where they are drawn."""
     parts = [pd.DataFrame({"panel": "rank", "series": curves["type"].astype(str), "step": curves["step"],
                            "value": curves["mean"], "low": curves["mean"] - curves["std"],
                            "high": curves["mean"] + curves["std"]})]
@@ -139,6 +148,11 @@ def time_data(curves: pd.DataFrame, per_run: pd.DataFrame, measured: pd.DataFram
                                "value": measured["kept_mean"] - measured["formula"],
                                "low": measured["kept_min"] - measured["formula"],
                                "high": measured["kept_max"] - measured["formula"]}))
+    if budget_runs["run_dir"].nunique() < 3:
+        residual = budget_runs["kept"] - budget_runs["formula"]
+        for panel, value in (("budget", budget_runs["kept"]), ("residual", residual)):
+            parts.append(pd.DataFrame({"panel": panel, "series": "measured " + budget_runs["run_dir"],
+                                       "step": budget_runs["step"], "value": value}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -186,10 +200,12 @@ def draw_condition(long: pd.DataFrame, headers: dict[str, dict[str, Any]], out: 
         per_run = long.groupby(["run_dir", "seed", "step", "type"], dropna=False, observed=True)["rank"].mean()
         per_run = per_run.reset_index()
         measured, formula = R.budget_curve(long, headers)
+        budget_runs = R.budget_per_run(long)
         h = headers.get(str(long["run_dir"].iloc[0]), {})
-        fig = P.time_figure(curves, measured, formula, per_run=per_run, target=h.get("target_r"),
-                            init=h.get("init_r"), suptitle=condition_title("AdaLoRA allocation over time", long))
-        written += save_figure(fig, out, f"{stem}_time", time_data(curves, per_run, measured, formula))
+        fig = P.time_figure(curves, measured, formula, per_run=per_run, budget_runs=budget_runs,
+                            target=h.get("target_r"), init=h.get("init_r"),
+                            suptitle=condition_title("AdaLoRA allocation over time", long))
+        written += save_figure(fig, out, f"{stem}_time", time_data(curves, per_run, measured, formula, budget_runs))
         curves.to_csv(out / f"{stem}_rank_over_time.csv", index=False)
         measured.to_csv(out / f"{stem}_budget.csv", index=False)
         written += [out / f"{stem}_rank_over_time.csv", out / f"{stem}_budget.csv"]
@@ -251,20 +267,28 @@ def main(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps) if args.steps else None
     out = out_folder(args.out, "--out", "figures-adalora")
     print(f"writing into {out}")
+    written: list[Path] = []
+    run_dirs: list[str] = []
     for f in args.from_peft_json:
         path = Path(f)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        written, line = draw_peft_json(path, out)
+        paths, line = draw_peft_json(path, out)
         print(f"{path.name}: {line}")
-        for w in written:
-            print(f"  wrote {w}")
+        print("\n".join(f"  wrote {w}" for w in paths))
+        written += paths
     if args.runs:
         long = R.load_allocations(args.runs, include_unfinished=args.include_unfinished)
         headers = R.load_headers(args.runs)
+        run_dirs = list(long["run_dir"].astype(str).unique())
         for label, sub in R.conditions(long):
-            written, line = draw_condition(sub, headers, out, label, steps)
+            paths, line = draw_condition(sub, headers, out, label, steps)
             print(f"{label} ({sub['run_dir'].nunique()} runs): {line}")
-            for w in written:
-                print(f"  wrote {w}")
+            print("\n".join(f"  wrote {w}" for w in paths))
+            written += paths
+    if args.wandb != "off":
+        files = {f"figures_adalora/{p.stem}": p for p in written
+                 if p.suffix == ".png" or p.name.endswith("_summary.csv")}
+        for folder in publish_to_sweeps(run_dirs, out, name="figures-adalora", force=args.wandb == "on", files=files):
+            print(f"W&B: {folder}")
     return 0

@@ -18,6 +18,8 @@ T = type:
 table) and ``dora_fig2_<T>.md`` (the table, the command that made it, and the problems met).
 A missing or corrupt snapshot file is named on stderr and its points are left out; the rest goes on.
 ``--from-points FILE`` redraws all of it from a ``_points.csv`` written earlier (statistics recomputed).
+``--wandb on|auto`` also puts the figures and the tables into the W&B run ``figures-dora-<T>-<group>`` of each
+tracked sweep (:func:`analysis.table.publish_to_sweeps`).
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
 
 import pandas as pd
 
 from analysis import decomposition as D
 from analysis import stats as S
 from analysis.outputs import out_folder
-from analysis.table import BadOption
+from analysis.table import BadOption, publish_to_sweeps
 
 log = logging.getLogger(__name__)
 
@@ -56,49 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the intervals over seeds, in (0, 1) (default 0.95)")
     parser.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
-    parser.add_argument("--wandb", choices=("off", "on", "auto", "offline", "online"), default="off",
-                        help="log the figure and table to W&B (into --out): off (default); on: in the runs' mode, "
-                             "else offline; auto: only when the runs were tracked; or offline / online")
+    parser.add_argument("--wandb", choices=("off", "on", "auto"), default="off",
+                        help="log the figures and the table to W&B (a run named figures-dora-<type>-<group> in the "
+                             "runs' project and group, reused by later calls; its files under --out): off (default), "
+                             "on, or auto = when the runs were tracked with W&B")
 
 
 _TYPE_ALIASES = {"query": "Wq", "key": "Wk", "value": "Wv", "q": "Wq", "k": "Wk", "v": "Wv"}
-
-
-def _tracking(points: pd.DataFrame) -> dict[str, Any]:
-    """The W&B settings and group of the runs (from their run.json), for ``--wandb auto``."""
-    from analysis.load import load_run_record
-
-    for run_dir in points["run_dir"].unique():
-        try:
-            rec = load_run_record(run_dir)
-        except (OSError, ValueError):
-            continue
-        tr = rec.get("config", {}).get("tracking", {})
-        return {**tr, "group": tr.get("group") or rec.get("group")}
-    return {}
-
-
-def log_to_wandb(mode: str, points: pd.DataFrame, stats: pd.DataFrame, images: dict[str, Path], out: Path,
-                 name: str) -> Optional[str]:
-    """The figures and the table into the analysis run ``name`` of the runs' W&B project and group (the sweep),
-    through :func:`harness.tracking.publish` (reused by later calls).
-
-    Returns the run's folder, or None when W&B is off or failed (a warning; never an error).
-    """
-    tr = _tracking(points)
-    if mode == "off":
-        return None
-    tracked = bool(tr.get("wandb")) and tr.get("mode", "disabled") != "disabled"
-    if mode == "auto" and not tracked:
-        return None
-    if mode in ("auto", "on"):
-        mode = tr.get("mode", "offline") if tracked else "offline"
-    from harness.tracking import publish
-
-    return publish(out, name=name, mode=mode, project=tr.get("project", "lora-harness"), entity=tr.get("entity"),
-                   group=tr.get("group"), config={"runs": sorted(points["run_dir"].unique())},
-                   files={f"dora_fig2/{k}": p for k, p in images.items()},
-                   tables={"dora_fig2/correlations": stats, "dora_fig2/points": points.drop(columns=["run_dir"])})
 
 
 _TYPE_NAMES = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output", "Wf1": "FFN up",
@@ -197,8 +162,12 @@ def main(args: argparse.Namespace) -> int:
     (out / f"{stem}.md").write_text(table + "\n\n" + "\n\n".join(notes) + "\n")
     print(table)
     print("\n".join(notes[:2]))
-    folder = log_to_wandb(args.wandb, points, stats, images, out, name=f"figures-dora-{mtype}")
     print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf|csv, {stem}_points.csv, {stem}_per_seed.csv, "
-          f"{stem}_stats.csv, {stem}.md"
-          + (f"; W&B: {folder}" if folder else ""))
+          f"{stem}_stats.csv, {stem}.md")
+    if args.wandb != "off":
+        tables = {"dora_fig2/correlations": stats, "dora_fig2/points": points.drop(columns=["run_dir"])}
+        for folder in publish_to_sweeps(points["run_dir"], out, name=f"figures-dora-{mtype}",
+                                        force=args.wandb == "on", files={f"dora_fig2/{k}": p for k, p in images.items()},
+                                        tables=tables):
+            print(f"W&B: {folder}")
     return 0

@@ -363,11 +363,18 @@ def rank_over_time(long: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["type", "step"]).reset_index(drop=True)
 
 
+def budget_per_run(long: pd.DataFrame) -> pd.DataFrame:
+    """The kept rank of each run at each recorded step (run_dir, seed where known, step, kept, budget,
+    formula): the lines behind :func:`budget_curve`'s mean, drawn one per run below 3 runs."""
+    cols = [c for c in ("run_dir", "seed", "step", "kept", "budget", "formula") if c in long]
+    return long.drop_duplicates(["run_dir", "step"])[cols].sort_values(["run_dir", "step"]).reset_index(drop=True)
+
+
 def budget_curve(long: pd.DataFrame,
                  headers: Optional[dict[str, dict[str, Any]]] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(measured, formula): the kept rank at each recorded step (mean/min/max over runs, with PEFT's b(t) and
     the formula's), and b(t) of PAPERS.md at every step 0..T from the first run's schedule."""
-    per_run = long.drop_duplicates(["run_dir", "step"])[["run_dir", "step", "kept", "budget", "formula"]]
+    per_run = budget_per_run(long)
     measured = per_run.groupby("step").agg(kept_mean=("kept", "mean"), kept_min=("kept", "min"),
                                            kept_max=("kept", "max"), budget=("budget", "first"),
                                            formula=("formula", "first"), n=("kept", "count")).reset_index()

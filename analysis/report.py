@@ -386,11 +386,12 @@ def comparison_figures(data: ReportData, *, metric: Optional[str], which: str, k
 
     par = Section("pareto", "Pareto plots")
     par.add("p", "Each point is one configuration: the metric's mean over seeds (error bars: the table's "
-                 "interval) against trainable parameters (log scale), train time and peak memory. Circled "
-                 "points lie on the Pareto frontier (dashed): no other configuration is better on both axes.")
+                 "interval; below 3 seeds no interval, each seed's value as an open marker instead) against "
+                 "trainable parameters (log scale), train time and peak memory. Circled points lie on the Pareto "
+                 "frontier (dashed): no other configuration is better on both axes.")
     cur = Section("curves", "Learning curves")
     cur.add("p", "The evaluation metric after each evaluation step: mean over seeds, band: the interval over "
-                 "seeds at that step (none with one seed).")
+                 "seeds at that step; below 3 seeds one line per seed instead of a band.")
     for key, g in groups(data.runs):
         long = compare.compare(g, metric=metric, which=which, kind=kind, confidence=confidence)
         if long.empty:
@@ -399,16 +400,19 @@ def comparison_figures(data: ReportData, *, metric: Optional[str], which: str, k
         stem = _slug(key.get("model"), key.get("task"), f"{int(key['steps'])}steps" if not pd.isna(key.get("steps")) else None)
         what = f"{metric_label(long['metric'].iloc[0])} on {task_label(key.get('task'))} (dev set)"
         runs_txt = f"{len(g)} runs, {len(long)} configurations ({configurations_text(long)}), {seeds_text(long['n'])}"
-        fig = pc.pareto_figure(long, task=key.get("task"), model=key.get("model"))
+        seeds = compare.seed_values(g, metric=metric, which=which)
+        fig = pc.pareto_figure(long, task=key.get("task"), model=key.get("model"), seeds=seeds)
         par.add("figure", _figure(fig, f"pareto_{stem}", f"Pareto plots, {name}",
                                   f"{what} against cost; {name}; {runs_txt}.", keep,
-                                  pc.pareto_data(long, task=key.get("task"), model=key.get("model"))))
+                                  pc.pareto_data(long, task=key.get("task"), model=key.get("model"), seeds=seeds)))
         curves = compare.curves(g, data.metrics, metric=metric, kind=kind, confidence=confidence)
         if not curves.empty:
-            fig = pc.curves_figure(curves, tasks=[key.get("task")], model=key.get("model"))
+            points = compare.curve_points(g, data.metrics, metric=metric)
+            fig = pc.curves_figure(curves, tasks=[key.get("task")], model=key.get("model"), seeds=points)
             cur.add("figure", _figure(fig, f"curves_{stem}", f"Learning curves, {name}",
                                       f"{what} during training; {name}; {runs_txt}.", keep,
-                                      pc.curves_data(curves, tasks=[key.get("task")], model=key.get("model"))))
+                                      pc.curves_data(curves, tasks=[key.get("task")], model=key.get("model"),
+                                                     seeds=points)))
     if not cur.figures:
         cur.add("p", "No run logged an evaluation during training.")
     return par, cur
@@ -642,21 +646,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def publish_report(runs: pd.DataFrame, out: Path, page: Path, figures: Sequence[Path], *, force: bool) -> list[str]:
     """The page (as HTML) and its figure PNGs into one ``report-<group>`` W&B run per tracked sweep group
-    (:func:`harness.tracking.publish`, offline files under ``out/wandb/``); ``force``: also when no run was
-    tracked (offline). Returns the W&B run folders written; never raises."""
-    from analysis.table import wandb_targets
-    from harness.tracking import publish
+    (:func:`analysis.table.publish_to_sweeps`, offline files under ``out/wandb/``); ``force``: also when no run
+    was tracked (offline). Returns the W&B run folders written; never raises."""
+    from analysis.table import publish_to_sweeps
 
-    targets = wandb_targets(runs, force=force)
     files = {"report/page": page, **{f"report/{f.stem}": f for f in figures}}
-    written = []
-    for t in targets:
-        folder = publish(out, name=f"report-{t['group'] or 'runs'}", mode=t["mode"], project=t["project"],
-                         entity=t["entity"], group=t["group"], files=files,
-                         config={"runs": sorted(map(str, runs["run_dir"].unique())) if "run_dir" in runs else []})
-        if folder is not None:
-            written.append(folder)
-    return written
+    return publish_to_sweeps(runs, out, name="report", force=force, files=files)
 
 
 def main(args: argparse.Namespace) -> int:

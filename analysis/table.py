@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
@@ -125,22 +125,24 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_plots(runs: pd.DataFrame, metrics: dict[str, pd.DataFrame], out: Path, **opts: Any) -> list[Path]:
-    """Pareto plots and learning curves per (model, task) as PNG + PDF + the CSV they draw in ``out``; the
-    paths written."""
+    """Pareto plots and learning curves per (model, task) as PNG + PDF + the CSV they draw in ``out`` (below 3
+    seeds each seed's value and curve instead of an interval); the paths written."""
     from analysis.figure_files import save_figure
     from analysis.plots import compare as pc
 
     out.mkdir(parents=True, exist_ok=True)
     long = compare.compare(runs, **opts)
+    seeds = compare.seed_values(runs, metric=opts.get("metric"), which=opts.get("which", "final"))
     cur = compare.curves(runs, metrics, metric=opts.get("metric"), kind=opts.get("kind", "t"),
                          confidence=opts.get("confidence", 0.95))
+    points = compare.curve_points(runs, metrics, metric=opts.get("metric"))
     written: list[Path] = []
     for (model, task), _ in long.groupby(["model", "task"], sort=False):
         stem = slug(f"{model}_{task}")
-        for name, fig, data in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model),
-                                 pc.pareto_data(long, task=task, model=model)),
-                                (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model),
-                                 pc.curves_data(cur, tasks=[task], model=model))):
+        for name, fig, data in ((f"pareto_{stem}", pc.pareto_figure(long, task=task, model=model, seeds=seeds),
+                                 pc.pareto_data(long, task=task, model=model, seeds=seeds)),
+                                (f"curves_{stem}", pc.curves_figure(cur, tasks=[task], model=model, seeds=points),
+                                 pc.curves_data(cur, tasks=[task], model=model, seeds=points))):
             written += save_figure(fig, out, name, data)
     log.info("wrote %d plot files to %s", len(written), out)
     return written
@@ -177,6 +179,27 @@ def wandb_targets(runs: pd.DataFrame, *, force: bool = False) -> list[dict[str, 
         out.setdefault(g, {"project": tr.get("project"), "entity": tr.get("entity"), "mode": tr.get("mode"),
                            "group": g})
     return list(out.values()) or ([dict(UNTRACKED_TARGET)] if force else [])
+
+
+def publish_to_sweeps(runs: pd.DataFrame | Sequence[str | Path], out: Path, *, name: str, force: bool,
+                      files: Optional[Mapping[str, Path]] = None,
+                      tables: Optional[Mapping[str, pd.DataFrame]] = None) -> list[str]:
+    """``files`` and ``tables`` into the W&B run ``<name>-<group>`` of each :func:`wandb_targets` destination
+    (:func:`harness.tracking.publish`: files under ``out/wandb/``, the run reused by later calls; its config
+    lists the input runs). ``runs``: the loaded runs, or harness run folders. ``force`` (``--wandb on``): also
+    when no run was tracked (offline). Returns the W&B run folders written; never raises."""
+    from harness.tracking import publish
+
+    if not isinstance(runs, pd.DataFrame):
+        runs = pd.DataFrame({"run_dir": list(dict.fromkeys(map(str, runs))), "source": "harness"})
+    config = {"runs": sorted(map(str, runs["run_dir"].unique())) if "run_dir" in runs else []}
+    written = []
+    for t in wandb_targets(runs, force=force):
+        folder = publish(out, name=f"{name}-{t['group'] or 'runs'}", mode=t["mode"], project=t["project"],
+                         entity=t["entity"], group=t["group"], files=files, tables=tables, config=config)
+        if folder is not None:
+            written.append(folder)
+    return written
 
 
 def log_to_wandb(runs: pd.DataFrame, long: pd.DataFrame, out: Path, *, force: bool = False,

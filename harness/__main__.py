@@ -239,8 +239,9 @@ def print_end(runs: list[dict[str, Any]], sweep: list[dict[str, Any]], sweep_sum
 
 
 def dry_run(argv: list[str]) -> int:
-    """``--dry-run``: print the run or the sweep's jobs, their folders and actions (harness/dry_run.py); write
-    nothing. Bad input raises HarnessError as for a real run."""
+    """``--dry-run``: print the run or the sweep's jobs, their folders and actions (harness/dry_run.py; a
+    two-stage sweep: stage 1's jobs and the plan of stage 2); write nothing. Bad input raises HarnessError as
+    for a real run."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -256,7 +257,7 @@ def dry_run(argv: list[str]) -> int:
         if not multirun:
             rows = dr.single(argv)
         else:
-            sweeper.DRY_RUN, sweeper.DRY_RUN_JOBS[:] = True, []
+            sweeper.DRY_RUN, sweeper.DRY_RUN_JOBS[:], sweeper.DRY_RUN_STAGE2[:] = True, [], []
             sys.argv = [sys.argv[0] if sys.argv else "harness", *argv, "hydra/hydra_logging=disabled"]
             try:
                 app.main()
@@ -265,7 +266,7 @@ def dry_run(argv: list[str]) -> int:
             rows = list(sweeper.DRY_RUN_JOBS)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from None
-    print(dr.table(rows))
+    print(dr.two_stage(rows, sweeper.DRY_RUN_STAGE2[0]) if multirun and sweeper.DRY_RUN_STAGE2 else dr.table(rows))
     return 0
 
 

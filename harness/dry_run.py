@@ -5,12 +5,17 @@ Each job is validated as for a real run (a bad value exits 2), then its folder's
 :func:`harness.run.attempt_for` does for a real run: ``run`` (new), ``skip (done)``, ``resume from step N``
 (a checkpoint), ``run again`` (an earlier attempt without a checkpoint, or ``train.force=true``), or
 ``blocked: <why>`` (another configuration's record, or a live process running it).
+
+A two-stage sweep (``hydra.sweeper.select``, the ``compare`` preset) lists its stage-1 jobs so, then states
+stage 2 (:class:`Stage2Plan`): its jobs per grid point, and, for the grid points whose stage-1 runs are all
+done already, the value chosen from them and those stage-2 jobs with their folders and actions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -52,16 +57,63 @@ def single(overrides: list[str]) -> list[dict[str, str]]:
     return [describe(job, folder, name=run_name(job))]
 
 
-def table(rows: list[dict[str, str]]) -> str:
-    """The jobs as aligned text, with a count per action."""
+def _job_lines(rows: list[dict[str, str]], first: int = 0) -> list[str]:
+    """The jobs as aligned text under a header line, numbered from ``first``."""
     head = ("#", "name", "action", "folder")
-    body = [(str(i), r["name"], r["action"], r["folder"]) for i, r in enumerate(rows)]
+    body = [(str(i), r["name"], r["action"], r["folder"]) for i, r in enumerate(rows, start=first)]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(3)]
-    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(x[:3], widths)) + "  " + x[3] for x in (head, *body)]
+    return ["  ".join(f"{c:<{w}}" for c, w in zip(x[:3], widths)) + "  " + x[3] for x in (head, *body)]
+
+
+def _counts(rows: list[dict[str, str]], of: Optional[int] = None) -> str:
+    """``7 job(s): 1 skip, 6 run`` (``2 of 4 job(s): …`` with ``of``)."""
     counts: dict[str, int] = {}
     for r in rows:
         kind = r["action"].split(" ", 1)[0].rstrip(":")
         counts[kind] = counts.get(kind, 0) + 1
-    lines.append(f"dry run: {len(rows)} job(s): " + ", ".join(f"{n} {k}" for k, n in counts.items())
-                 + "; nothing was written")
+    return (f"{len(rows)}{f' of {of}' if of is not None else ''} job(s)"
+            + (": " + ", ".join(f"{n} {k}" for k, n in counts.items()) if rows else ""))
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """The jobs as aligned text, with a count per action."""
+    return "\n".join([*_job_lines(rows), f"dry run: {_counts(rows)}; nothing was written"])
+
+
+@dataclass
+class Stage2Plan:
+    """Stage 2 of a two-stage sweep (``hydra.sweeper.select``) as far as it is known before stage 1 runs:
+    ``chosen`` holds the grid points whose stage-1 runs are all done (label → the value chosen from them, None
+    when none scored: no stage 2 there), ``rows`` their stage-2 jobs as :func:`describe` lists them."""
+
+    key: str
+    values: list[float]
+    seeds: list[int]
+    metric: str  # the stage-1 score, ``valid/{}``: the main metric goes in the braces
+    points: list[str]  # every grid point's label, in order
+    chosen: dict[str, Optional[float]] = field(default_factory=dict)
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+
+def two_stage(stage1: list[dict[str, str]], plan: Stage2Plan) -> str:
+    """Stage 1's jobs as :func:`table` lists them, then the plan of stage 2."""
+    metric = plan.metric.format("<main metric>")
+    per_point, n = len(plan.seeds), len(plan.points)
+    lines = [f"stage 1: every grid point at {plan.key} = {', '.join(map(str, plan.values))}, seed "
+             f"{plan.seeds[0]}; the value with the best {metric} is chosen per grid point", *_job_lines(stage1),
+             f"stage 2: the chosen {plan.key} with seeds {', '.join(map(str, plan.seeds))}: {per_point} job(s) per "
+             f"grid point, {per_point * n} for the {n} grid point(s), the seed-{plan.seeds[0]} one being the stage-1 "
+             f"run of the chosen value (found done, skipped)"]
+    for label, value in plan.chosen.items():
+        lines.append(f"  {label}: " + (f"{plan.key}={value}, chosen from its finished stage-1 runs"
+                                       if value is not None else f"no stage-1 run has a {metric} score: no stage 2"))
+    waiting = n - len(plan.chosen)
+    if waiting:
+        lines.append(f"  {'the other ' if plan.chosen else ''}{waiting} grid point(s): {plan.key} is chosen when "
+                     f"their stage-1 jobs have run; their stage-2 folders are known then")
+    if plan.rows:
+        lines += _job_lines(plan.rows, first=len(stage1))
+    known = (f", known so far: {_counts(plan.rows, of=per_point * n)}" if plan.chosen
+             else f": {per_point * n} job(s) after stage 1")
+    lines.append(f"dry run: stage 1: {_counts(stage1)}; stage 2{known}; nothing was written")
     return "\n".join(lines)

@@ -1,11 +1,11 @@
 """``python -m harness.eval FOLDER [task=<task>] [key=value ...]``: score a saved adapter (or fully fine-tuned
 model) on a task's dev set and print its metrics.
 
-FOLDER is a run folder or its ``adapter/`` / ``model/`` folder; the run's recorded config (run.json) gives
-the base model, the seed (tiny models built from a config are re-created from it) and, unless ``task=`` is
-given, the task. Overrides: ``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``,
-``train.eval_batch_size=…``, ``train.device=…``. The task must have the label space the head was trained for
-(same number of labels). Bad input exits 2 with one line naming the argument and the fix.
+FOLDER is a run folder or the folder its method saves into (``Method.save_dir``: ``adapter/``, or ``model/``
+when the base model trains); the run's recorded config (run.json) gives the base model, the seed (tiny models
+built from a config are re-created from it) and, unless ``task=`` is given, the task. Overrides:
+``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``, ``train.eval_batch_size=…``,
+``train.device=…``. The task must have the label space the head was trained for (same number of labels). Bad input exits 2 with one line naming the argument and the fix.
 """
 
 from __future__ import annotations
@@ -27,18 +27,27 @@ EVAL_KEYS = ("task.", "model.max_length", "train.eval_batch_size", "train.device
 
 
 def locate(folder: Path) -> tuple[Path, Path]:
-    """(run folder, saved adapter/model folder) of a run folder or of its saved folder; ConfigError otherwise."""
+    """(run folder, saved adapter/model folder) of a run folder or of its saved folder; ConfigError otherwise.
+    The saved folder is the one the run's method declares (:meth:`harness.methods.base.Method.save_dir`)."""
+    from harness.methods import get_method
+
     folder = Path(folder)
     run_dir = folder if (folder / "run.json").is_file() else folder.parent
     if not (run_dir / "run.json").is_file():
         raise ConfigError(f"{folder}: not a run folder nor a run's adapter/ or model/ folder (no run.json); pass a "
                           f"folder such as outputs/runs/<run> or outputs/runs/<run>/adapter")
-    saved = [folder] if folder != run_dir else [run_dir / n for n in ("adapter", "model")]
-    saved = [s for s in saved if (s / "adapter_config.json").is_file() or (s / "config.json").is_file()]
-    if not saved:
-        raise ConfigError(f"{folder}: holds no saved adapter or model (adapter_config.json / config.json); was the run "
+    try:
+        method = json.loads((run_dir / "run.json").read_text())["config"]["method"]["name"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir}/run.json: no readable method.name ({e}); the run's record is damaged") from None
+    saved = run_dir / get_method(method).save_dir()
+    if folder not in (run_dir, saved):
+        raise ConfigError(f"{folder}: not where the run's method ({method}) saves; pass the run folder {run_dir} or "
+                          f"{saved}")
+    if not ((saved / "adapter_config.json").is_file() or (saved / "config.json").is_file()):
+        raise ConfigError(f"{saved}: holds no saved adapter or model (adapter_config.json / config.json); was the run "
                           f"done with train.save_model=true and finished?")
-    return run_dir, saved[0]
+    return run_dir, saved
 
 
 def eval_config(run_dir: Path, overrides: list[str]) -> dict[str, Any]:

@@ -125,9 +125,15 @@ class _StopRequest:
             raise _Terminated(f"terminated by signal {signum}")
 
 
-#: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, and wandb/)
+#: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, wandb/ and the
+#: folder its method saves into: :func:`save_dirs`)
 RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR,
-                 *sorted({o for m in METHODS.values() for o in m.outputs}), "adapter", "model")
+                 *sorted({o for m in METHODS.values() for o in m.outputs}))
+
+
+def save_dirs() -> tuple[str, ...]:
+    """The folders the registered methods save their adapter or model into (:meth:`Method.save_dir`)."""
+    return tuple(sorted({m.save_dir() for m in METHODS.values()}))
 
 
 def planned_outputs(c: RunConfig) -> set[str]:
@@ -199,7 +205,7 @@ def _clear(run_dir: Path, keep_for_resume: bool, owned: set[str]) -> None:
     """Remove an earlier attempt's outputs (all of them; or, when resuming, only its final outputs — the
     checkpoint, the metrics up to it, the snapshots and AdaLoRA records are cut back by their owners), only
     those the harness wrote (``owned``: the folder's manifest entries)."""
-    names = ("summary.json", "error.txt", "adapter", "model") if keep_for_resume else RUN_ARTIFACTS
+    names = ("summary.json", "error.txt", *save_dirs()) if keep_for_resume else (*RUN_ARTIFACTS, *save_dirs())
     for name in (n for n in names if n in owned):
         path = run_dir / name
         if path.is_dir():

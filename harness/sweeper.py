@@ -28,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -40,15 +40,20 @@ from harness.errors import ConfigError, HarnessError
 from harness import summaries
 from harness.run_record import SELECTION_FILE, write_json_atomic
 
+if TYPE_CHECKING:
+    from harness.dry_run import Stage2Plan
+
 log = logging.getLogger(__name__)
 
 #: statuses of the jobs of the last sweep run in this process (read by the CLI for its exit code)
 LAST_SWEEP: list[dict[str, Any]] = []
 #: the end-of-sweep summary of the last sweep (the text of <sweep>/summary.md; the CLI prints it)
 LAST_SUMMARY: list[str] = []
-#: ``--dry-run`` (set by the CLI): list the jobs into DRY_RUN_JOBS instead of launching them
+#: ``--dry-run`` (set by the CLI): list the jobs into DRY_RUN_JOBS (a two-stage sweep: stage 1's, and its
+#: stage-2 plan into DRY_RUN_STAGE2) instead of launching them
 DRY_RUN = False
 DRY_RUN_JOBS: list[dict[str, str]] = []
+DRY_RUN_STAGE2: list[Stage2Plan] = []
 
 #: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
 SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
@@ -231,18 +236,32 @@ class HarnessSweeper(BasicSweeper):
 
     def _dry_run(self, arguments: List[str]) -> None:
         """Each job, validated and placed in its folder as for a real sweep, with what it would do there
-        (:func:`harness.dry_run.describe`) into DRY_RUN_JOBS; nothing is launched or written."""
+        (:func:`harness.dry_run.describe`) into DRY_RUN_JOBS; nothing is launched or written. A two-stage sweep
+        lists its stage-1 jobs, and its stage-2 plan goes into DRY_RUN_STAGE2 (:meth:`_stage2_plan`)."""
+        assert self.config is not None and self.hydra_context is not None
+        DRY_RUN_JOBS.clear()
+        DRY_RUN_STAGE2.clear()
+        if self.select is None:
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            batches = self.split_arguments(parser.parse_overrides(self._parse_config() + list(arguments)), None)
+            DRY_RUN_JOBS.extend(self._describe(batches, 0))
+            return
+        sel = Selection.parse(self.select)
+        grid, points = self._stage1(sel, arguments)
+        self._needs_validation = True
+        DRY_RUN_JOBS.extend(self._describe(self._prepare(grid, None), 0, show=sel.key))
+        DRY_RUN_STAGE2.append(self._stage2_plan(sel, points, DRY_RUN_JOBS))
+
+    def _describe(self, batches: List[List[List[str]]], first_num: int,
+                  show: Optional[str] = None) -> list[dict[str, str]]:
+        """:func:`harness.dry_run.describe` of each job of ``batches`` (numbered from ``first_num``) in the
+        folder a real sweep would give it; ``show``: a config key whose value follows the run's name."""
         from harness.dry_run import describe
         from harness.tracking import run_name
 
         assert self.config is not None and self.hydra_context is not None
-        if self.select is not None:
-            raise ConfigError("--dry-run: not available for a two-stage sweep (hydra.sweeper.select): its second "
-                              "stage is chosen from the first stage's results; run it without --dry-run")
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        batches = self.split_arguments(parser.parse_overrides(self._parse_config() + list(arguments)), None)
-        DRY_RUN_JOBS.clear()
-        for num, job in enumerate(j for batch in batches for j in batch):
+        rows = []
+        for num, job in enumerate((j for batch in batches for j in batch), start=first_num):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
             with read_write(cfg.hydra), open_dict(cfg.hydra):
                 cfg.hydra.job.num = num
@@ -250,7 +269,45 @@ class HarnessSweeper(BasicSweeper):
             plain = OmegaConf.to_container(cfg, resolve=False)
             assert isinstance(plain, dict)
             plain.pop("hydra", None)
-            DRY_RUN_JOBS.append(describe(plain, folder, name=run_name(plain)))
+            shown = f" {show}={OmegaConf.select(cfg, show)}" if show else ""
+            rows.append(describe(plain, folder, name=run_name(plain) + shown))
+        return rows
+
+    def _stage2_plan(self, sel: Selection, points: dict[tuple[str, ...], list[list[str]]],
+                     stage1: list[dict[str, str]]) -> Stage2Plan:
+        """What stage 2 will run, as far as it can be known now: for a grid point whose stage-1 jobs are all
+        ``skip (done)`` the choice is made now, by the rule of the real sweep, and its stage-2 jobs are listed
+        (folders and actions as :meth:`_describe`; numbered as the real sweep numbers them when every grid
+        point gets a choice); the other points' choices wait for stage 1."""
+        from harness.dry_run import Stage2Plan
+
+        assert self.config is not None
+        labels = self._point_labels(points)
+        by_hash = self._runs_by_hash()
+        action = {r["folder"]: r["action"] for r in stage1}
+        plan = Stage2Plan(key=sel.key, values=sel.values, seeds=sel.seeds, metric=SELECT_METRICS[sel.metric],
+                          points=list(labels.values()))
+        jobs: list[list[str]] = []
+        known: set[tuple[str, ...]] = set()
+        for point, candidates in points.items():
+            folders = [by_hash.get(self._hashes.get(tuple(job), "")) for job in candidates]
+            if all(f is not None and action.get(str(f)) == "skip (done)" for f in folders):
+                value = self._choose(sel, candidates, by_hash)["chosen"]
+                plan.chosen[labels[point]] = value
+                if value is None:
+                    continue  # no candidate scored: the real sweep runs no stage 2 for this point
+                mine = [[*point, f"{sel.key}={value!r}", f"seed={s}"] for s in sel.seeds]
+                known.update(map(tuple, mine))
+            else:  # not chosen yet: any value holds its place (only the later jobs' numbers depend on it)
+                mine = [[*point, f"{sel.key}={sel.values[0]!r}", f"seed={s}"] for s in sel.seeds]
+            jobs += mine
+        if known:
+            width = len(next(iter(known)))
+            batches = self._prepare(jobs, None, first_num=len(stage1))
+            rows = self._describe(batches, len(stage1), show=sel.key)
+            kept = [j for b in batches for j in b]
+            plan.rows = [r for r, job in zip(rows, kept) if tuple(job[:width]) in known]
+        return plan
 
     def _start_progress(self) -> None:
         """The sweep's bar (off with train.progress=false); jobs of the basic launcher advance it as they end."""
@@ -306,11 +363,10 @@ class HarnessSweeper(BasicSweeper):
                 continue
         return out
 
-    def _two_stage(self, sel: Selection, arguments: List[str]) -> list[Any]:
-        """Stage 1: the grid × ``sel.values`` at seed ``sel.seeds[0]``; choose per grid point on validation;
-        stage 2: the chosen value × ``sel.seeds``. Writes ``selection.json`` after each stage."""
-        from harness import metrics as metric_fns
-
+    def _stage1(self, sel: Selection,
+                arguments: List[str]) -> tuple[list[list[str]], dict[tuple[str, ...], list[list[str]]]]:
+        """Stage 1's jobs (the grid × ``sel.values`` at seed ``sel.seeds[0]``) and, per grid point (its
+        overrides without the selected key and the seed), its jobs; ConfigError when an override sets either."""
         assert self.config is not None and self.hydra_context is not None
         given = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -318,69 +374,88 @@ class HarnessSweeper(BasicSweeper):
             if o.key_or_group in (sel.key, "seed"):
                 raise ConfigError(f"{o.key_or_group}: set by hydra.sweeper.select ({sel.key} over {sel.values}, seeds "
                                   f"{sel.seeds}); change hydra.sweeper.select.values / .seeds instead")
-        stage1_seed = sel.seeds[0]
         values = ",".join(repr(v) for v in sel.values)
         grid = BasicSweeper.split_arguments(
-            parser.parse_overrides([*given, f"{sel.key}={values}", f"seed={stage1_seed}"]), None)[0]
-        point_of = lambda job: tuple(o for o in job if not o.startswith((f"{sel.key}=", "seed=")))  # noqa: E731
+            parser.parse_overrides([*given, f"{sel.key}={values}", f"seed={sel.seeds[0]}"]), None)[0]
         points: dict[tuple[str, ...], list[list[str]]] = {}
         for job in grid:
-            points.setdefault(point_of(job), []).append(job)
+            points.setdefault(tuple(o for o in job if not o.startswith((f"{sel.key}=", "seed="))), []).append(job)
+        return grid, points
+
+    def _point_labels(self, points: dict[tuple[str, ...], list[list[str]]]) -> dict[tuple[str, ...], str]:
+        """Each grid point's label: the overrides that tell the points apart (and the swept params)."""
+        values_of: dict[str, set[str]] = {}
+        for point in points:
+            for o in point:
+                values_of.setdefault(o.split("=", 1)[0], set()).add(o)
+        shown = {k for k, v in values_of.items() if len(v) > 1 or k in self.params}
+        return {point: " ".join(o for o in point if o.split("=", 1)[0] in shown) or "(the grid's one point)"
+                for point in points}
+
+    def _choose(self, sel: Selection, jobs: list[list[str]], by_hash: dict[str, Path]) -> dict[str, Any]:
+        """One grid point's choice from its stage-1 ``jobs`` (their runs found in ``by_hash``): ``candidates``
+        (value, score, status, config_hash, run_dir), ``chosen`` (None when no candidate finished with a finite
+        validation score), ``main_metric`` and ``at_grid_edge`` where known."""
+        from harness import metrics as metric_fns
+
+        entry: dict[str, Any] = {"candidates": [], "chosen": None}
+        best: Optional[tuple[float, float]] = None
+        for job in jobs:
+            value = float(next(o for o in job if o.startswith(f"{sel.key}=")).split("=", 1)[1])
+            h = self._hashes.get(tuple(job))
+            run_dir = by_hash.get(h) if h else None
+            cand: dict[str, Any] = {"value": value, "score": None, "status": "missing", "config_hash": h,
+                                    "run_dir": str(run_dir) if run_dir else None}
+            entry["candidates"].append(cand)
+            if run_dir is None:
+                continue
+            try:
+                cand["status"] = json.loads((run_dir / "run.json").read_text()).get("status")
+                summary = json.loads((run_dir / "summary.json").read_text()) if cand["status"] == "done" else {}
+            except (OSError, ValueError):
+                summary = {}
+            main = summary.get("main_metric")
+            score = summary.get(SELECT_METRICS[sel.metric].format(main)) if main else None
+            if score is None or not math.isfinite(score):
+                continue  # failed (e.g. diverged at a high lr) or no validation: not a candidate
+            cand["score"] = score
+            entry["main_metric"] = main
+            m = metric_fns.METRICS.get(main)
+            signed = score if m is None or m.higher_is_better else -score
+            if best is None or signed > best[0]:
+                best = (signed, value)
+        if best is not None:
+            entry["chosen"] = best[1]
+            entry["at_grid_edge"] = len(sel.values) > 1 and best[1] in (min(sel.values), max(sel.values))
+        return entry
+
+    def _two_stage(self, sel: Selection, arguments: List[str]) -> list[Any]:
+        """Stage 1: the grid × ``sel.values`` at seed ``sel.seeds[0]``; choose per grid point on validation;
+        stage 2: the chosen value × ``sel.seeds``. Writes ``selection.json`` after each stage."""
+        assert self.config is not None and self.hydra_context is not None
+        grid, points = self._stage1(sel, arguments)
         self._needs_validation = True
         batches = self._prepare(grid, self.max_batch_size)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("selection, stage 1: %d grid points x %s=%s at seed %d (%d jobs)", len(points), sel.key,
-                 sel.values, stage1_seed, sum(len(b) for b in batches))
+                 sel.values, sel.seeds[0], sum(len(b) for b in batches))
         returns = self._launch(batches, 0)
         next_num = sum(len(b) for b in batches)
 
         by_hash = self._runs_by_hash()
         record: dict[str, Any] = {"key": sel.key, "values": sel.values, "seeds": sel.seeds, "metric": sel.metric,
-                                  "stage1_seed": stage1_seed, "rule": "best stage-1 score of the main metric on "
+                                  "stage1_seed": sel.seeds[0], "rule": "best stage-1 score of the main metric on "
                                   "validation; ties: the value listed first", "created": time.time(), "points": []}
         stage2: list[list[str]] = []
-        values_of: dict[str, set[str]] = {}
-        for point in points:
-            for o in point:
-                values_of.setdefault(o.split("=", 1)[0], set()).add(o)
-        shown = {k for k, v in values_of.items() if len(v) > 1 or k in self.params}  # what tells points apart
-        for point, jobs in points.items():
-            label = " ".join(o for o in point if o.split("=", 1)[0] in shown) or "(the grid's one point)"
-            entry: dict[str, Any] = {"point": label, "overrides": list(point), "candidates": [], "chosen": None}
-            best: Optional[tuple[float, float]] = None
-            for job in jobs:
-                value = float(next(o for o in job if o.startswith(f"{sel.key}=")).split("=", 1)[1])
-                h = self._hashes.get(tuple(job))
-                run_dir = by_hash.get(h) if h else None
-                cand: dict[str, Any] = {"value": value, "score": None, "status": "missing", "config_hash": h,
-                                        "run_dir": str(run_dir) if run_dir else None}
-                entry["candidates"].append(cand)
-                if run_dir is None:
-                    continue
-                try:
-                    cand["status"] = json.loads((run_dir / "run.json").read_text()).get("status")
-                    summary = json.loads((run_dir / "summary.json").read_text()) if cand["status"] == "done" else {}
-                except (OSError, ValueError):
-                    summary = {}
-                main = summary.get("main_metric")
-                score = summary.get(SELECT_METRICS[sel.metric].format(main)) if main else None
-                if score is None or not math.isfinite(score):
-                    continue  # failed (e.g. diverged at a high lr) or no validation: not a candidate
-                cand["score"] = score
-                entry["main_metric"] = main
-                m = metric_fns.METRICS.get(main)
-                signed = score if m is None or m.higher_is_better else -score
-                if best is None or signed > best[0]:
-                    best = (signed, value)
-            if best is None:
+        for (point, jobs), label in zip(points.items(), self._point_labels(points).values()):
+            entry = {"point": label, "overrides": list(point), **self._choose(sel, jobs, by_hash)}
+            record["points"].append(entry)
+            chosen = entry["chosen"]
+            if chosen is None:
                 log.error("selection: %s: no candidate finished with a validation score; stage 2 skipped", label)
-                record["points"].append(entry)
                 continue
-            chosen = best[1]
-            entry["chosen"] = chosen
-            entry["at_grid_edge"] = len(sel.values) > 1 and chosen in (min(sel.values), max(sel.values))
             if entry["at_grid_edge"]:
                 log.warning("selection: %s: chosen %s=%s is at the edge of the grid %s; consider extending it",
                             label, sel.key, chosen, sel.values)
@@ -388,7 +463,6 @@ class HarnessSweeper(BasicSweeper):
                      sel.metric, ", ".join(f"{c['value']}: {c['score']}" for c in entry["candidates"]))
             entry["stage2"] = [[*point, f"{sel.key}={chosen!r}", f"seed={s}"] for s in sel.seeds]
             stage2 += entry["stage2"]
-            record["points"].append(entry)
         write_json_atomic(sweep_dir / SELECTION_FILE, record)
         log.info("selection written to %s", sweep_dir / SELECTION_FILE)
         if stage2:

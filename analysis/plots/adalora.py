@@ -1,6 +1,6 @@
 """AdaLoRA figures: the paper's Figure 3 rank heatmap (mean ± spread over seeds), small multiples over
 steps, rank over time per matrix type (seed lines below 3 seeds, a ± std band from 3), the budget schedule
-(formula and measured) with its residual panel.
+(formula and measured; one line per seed below 3 seeds, a min–max band from 3) with its residual panel.
 
 Layers are drawn 1-based. Every function takes ``ax=None`` (or ``axes=None``), draws, and returns the Axes
 (the figure builders return the Figure); nothing is written here and no table is drawn inside a figure
@@ -98,6 +98,19 @@ def _runs_label(n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
 
 
+def _run_lines(per_run: Optional[pd.DataFrame], n: int) -> Optional[pd.DataFrame]:
+    """``per_run`` when it should be drawn as one line per run: 2 runs (a band from 2 says nothing); else None."""
+    return per_run if per_run is not None and 1 < n < 3 and per_run["run_dir"].nunique() > 1 else None
+
+
+def _seed_names(runs: pd.DataFrame) -> list[str]:
+    """``seed 0``, ``seed 1`` (``run 1``, ``run 2`` without a seed column), in run_dir order."""
+    first_rows = runs.drop_duplicates("run_dir").sort_values("run_dir")
+    if "seed" in first_rows:
+        return [f"seed {s}" for s in first_rows["seed"]]
+    return [f"run {i + 1}" for i in range(len(first_rows))]
+
+
 def rank_over_time(curves: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = None, ax: Optional[Axes] = None,
                    target: Optional[float] = None, init: Optional[float] = None) -> Axes:
     """Mean rank per matrix of each type against the optimizer step. ``curves`` has columns step, type,
@@ -107,7 +120,7 @@ def rank_over_time(curves: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = No
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     n_runs = int(curves["n"].max()) if "n" in curves and len(curves) else 1
-    seeds = per_run if per_run is not None and 1 < per_run["run_dir"].nunique() < 3 else None
+    seeds = _run_lines(per_run, n_runs)
     styles = ("-", "--")
     for t, sub in curves.groupby("type", observed=True, sort=True):
         c = TYPE_COLORS.get(str(t))
@@ -126,9 +139,7 @@ def rank_over_time(curves: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = No
         ax.axhline(init, color="grey", ls="--", lw=0.8, label="b(0)/n, initial rank")
     handles, _ = ax.get_legend_handles_labels()
     if seeds is not None:
-        first_rows = seeds.drop_duplicates("run_dir").sort_values("run_dir")
-        names = [f"seed {s}" for s in first_rows["seed"]] if "seed" in first_rows else ["run 1", "run 2"]
-        handles += [Line2D([], [], color="0.3", ls=styles[i], label=name) for i, name in enumerate(names)]
+        handles += [Line2D([], [], color="0.3", ls=styles[i], label=name) for i, name in enumerate(_seed_names(seeds))]
     elif n_runs >= 3:
         handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, label=f"± std over {_runs_label(n_runs)}"))
     elif n_runs > 1:
@@ -146,17 +157,25 @@ def _marker(measured: pd.DataFrame) -> Optional[str]:
     return "o" if len(measured) <= 60 else None
 
 
-def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axes:
+def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = None,
+                    ax: Optional[Axes] = None) -> Axes:
     """Total kept rank b(t): the formula of PAPERS.md as a line on top, the measured kept rank (Σ non-zero λ,
-    mean over runs) as a thin line with small markers under it, its min–max over runs shaded where they differ."""
+    mean over runs) as a thin line with small markers under it, its min–max over runs shaded where they
+    differ, from 3 runs. ``per_run`` (:func:`analysis.ranks.budget_per_run`), when given and from 2 runs, is
+    drawn as one line per run instead of the mean and the shading."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     n = int(measured["n"].max()) if "n" in measured and len(measured) else 1
-    label = "measured, Σ non-zero λ" + (f" (mean of {_runs_label(n)})" if n > 1 else "")
-    ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8,
-            alpha=0.8,
-            drawstyle="steps-post", zorder=2, label=label)
-    if n > 1 and (measured["kept_max"] > measured["kept_min"]).any():
+    lines = _run_lines(per_run, n)
+    if lines is not None:
+        for i, ((_, run), name) in enumerate(zip(lines.groupby("run_dir", sort=True), _seed_names(lines))):
+            ax.plot(run["step"], run["kept"], color="#d62728", lw=0.8, ls=("-", "--")[i % 2], marker=_marker(run),
+                    ms=1.8, alpha=0.8, drawstyle="steps-post", zorder=2, label=f"measured, Σ non-zero λ, {name}")
+    else:
+        label = "measured, Σ non-zero λ" + (f" (mean of {_runs_label(n)})" if n > 1 else "")
+        ax.plot(measured["step"], measured["kept_mean"], color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8,
+                alpha=0.8, drawstyle="steps-post", zorder=2, label=label)
+    if n >= 3 and (measured["kept_max"] > measured["kept_min"]).any():
         ax.fill_between(measured["step"], measured["kept_min"], measured["kept_max"], color="#d62728", alpha=0.2,
                         lw=0, step="post", label=f"min–max over {_runs_label(n)}")
     if not formula.empty:
@@ -170,16 +189,24 @@ def budget_schedule(measured: pd.DataFrame, formula: pd.DataFrame, *, ax: Option
     return ax
 
 
-def budget_residual(measured: pd.DataFrame, *, ax: Optional[Axes] = None) -> Axes:
-    """Measured minus formula at each recorded step (``kept_mean − formula``; min and max over runs as
-    well where they differ): 0 when PEFT's masking keeps exactly the scheduled budget."""
+def budget_residual(measured: pd.DataFrame, *, per_run: Optional[pd.DataFrame] = None,
+                    ax: Optional[Axes] = None) -> Axes:
+    """Measured minus formula at each recorded step (``kept_mean − formula``; from 3 runs their min and max
+    shaded where they differ; from 2 runs with ``per_run`` given, one line per run): 0 when PEFT's masking keeps
+    exactly the scheduled budget."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 2))
-    res = measured["kept_mean"] - measured["formula"]
+    n = int(measured["n"].max()) if "n" in measured and len(measured) else 1
+    lines = _run_lines(per_run, n)
     ax.axhline(0, color="black", lw=0.8, ls="--", label="formula (0)")
-    ax.plot(measured["step"], res, color="#d62728", lw=0.8, marker=_marker(measured), ms=1.8, drawstyle="steps-post",
-            label="measured − formula")
-    if (measured["kept_max"] > measured["kept_min"]).any():
+    if lines is not None:
+        for i, ((_, run), name) in enumerate(zip(lines.groupby("run_dir", sort=True), _seed_names(lines))):
+            ax.plot(run["step"], run["kept"] - run["formula"], color="#d62728", lw=0.8, ls=("-", "--")[i % 2],
+                    marker=_marker(run), ms=1.8, drawstyle="steps-post", label=f"measured − formula, {name}")
+    else:
+        ax.plot(measured["step"], measured["kept_mean"] - measured["formula"], color="#d62728", lw=0.8,
+                marker=_marker(measured), ms=1.8, drawstyle="steps-post", label="measured − formula")
+    if n >= 3 and (measured["kept_max"] > measured["kept_min"]).any():
         ax.fill_between(measured["step"], measured["kept_min"] - measured["formula"],
                         measured["kept_max"] - measured["formula"], color="#d62728", alpha=0.2, lw=0, step="post",
                         label="min–max over runs")
@@ -200,16 +227,17 @@ def figure3(mean: pd.DataFrame, std: Optional[pd.DataFrame], n: Optional[pd.Data
 
 
 def time_figure(curves: pd.DataFrame, measured: pd.DataFrame, formula: pd.DataFrame, *,
-                per_run: Optional[pd.DataFrame] = None, target: Optional[float] = None,
-                init: Optional[float] = None, suptitle: str = "") -> Figure:
-    """Rank over time per matrix type (left), and the budget schedule over its residual panel (right)."""
+                per_run: Optional[pd.DataFrame] = None, budget_runs: Optional[pd.DataFrame] = None,
+                target: Optional[float] = None, init: Optional[float] = None, suptitle: str = "") -> Figure:
+    """Rank over time per matrix type (left), and the budget schedule over its residual panel (right);
+    ``per_run`` (ranks) and ``budget_runs`` (kept rank) per run: one line per run below 3 runs."""
     fig, axd = plt.subplot_mosaic([["rank", "budget"], ["rank", "residual"]], figsize=(11, 4.6),
                                   height_ratios=[2.2, 1], constrained_layout=True)
     rank_over_time(curves, per_run=per_run, ax=axd["rank"], target=target, init=init)
-    budget_schedule(measured, formula, ax=axd["budget"])
+    budget_schedule(measured, formula, per_run=budget_runs, ax=axd["budget"])
     axd["budget"].sharex(axd["residual"])
     axd["budget"].set_xlabel("")
-    budget_residual(measured, ax=axd["residual"])
+    budget_residual(measured, per_run=budget_runs, ax=axd["residual"])
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig

@@ -1,5 +1,7 @@
 """Methods compared, drawn: Pareto plots (metric vs parameters / time / memory, frontier, seed error
-bars) and learning curves (eval metric vs step, mean ± interval band over seeds).
+bars) and learning curves (eval metric vs step, mean ± interval band over seeds). Below 3 seeds no interval
+is drawn: each seed's own value (or curve) instead, from :func:`analysis.compare.seed_values` /
+:func:`analysis.compare.curve_points`.
 
 Inputs are the frames of :mod:`analysis.compare` (:func:`~analysis.compare.compare` and
 :func:`~analysis.compare.curves`). Every function takes ``ax=None`` (or ``axes=None``), draws, and returns
@@ -69,10 +71,12 @@ def _legend(ax: Axes, n: int) -> None:
 
 def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[str] = None,
            model: Optional[str] = None, ax: Optional[Axes] = None, annotate: Optional[bool] = None,
-           frontier: bool = True, legend: bool = True) -> Axes:
+           frontier: bool = True, legend: bool = True, seeds: Optional[pd.DataFrame] = None) -> Axes:
     """Metric (mean over seeds, error bar = the table's interval) vs ``x`` for one task, one point per
     (method, budget, variant), coloured by method; the Pareto frontier (no point is better in both) as
-    a dashed step line. ``x``: a key of :data:`X_AXES` (parameters are drawn on a log axis)."""
+    a dashed step line. ``x``: a key of :data:`X_AXES` (parameters are drawn on a log axis). Below 3 seeds
+    a configuration gets no error bar (2 seeds give t₀.₉₇₅ = 12.7): ``seeds`` (the per-seed values,
+    :func:`analysis.compare.seed_values`), when given, is drawn instead as one small open marker per seed."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
     label, factor, logx, x_lower = X_AXES[x]
@@ -87,13 +91,22 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     lo = np.where(np.isfinite(d["low"].to_numpy(float)), ys - d["low"].to_numpy(float), 0.0)
     hi = np.where(np.isfinite(d["high"].to_numpy(float)), d["high"].to_numpy(float) - ys, 0.0)
     styles = method_styles(d, palette="tab20")
+    few = pd.to_numeric(d["n"], errors="coerce").fillna(1).to_numpy() < 3 if "n" in d else np.zeros(len(d), bool)
+    per_seed = _select(seeds, task, model) if seeds is not None else None
     seen: set[str] = set()
+    seeds_drawn = False
     for i, (_, r) in enumerate(d.iterrows()):
         m = r["method"]
         label, color = styles[str(m)]
-        ax.errorbar(xs[i], ys[i], yerr=[[lo[i]], [hi[i]]], fmt=METHOD_MARKERS.get(m, "o"), ms=6, capsize=3,
-                    color=color, label=label if m not in seen else None, zorder=3)
+        ax.errorbar(xs[i], ys[i], yerr=None if few[i] else [[lo[i]], [hi[i]]], fmt=METHOD_MARKERS.get(m, "o"), ms=6,
+                    capsize=3, color=color, label=label if m not in seen else None, zorder=3)
         seen.add(m)
+        mine = _same_config(per_seed, m, r.get("budget"), r.get("variant")) if few[i] else None
+        if mine is not None and not mine.empty:
+            ax.scatter(np.full(len(mine), xs[i]), mine["value"].to_numpy(float), s=16, facecolors="none",
+                       edgecolors=color, lw=0.8, zorder=3,
+                       label=None if seeds_drawn else "one seed (configurations with n < 3)")
+            seeds_drawn = True
     hib = bool(d["higher_is_better"].iloc[0])
     on = pareto_front(xs, ys, x_lower=x_lower, y_higher=hib)
     if frontier and on.sum() >= 1:
@@ -123,7 +136,7 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     plain_ticks(ax)
     ax.grid(alpha=0.3)
     if legend:
-        _legend(ax, len(seen) + int(frontier))
+        _legend(ax, len(seen) + int(frontier) + int(seeds_drawn))
     return ax
 
 
@@ -161,7 +174,8 @@ def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: 
         if mine is not None and not mine.empty:
             for i, (_, run) in enumerate(mine.sort_values("step").groupby("seed", sort=True)):
                 ax.plot(run["step"], run["value"], ls=line_styles[k % len(line_styles)], color=color, lw=0.9,
-                        alpha=0.8, label=f"{label}, one line per seed (n={n})" if i == 0 else None)
+                        alpha=0.8, label=(f"{label}, one line per seed (n={n})" if n > 1 else f"{label} (n=1)")
+                        if i == 0 else None)
             continue
         note = f"n={n}" + (", no interval" if 1 < n < 3 and band else "")
         ax.plot(g["step"], g["mean"], ls=line_styles[k % len(line_styles)], color=color, lw=1.5, marker=".",
@@ -209,9 +223,19 @@ def _suptitle(fig: Figure, frame: pd.DataFrame, what: str) -> None:
     fig.suptitle(f"{what} · {setup}" if setup else what, fontsize=10)
 
 
-def pareto_data(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None) -> pd.DataFrame:
-    """The rows a :func:`pareto_figure` of ``task`` / ``model`` draws (to write beside it as CSV)."""
-    return _select(long, task, model).reset_index(drop=True)
+def pareto_data(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
+                seeds: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The rows a :func:`pareto_figure` of ``task`` / ``model`` draws (to write beside it as CSV): the
+    configurations (``seed`` empty) and, where given, the per-seed values it draws (configurations with
+    fewer than 3 seeds; the value in ``mean``)."""
+    d = _select(long, task, model)
+    parts = [d]
+    if seeds is not None:
+        few = d[pd.to_numeric(d["n"], errors="coerce").fillna(1) < 3] if "n" in d else d
+        s = _select(seeds, task, model).rename(columns={"value": "mean"})
+        parts.append(s.merge(few[[k for k in ("model", "task", "method", "budget", "variant") if k in few]],
+                             how="inner"))
+    return pd.concat(parts, ignore_index=True)
 
 
 def curves_data(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, model: Optional[str] = None,
@@ -226,11 +250,13 @@ def curves_data(curves: pd.DataFrame, *, tasks: Optional[Sequence[str]] = None, 
 
 
 def pareto_figure(long: pd.DataFrame, *, task: Optional[str] = None, model: Optional[str] = None,
-                  xs: Sequence[str] = ("trainable_params", "train_seconds", "peak_memory_bytes")) -> Figure:
-    """One row of Pareto plots for one task: metric vs each of ``xs``, one legend for the figure."""
+                  xs: Sequence[str] = ("trainable_params", "train_seconds", "peak_memory_bytes"),
+                  seeds: Optional[pd.DataFrame] = None) -> Figure:
+    """One row of Pareto plots for one task: metric vs each of ``xs``, one legend for the figure (see
+    :func:`pareto` for ``seeds``)."""
     fig, axes = plt.subplots(1, len(xs), figsize=(5.0 * len(xs), 4.6), squeeze=False, constrained_layout=True)
     for x, ax in zip(xs, axes[0]):
-        pareto(long, x=x, task=task, model=model, ax=ax, legend=False)
+        pareto(long, x=x, task=task, model=model, ax=ax, legend=False, seeds=seeds)
     _shared_legend(fig, axes[0])
     _suptitle(fig, _select(long, task, model), "Score against cost")
     return fig

@@ -75,6 +75,7 @@ CASES = [
     Case("dora_out_in_proc", ("figures", "dora", "{d}/dsweep", "--out", "/proc/x"), "--out", "give a writable"),
     Case("dora_axis_unknown", ("figures", "dora", "{d}/dsweep", "--axis", "diagonal"), "--axis", HELP),
     Case("dora_wandb_unknown", ("figures", "dora", "{d}/dsweep", "--wandb", "maybe"), "--wandb", HELP),
+    Case("dora_wandb_mode_not_a_choice", ("figures", "dora", "{d}/dsweep", "--wandb", "offline"), "--wandb", HELP),
     # -- figures adalora
     Case("adalora_steps_words", ("figures", "adalora", "{d}/asweep", "--steps", "a,b"), "--steps", "whole numbers"),
     Case("adalora_steps_fraction", ("figures", "adalora", "{d}/asweep", "--steps", "1.5"), "--steps", "whole numbers"),
@@ -87,6 +88,7 @@ CASES = [
          "is a file, not a folder"),
     Case("adalora_out_in_proc", ("figures", "adalora", "{d}/asweep", "--out", "/proc/x"), "--out", "give a writable"),
     Case("adalora_no_input", ("figures", "adalora"), "RUNS", "--from-peft-json"),
+    Case("adalora_wandb_unknown", ("figures", "adalora", "{d}/asweep", "--wandb", "maybe"), "--wandb", HELP),
     # -- export-peft
     Case("export_output_is_a_file", ("export-peft", "{d}/sweep", "-o", "{d}/file.txt"), "-o/--output",
          "is a file, not a folder"),

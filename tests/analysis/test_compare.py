@@ -340,6 +340,33 @@ def test_plots_return_axes(sweep: Path) -> None:
     plt.close(given.figure)
 
 
+def test_per_seed_values_behind_the_means(sweep: Path) -> None:
+    """seed_values and curve_points are the values compare and curves average (figures draw them below 3 seeds)."""
+    runs, _, metrics = inputs.load_inputs([sweep])
+    long = compare.compare(runs).set_index(["task", "method"])
+    seeds = compare.seed_values(runs)
+    assert len(seeds) == 24 and set(seeds["seed"]) == {0, 1, 2}
+    dora = seeds[(seeds["task"] == "rte") & (seeds["method"] == "dora")].sort_values("seed")
+    assert dora["value"].tolist() == VALUES[("dora", 8)]["rte"] and dora["budget"].tolist() == [8, 8, 8]
+    assert long.loc[("rte", "dora"), "mean"] == pytest.approx(dora["value"].mean())
+    points = compare.curve_points(runs, metrics)
+    assert len(points) == 24 * 2 and points["budget"].isna().sum() == 6 * 2  # full FT has no budget
+    cur = compare.curves(runs, metrics).set_index(["task", "method", "step"])
+    at20 = points[(points["task"] == "rte") & (points["method"] == "dora") & (points["step"] == 20)]
+    assert cur.loc[("rte", "dora", 20), "mean"] == pytest.approx(at20["value"].mean())
+
+
+def test_table_plots_draw_seeds_below_three(tmp_path: Path) -> None:
+    """table --plots: with 2 seeds the curves and Pareto CSV files hold the per-seed values they draw."""
+    for seed in (0, 1):
+        write_run(tmp_path / "sweep", f"{seed}_lora_rte_s{seed}", task="rte", seed=seed, value=0.6 + 0.1 * seed)
+    assert cli(["table", str(tmp_path / "sweep"), "--plots", str(tmp_path / "plots")]) == 0
+    curves = pd.read_csv(tmp_path / "plots" / "curves_minilm_rte.csv")
+    assert curves["seed"].notna().sum() == 4
+    pareto = pd.read_csv(tmp_path / "plots" / "pareto_minilm_rte.csv")
+    assert sorted(pareto.loc[pareto["seed"].notna(), "mean"].round(6)) == [0.6, 0.7]
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 def test_cli_table(sweep: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -96,3 +96,42 @@ def test_plot_functions_take_and_return_axes() -> None:
     assert texts == ["0\n±0.0", "1\n±0.5", "2\n±0.0"]  # NaN (not adapted) has no label; rank 0 is drawn
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
     plt.close(fig)
+
+
+def tracked(run_dir: Path, group: str) -> Path:
+    """Mark a :func:`make_run` folder as tracked offline with W&B in ``group`` (as the harness records it)."""
+    rec = json.loads((run_dir / "run.json").read_text())
+    rec["config"] = {"tracking": {"wandb": True, "mode": "offline", "project": "t", "group": group}}
+    (run_dir / "run.json").write_text(json.dumps(rec))
+    return run_dir
+
+
+def test_wandb_on_logs_the_figures_into_one_reused_run_of_the_group(tmp_path: Path) -> None:
+    """--wandb on: the PNGs and the summary table into one offline W&B run named for the figures and the sweep,
+    under --out (never in the runs); a second call continues that run."""
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "sweep"
+    tracked(make_run(sweep / "0_adalora_s0", seed=0, final=FINAL_A), "mysweep")
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert cli(str(sweep), "--out", str(out), "--wandb", "on") == 0
+    assert not list(sweep.rglob("wandb"))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs and len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # one run id, resumed
+    files = {p.name for r in runs for p in r.rglob("files/**/*") if p.is_file()}
+    assert sum(n.endswith(".png") for n in files) >= 3, files  # heatmap, steps, time
+    assert "adalora_rte_tiny_b4_T20_summary.csv" in files, files
+    raw = b"".join(p.read_bytes() for r in runs for p in r.glob("*.wandb"))
+    assert b"figures-adalora-mysweep" in raw and b"mysweep" in raw
+
+
+def test_wandb_auto_logs_nothing_for_untracked_runs_and_off_is_the_default(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0_adalora_s0", seed=0, final=FINAL_A)
+    for extra in ((), ("--wandb", "auto")):
+        out = tmp_path / f"out{len(extra)}"
+        assert cli(str(sweep), "--out", str(out), *extra) == 0
+        assert (out / "adalora_rte_tiny_b4_T20_heatmap.png").is_file() and not (out / "wandb").exists()
+    tracked(sweep / "0_adalora_s0", "mysweep")
+    assert cli(str(sweep), "--out", str(tmp_path / "off")) == 0  # tracked runs, but off by default
+    assert not (tmp_path / "off" / "wandb").exists()

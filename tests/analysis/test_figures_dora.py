@@ -105,6 +105,20 @@ def test_logged_to_wandb_offline_as_image_and_table(tmp_path: Path) -> None:
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].rglob("*.png")) and list(runs[0].rglob("*.table.json"))
+    assert b"figures-dora-Wq-sweep" in next(runs[0].glob("*.wandb")).read_bytes()  # named for the sweep's group
+
+
+def test_wandb_auto_follows_the_runs_tracking(tmp_path: Path) -> None:
+    """--wandb auto (the shared rule of table, report and the figures): nothing for untracked runs, an offline
+    run for runs tracked offline."""
+    pytest.importorskip("wandb")
+    make_sweep(tmp_path / "plain", methods=("lora",), seeds=(0,))
+    make_sweep(tmp_path / "tracked", methods=("lora",), seeds=(0,), wandb=True)
+    for sweep, logged in (("plain", False), ("tracked", True)):
+        out = tmp_path / f"fig_{sweep}"
+        assert main(["figures", "dora", str(tmp_path / sweep), "--axis", "out", "--out", str(out),
+                     "--wandb", "auto"]) == 0
+        assert bool(list((out / "wandb").glob("offline-run-*"))) == logged, sweep
 
 
 def test_read_only_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

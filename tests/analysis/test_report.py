@@ -200,3 +200,15 @@ def test_report_wandb_auto_logs_nothing_for_untracked_runs(tmp_path: Path) -> No
     out = tmp_path / "out"
     assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures", "--wandb", "auto"]) == 0
     assert not (out / "wandb").exists()
+
+
+def test_two_seeds_are_drawn_seed_by_seed(tmp_path: Path) -> None:
+    """The report's Pareto and learning-curve figures draw each of 2 seeds (their CSV files hold them)."""
+    for seed in (0, 1):
+        write_run(tmp_path / "sweep", f"{seed}_lora_rte_s{seed}", task="rte", seed=seed, value=0.6 + 0.1 * seed)
+    out = tmp_path / "out"
+    assert cli(["report", str(tmp_path / "sweep"), "-o", str(out), "--no-method-figures"]) == 0
+    (curves,) = (out / "figures").glob("curves_*.csv")
+    assert pd.read_csv(curves)["seed"].notna().sum() == 4
+    (pareto,) = (out / "figures").glob("pareto_*.csv")
+    assert pd.read_csv(pareto)["seed"].notna().sum() == 2

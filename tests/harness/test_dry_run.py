@@ -42,6 +42,7 @@ def test_single_dry_run_writes_nothing(tmp_path: Path) -> None:
     (["method.r=0"], "method.r: must be a positive integer"),
     (["--cfg", "job"], "--dry-run: cannot be combined with --cfg"),
     (["-m", "method=lora,lorax"], "method=lorax"),
+    (["-m", "compare", "train.lr_scale=2"], "train.lr_scale: set by hydra.sweeper.select"),
 ])
 def test_dry_run_bad_input_exits_2(args: list[str], expect: str, tmp_path: Path) -> None:
     r = cli("--dry-run", *TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 's'}")
@@ -69,3 +70,63 @@ def test_actions_from_the_folder_record(tmp_path: Path) -> None:
         row = describe(job, tmp_path / name, name="x")
         assert row["action"].startswith(expect) and row["folder"] == str(tmp_path / name)
         assert files_under(tmp_path) == before
+
+
+def test_two_stage_dry_run_lists_stage_1_and_plans_stage_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           one_thread: None) -> None:
+    """``-m compare --dry-run``: stage 1's jobs with their folders and actions, then stage 2's plan; a grid point
+    whose stage-1 runs are done gets its choice and its stage-2 jobs now, where the real sweep then puts them;
+    nothing is written."""
+    import json
+
+    from harness.__main__ import main
+    from tests.harness.test_compare_preset import args
+
+    both = args(tmp_path)  # lora and full, lr_scale 1 and 4, seeds 0 and 1 (writes the task's CSV files)
+    sweep = tmp_path / "sweep"
+
+    def dry(*extra: str) -> list[str]:
+        before = files_under(tmp_path)
+        assert main(["--dry-run", *both, *extra]) == 0
+        assert files_under(tmp_path) == before
+        return capsys.readouterr().out.splitlines()
+
+    out = dry()
+    assert out[0].startswith("stage 1: every grid point at train.lr_scale = 1.0, 4.0, seed 0; the value with the best "
+                             "valid/<main metric> is chosen")
+    stage1 = [ln for ln in out if ln.split(" ", 1)[0].isdigit()]
+    assert len(stage1) == 4 and all(" run " in ln for ln in stage1)
+    assert "lora-b8-custom-s0 train.lr_scale=4.0" in stage1[1] and str(sweep / "1_lora_b8_custom_s0") in stage1[1]
+    assert "stage 2: the chosen train.lr_scale with seeds 0, 1: 2 job(s) per grid point, 4 for the 2 grid " \
+           "point(s)" in out[6]
+    assert "2 grid point(s): train.lr_scale is chosen when their stage-1 jobs have run" in out[7]
+    assert out[-1] == "dry run: stage 1: 4 job(s): 4 run; stage 2: 4 job(s) after stage 1; nothing was written"
+
+    # LoRA's stage 1 done (as a plain sweep of the same configurations): its choice is known now
+    assert main([*both, "hydra.sweeper.select=null", "hydra.sweeper.params.method=lora", "train.lr_scale=1.0,4.0",
+                 "seed=0"]) == 0
+    capsys.readouterr()
+    scores = {}
+    for f in sweep.glob("*/run.json"):
+        s = json.loads((f.parent / "summary.json").read_text())
+        scores[s["lr_scale"]] = s["valid/accuracy"]
+    chosen = 1.0 if scores[1.0] >= scores[4.0] else 4.0
+    out = dry()
+    assert sum(" skip (done) " in ln for ln in out if ln.split(" ", 1)[0].isdigit()) == 2 + 1  # stage 1 + seed 0
+    assert f"  task=custom method=lora budget=8: train.lr_scale={chosen}, chosen from its finished stage-1 " \
+           f"runs" in out
+    assert any(ln.startswith("  the other 1 grid point(s): train.lr_scale is chosen when their stage-1 jobs have run")
+               for ln in out)
+    planned = {ln.split()[1]: ln for ln in out if ln.split(" ", 1)[0].isdigit() and int(ln.split()[0]) >= 4}
+    assert set(planned) == {"lora-b8-custom-s0", "lora-b8-custom-s1"}
+    assert " skip (done) " in planned["lora-b8-custom-s0"] and " run " in planned["lora-b8-custom-s1"]
+    assert out[-1] == "dry run: stage 1: 4 job(s): 2 skip, 2 run; stage 2, known so far: 2 of 4 job(s): 1 skip, " \
+                      "1 run; nothing was written"
+
+    # the real sweep puts LoRA's stage-2 run where the dry run said
+    assert main(both) == 0
+    sel = json.loads((sweep / "selection.json").read_text())
+    lora = next(p for p in sel["points"] if "method=lora" in p["point"])
+    assert lora["chosen"] == chosen
+    new = next(st["run_dir"] for st in lora["stage2"] if st["overrides"][-1] == "seed=1")
+    assert new == planned["lora-b8-custom-s1"].split()[-1]

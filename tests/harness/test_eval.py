@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import ConfigError
 from harness.eval import evaluate_saved, main
+from harness.methods import get_method
 from harness.run import run
 from tests.conftest import TINY, compose_cfg
 
@@ -41,3 +43,30 @@ def test_cli_prints_the_main_metric(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main(args) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and expect in err[0], (args, err)
+
+
+def test_a_method_that_saves_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    """The saved folder is the method's declaration (Method.save_dir), not a fixed adapter/ or model/: the run
+    saves there, harness.eval scores it from the run folder or that folder, refuses another sub-folder, and a
+    later attempt clears it as it clears adapter/ (so no stale weights are scored)."""
+    import harness.run
+
+    monkeypatch.setattr(get_method("lora"), "save_dir", classmethod(lambda cls: "weights"))
+    overrides = [*TINY, "method=lora", "snapshot=none"]
+    run(compose_cfg(overrides), tmp_path)
+    assert (tmp_path / "weights" / "adapter_config.json").is_file() and not (tmp_path / "adapter").exists()
+    final = json.loads((tmp_path / "summary.json").read_text())["eval/accuracy"]
+    for folder in (tmp_path, tmp_path / "weights"):
+        assert evaluate_saved(folder, [])["eval/accuracy"] == final
+    with pytest.raises(ConfigError, match=r"not where the run's method \(lora\) saves; pass the run folder"):
+        evaluate_saved(tmp_path / "snapshots", [])
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(harness.run, "train", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(compose_cfg([*overrides, "train.force=true"]), tmp_path)
+    assert not (tmp_path / "weights").exists()
+    with pytest.raises(ConfigError, match="holds no saved adapter or model"):
+        evaluate_saved(tmp_path, [])

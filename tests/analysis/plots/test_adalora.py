@@ -86,3 +86,49 @@ def test_rank_over_time_band_from_three_runs() -> None:
     assert len(ax.collections) == 1 and len(ax.get_lines()) == 1  # the mean and its ± std band
     assert "± std over 3 runs" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close(ax.figure)
+
+
+def allocations(n: int) -> pd.DataFrame:
+    """An allocation frame as analysis.ranks.load_allocations gives it, ``n`` runs of one Wq matrix whose rank
+    and kept budget differ by run (steps 0, 5, 10; PEFT's b(t) 60, 50, 40)."""
+    rows = []
+    for i in range(n):
+        records = ((0, 6.0, 60, 60), (5, 5.0 - 0.5 * i, 52 - 2 * i, 50), (10, 4.0 + 0.5 * i, 40 + i, 40))
+        for step, rank, kept, b in records:
+            rows.append({"run_dir": f"run{i}", "seed": i, "step": step, "type": "Wq", "rank": rank, "kept": kept,
+                         "budget": b, "formula": b})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_time_figure_seed_lines_below_three_runs_bands_from_three(n: int) -> None:
+    """Below 3 runs every panel (rank over time, budget, residual) draws one line per run (budget lines from
+    analysis.ranks.budget_per_run) and no band; from 3 the mean with its band."""
+    from matplotlib.collections import PolyCollection
+
+    long = allocations(n)
+    curves = R.rank_over_time(long)
+    measured, formula = R.budget_curve(long)
+    runs = R.budget_per_run(long)
+    assert len(runs) == 3 * n and runs["kept"].tolist() == long["kept"].tolist()
+    fig = P.time_figure(curves, measured, formula, per_run=per_run(long), budget_runs=runs, target=4, init=6)
+    assert_publication(fig)
+    rank_ax, budget_ax, resid_ax = fig.axes
+    bands = [ax for ax in fig.axes if any(isinstance(c, PolyCollection) for c in ax.collections)]
+    drawn = [ln for ln in rank_ax.get_lines() if len(ln.get_xdata()) > 2]
+    measured_lines = [ln for ln in budget_ax.get_lines() if ln.get_label().startswith("measured")]
+    resid_lines = [ln for ln in resid_ax.get_lines() if ln.get_label().startswith("measured − formula")]
+    if n < 3:
+        assert bands == []
+        assert len(drawn) == len(measured_lines) == len(resid_lines) == n
+        for i, (m_line, r_line) in enumerate(zip(measured_lines, resid_lines)):
+            mine = runs[runs["run_dir"] == f"run{i}"]
+            np.testing.assert_allclose(m_line.get_ydata(), mine["kept"])
+            np.testing.assert_allclose(r_line.get_ydata(), mine["kept"] - mine["formula"])
+            if n == 2:
+                assert m_line.get_label() == f"measured, Σ non-zero λ, seed {i}"
+    else:
+        assert bands == [rank_ax, budget_ax, resid_ax]
+        assert len(drawn) == len(measured_lines) == len(resid_lines) == 1
+        np.testing.assert_allclose(measured_lines[0].get_ydata(), measured["kept_mean"])
+    plt.close(fig)

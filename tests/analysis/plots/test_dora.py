@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.figures_dora import figure_title
 from analysis.plots.dora import dora_figure, figure_data
@@ -58,3 +59,17 @@ def test_figure_data_is_what_is_drawn_with_one_based_layers() -> None:
     data = figure_data(pts, "out")
     assert sorted(data["layer"].unique()) == [1, 2, 3] and len(data) == len(pts)
     np.testing.assert_allclose(data["dM"], pts["dM_out"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_one_fit_line_per_seed_and_no_band(n: int) -> None:
+    """Figure 2 draws no interval band at any seed count: each seed's points and its own fit line."""
+    from matplotlib.collections import PolyCollection
+
+    pts = points(n)
+    fig = dora_figure(pts, axis="out", suptitle=figure_title(pts, "Wq", "out"))
+    assert_publication(fig)
+    for ax in (ax for ax in fig.axes if not hasattr(ax, "_colorbar")):
+        assert not any(isinstance(c, PolyCollection) for c in ax.collections)
+        assert len(ax.get_lines()) == n  # one least-squares line per seed
+    plt.close(fig)
