@@ -11,7 +11,7 @@ minutes per batch shape). ``auto`` (the default) chooses:
   launch-bound, else ``eager``. Adapter methods are taken as launch-bound (their many small per-layer kernels:
   graphs took the 1.1B model's LoRA / DoRA / AdaLoRA step from 171 / 293 / 234 ms to 155 / 198 / 160 ms); full
   fine-tuning only while its estimated matmul time is under :data:`GPU_BOUND_S` (MiniLM: 27 → 3 ms a step; the
-  1.1B model, GPU-bound: 170 → 185 ms, so eager).
+  1.1B model, GPU-bound: 170 → 185 ms, so eager). Measured: benchmarks/results/defaults_h200.
 
 The saving is estimated as :data:`FUSION_SAVING` of the step's matmul time, 6·N·tokens at
 :data:`GPU_FLOPS` (a conservative H100/H200-class rate: a slower GPU saves more, so ``auto`` errs towards not
@@ -30,12 +30,13 @@ from harness.errors import ConfigError
 
 #: the paths ``train.compile`` may name; ``none`` is the eager path
 COMPILE_CHOICES = ("auto", "none", "graphs", "layers", "model")
-#: fraction of the step's matmul time a whole-model compile saves over the same step graphed (fusing the
-#: elementwise work into the matmuls' neighbours; measured 23–30% on the 1.1B model, docs/performance.md)
-FUSION_SAVING = 0.25
+#: fraction of the step's estimated matmul time a whole-model compile saves over the same step graphed (fusing
+#: the elementwise work into the matmuls' neighbours; the 1.1B model's LoRA: 155 ms graphed, 105.5 ms compiled,
+#: 50 ms = 0.39 of its 127 ms estimate; benchmarks/results/defaults_h200)
+FUSION_SAVING = 0.35
 GPU_FLOPS = 4e14  # dense bf16 FLOP/s a training step reaches on an H100/H200-class GPU
 COMPILE_S_BASE = 20.0  # seconds to compile a model's step for one batch shape, plus ...
-COMPILE_S_PER_LAYER = 5.0  # ... this per transformer layer (forward and backward)
+COMPILE_S_PER_LAYER = 3.5  # ... this per transformer layer (forward and backward; 22 layers: 96 s measured)
 GPU_BOUND_S = 0.02  # full fine-tuning: a step whose matmuls take longer than this is not launch-bound
 #: batch lengths per path when ``train.length_buckets=0``: graphs are cheap to record, compiles are not
 DEFAULT_BUCKETS = {"graphs": 8, "model": 4}
