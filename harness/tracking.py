@@ -116,23 +116,31 @@ def run_name(cfg: Mapping[str, Any]) -> str:
 def summary_table(value: Any) -> Optional[tuple[list[str], list[list[Any]]]]:
     """(columns, rows) of a non-scalar summary value, or None for a scalar: a list of dicts → a row per item
     (columns: their keys), a dict → (key, value) rows, a list of lists → columns c0, c1, …, a list → one column
-    ``value``. Cells that are not scalars are written as JSON."""
+    ``value``. Cells that are not scalars are written as JSON; a column mixing numbers, strings and booleans is
+    written as text (a W&B column holds one type)."""
 
     def cell(v: Any) -> Any:
         return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
 
     if isinstance(value, Mapping):
-        return ["key", "value"], [[str(k), cell(v)] for k, v in value.items()]
-    if not isinstance(value, (list, tuple)):
+        cols, rows = ["key", "value"], [[str(k), cell(v)] for k, v in value.items()]
+    elif not isinstance(value, (list, tuple)):
         return None
-    if value and all(isinstance(v, Mapping) for v in value):
-        cols = list(dict.fromkeys(k for v in value for k in v))
-        return [str(c) for c in cols], [[cell(v.get(c)) for c in cols] for v in value]
-    if value and all(isinstance(v, (list, tuple)) for v in value):
+    elif value and all(isinstance(v, Mapping) for v in value):
+        keys = list(dict.fromkeys(k for v in value for k in v))
+        cols, rows = [str(c) for c in keys], [[cell(v.get(c)) for c in keys] for v in value]
+    elif value and all(isinstance(v, (list, tuple)) for v in value):
         width = max(len(v) for v in value)
-        return [f"c{i}" for i in range(width)], [[cell(v[i]) if i < len(v) else None for i in range(width)]
-                                                 for v in value]
-    return ["value"], [[cell(v)] for v in value]
+        cols = [f"c{i}" for i in range(width)]
+        rows = [[cell(v[i]) if i < len(v) else None for i in range(width)] for v in value]
+    else:
+        cols, rows = ["value"], [[cell(v)] for v in value]
+    kind = lambda v: "bool" if isinstance(v, bool) else "str" if isinstance(v, str) else "num"  # noqa: E731
+    for j in range(len(cols)):
+        if len({kind(r[j]) for r in rows if r[j] is not None}) > 1:
+            for r in rows:
+                r[j] = None if r[j] is None else r[j] if isinstance(r[j], str) else json.dumps(r[j])
+    return cols, rows
 
 
 class WandbLogger:

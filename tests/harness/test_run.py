@@ -132,6 +132,9 @@ def test_compiled_model_trains_like_eager(tiny_cfg: Any, tmp_path: Path) -> None
     compiled = run(tiny_cfg(*base, "train.compile=model"), tmp_path / "compiled")
     unpadded = run(tiny_cfg("method=lora", *no_dropout), tmp_path / "unpadded")
     assert compiled["eval/loss"] == pytest.approx(eager["eval/loss"], rel=1e-4)
+    # the compiled path pads to length buckets and times its compiles apart; auto on the CPU is eager
+    assert compiled["speed"]["path"] == "model" and compiled["speed"]["buckets"] and compiled["compile_seconds"] > 0
+    assert unpadded["speed"]["path"] == "eager" and unpadded["speed"]["reason"].startswith("auto: eager on cpu")
     assert unpadded["eval/loss"] == pytest.approx(eager["eval/loss"], rel=1e-3)  # other shapes: float noise
     losses = [[json.loads(x)["train/loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
                if "train/loss" in x] for d in ("eager", "compiled")]

@@ -212,6 +212,10 @@ def test_summary_tables_of_any_non_scalar_value() -> None:
     assert summary_table(0.5) is None and summary_table("x") is None
     assert summary_table([{"matrix": "a", "rank": 2}, {"matrix": "b", "rank": 0, "extra": [1]}]) == (
         ["matrix", "rank", "extra"], [["a", 2, None], ["b", 0, "[1]"]])
-    assert summary_table({"Wq": 3, "Wv": {"x": 1}}) == (["key", "value"], [["Wq", 3], ["Wv", '{"x": 1}']])
+    assert summary_table({"Wq": 3, "Wv": 4}) == (["key", "value"], [["Wq", 3], ["Wv", 4]])
+    # a column mixing types is text (W&B refuses it otherwise): a run's ``speed`` record
+    assert summary_table({"Wq": 3, "Wv": {"x": 1}}) == (["key", "value"], [["Wq", "3"], ["Wv", '{"x": 1}']])
+    assert summary_table({"path": "graphs", "graphs": 0, "failed": None, "ok": True}) == (
+        ["key", "value"], [["path", "graphs"], ["graphs", "0"], ["failed", None], ["ok", "true"]])
     assert summary_table([[1, 8, 8], [2, 7]]) == (["c0", "c1", "c2"], [[1, 8, 8], [2, 7, None]])
     assert summary_table([0, 3, 6]) == (["value"], [[0], [3], [6]])
