@@ -245,6 +245,12 @@ def _iso(ts: Optional[float]) -> Optional[str]:
     return _dt.datetime.fromtimestamp(float(ts), tz=_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def saved_folder(rec: dict[str, Any]) -> str:
+    """The run's adapter or model folder: recorded in run.json (``save_dir``, the method's own); records from
+    before it was recorded: ``model`` for full fine-tuning, else ``adapter``."""
+    return str(rec.get("save_dir") or ("model" if rec.get("method") == "full" else "adapter"))
+
+
 def _dir_size(p: Path) -> int:
     """Bytes of the saved weights (``*.safetensors`` / ``*.bin``) in ``p``; 0 when nothing was saved."""
     if not p.is_dir():
@@ -279,7 +285,8 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
     if "terminated" in str(rec.get("error", "")):
         status = "canceled"
 
-    adapter_cfg = run_dir / "adapter" / "adapter_config.json"
+    saved = run_dir / saved_folder(rec)
+    adapter_cfg = saved / "adapter_config.json"
     peft_config = json.loads(adapter_cfg.read_text()) if adapter_cfg.is_file() else None
     if peft_config is None and rec.get("method") != "full":
         peft_config = {"peft_type": {"dora": "LORA", "lora": "LORA", "adalora": "ADALORA"}.get(rec.get("method"), str(rec.get("method")).upper()),
@@ -350,7 +357,7 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
             "accelerator_memory_max": peak,
             "accelerator_memory_reserved_99th": peak,
             "train_time": summary.get("train_seconds"),
-            "file_size": _dir_size(run_dir / ("model" if rec.get("method") == "full" else "adapter")),
+            "file_size": _dir_size(saved),
             "num_trainable_params": summary.get("trainable_params"),
             "num_total_params": summary.get("total_params"),
             "status": status,

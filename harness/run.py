@@ -306,7 +306,7 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         method_color=p.method.color, task=c.task.name, model=c.model.name,
         seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
-        data_split=p.data.split, lr=effective_lr(c),
+        data_split=p.data.split, lr=effective_lr(c), save_dir=p.method.save_dir(),
     )
     logger: MetricLogger = NullLogger()
     stop = _StopRequest()
@@ -453,7 +453,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     summary: dict[str, Any] = {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
         "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
-        "main_metric": p.data.main_metric,
+        "main_metric": p.data.main_metric, "save_dir": p.method.save_dir(),
         "main_metric_value": result.final_eval[p.data.main_metric],
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},

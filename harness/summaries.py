@@ -130,9 +130,9 @@ def run_block(result: dict[str, Any]) -> str:
         rows.append(("", f"final validation {_num(s.get(f'valid/{main}'))}"))
     if s.get(f"best/{main}") is not None:
         rows.append(("", f"best {_num(s.get(f'best/{main}'))} ({best_note(s)})"))
-    for name in ("adapter", "model"):
-        if (run_dir / name).is_dir():
-            rows.append((name, str(run_dir / name)))
+    saved = run_dir / str(s.get("save_dir") or "")
+    if s.get("save_dir") and saved.is_dir():
+        rows.append(("saved", str(saved)))
     tps = s.get("tokens_per_s")
     rows.append(("train time", f"{_duration(s.get('train_seconds'))}" + (f", {tps:,.0f} tokens/s" if tps else "")))
     rows.append(("parameters", f"{s.get('trainable_params', 0):,} trained, {s.get('effective_params', 0):,} effective"))

@@ -35,7 +35,7 @@ def test_adalora_run_ends_with_block_and_no_chatter(tmp_path: Path) -> None:
     assert block[2].split() == ["folder", str(tmp_path)]
     assert block[3].startswith("accuracy") and "final dev" in block[3]
     assert any("best on dev (no validation split)" in ln for ln in block)
-    assert f"adapter     {tmp_path / 'adapter'}" in block
+    assert f"saved       {tmp_path / 'adapter'}" in block
     assert any(ln.startswith("train time") and "tokens/s" in ln for ln in block)
     zero = json.loads((tmp_path / "summary.json").read_text())["adalora/zero_rank_matrices"]
     assert zero > 0 and any(ln.startswith(f"rank 0      {zero} of 12 matrices") for ln in block)
