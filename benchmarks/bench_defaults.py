@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from benchmarks.bench import build, method_config, synthetic
-from harness.loop import evaluate, linear_schedule, make_optimizer, task_loss, to_device
+from harness.loop import evaluate, linear_schedule, make_optimizer, to_device
 from harness.tasks import Encoded, TrainBatches, collate
 
 log = logging.getLogger(__name__)
