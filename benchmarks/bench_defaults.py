@@ -167,40 +167,47 @@ def bare_loop(model: nn.Module, fwd: Callable[..., Any], method_name: str, train
             "ms_per_step": 1e3 * (end - t_warm) / (steps - warmup)}
 
 
-def trainer_loop(model: nn.Module, method_name: str, train: Encoded, *, steps: int, lr: float, tokenizer: Any,
-                 batch: int = 32, warmup: int = 20, out: Path) -> dict[str, float]:
-    """transformers' Trainer with the same settings; a callback times the steady steps (after ``warmup``) and
-    calls AdaLoRA's allocation after each update, before the gradients are zeroed."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+def _trainer(model: nn.Module, method: str, rows: list[dict[str, Any]], collator: Any, *, steps: int, warmup: int,
+             out: Path, **args: Any) -> tuple[float, float]:
+    """transformers' Trainer on ``rows`` for ``steps`` steps (bf16 and fused AdamW on CUDA; ``args``: the rest of
+    its TrainingArguments). A callback calls AdaLoRA's allocation after each update, before the gradients are
+    zeroed, and times the steps after ``warmup``. Returns (steady ms/step, Trainer's train_runtime in s)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    warmup = min(warmup, steps // 2)
-    rows = [{"input_ids": train.input_ids[i], "labels": int(train.labels[i]),
-             **({"token_type_ids": train.token_type_ids[i]} if train.token_type_ids is not None else {})}
-            for i in range(len(train))]
-    marks: dict[str, float] = {}
+    marks: dict[int, float] = {}
 
     class Timer(TrainerCallback):
         def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if method_name == "adalora":
+            if method == "adalora":
                 model.base_model.update_and_allocate(state.global_step + 1)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step in (warmup, steps):
                 _sync()
-                marks[str(state.global_step)] = time.perf_counter()
+                marks[state.global_step] = time.perf_counter()
 
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps,
-                             learning_rate=lr, lr_scheduler_type="linear", warmup_steps=math.ceil(0.06 * steps), weight_decay=0.0,
-                             max_grad_norm=1.0, bf16=torch.cuda.is_available(), logging_steps=10**9,
-                             save_strategy="no", eval_strategy="no", report_to=[], optim="adamw_torch_fused"
-                             if torch.cuda.is_available() else "adamw_torch", seed=0, disable_tqdm=True,
-                             dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=[Timer()])
-    res = trainer.train()
-    train_s = float(res.metrics["train_runtime"])
-    return {"train_s": train_s, "steps_per_s": steps / train_s,
-            "ms_per_step": 1e3 * (marks[str(steps)] - marks[str(warmup)]) / (steps - warmup)}
+    cuda = torch.cuda.is_available()
+    targs = TrainingArguments(output_dir=str(out), max_steps=steps, bf16=cuda, logging_steps=10**9,
+                              save_strategy="no", eval_strategy="no", report_to=[],
+                              optim="adamw_torch_fused" if cuda else "adamw_torch", disable_tqdm=True,
+                              dataloader_num_workers=0, **args)
+    res = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collator, callbacks=[Timer()]).train()
+    return 1e3 * (marks[steps] - marks[warmup]) / (steps - warmup), float(res.metrics["train_runtime"])
+
+
+def trainer_loop(model: nn.Module, method_name: str, train: Encoded, *, steps: int, lr: float, tokenizer: Any,
+                 batch: int = 32, warmup: int = 20, out: Path) -> dict[str, float]:
+    """:func:`_trainer` with the bare loop's settings on real batches, padded per batch."""
+    from transformers import DataCollatorWithPadding
+
+    rows = [{"input_ids": train.input_ids[i], "labels": int(train.labels[i]),
+             **({"token_type_ids": train.token_type_ids[i]} if train.token_type_ids is not None else {})}
+            for i in range(len(train))]
+    ms, train_s = _trainer(model, method_name, rows, DataCollatorWithPadding(tokenizer), steps=steps,
+                           warmup=min(warmup, steps // 2), out=out, per_device_train_batch_size=batch,
+                           learning_rate=lr, lr_scheduler_type="linear", warmup_steps=math.ceil(0.06 * steps),
+                           weight_decay=0.0, max_grad_norm=1.0, seed=0)
+    return {"train_s": train_s, "steps_per_s": steps / train_s, "ms_per_step": ms}
 
 
 def minilm(methods: list[str], setups: list[str], steps: int, device: torch.device, out: Path) -> list[dict]:
@@ -292,31 +299,15 @@ def llama(methods: list[str], setups: list[str], steps: int, warmup: int, device
 
 
 def _llama_trainer(model: nn.Module, method: str, enc: Encoded, *, steps: int, warmup: int) -> dict[str, float]:
-    """Trainer on fixed 8×1024 batches (no padding), timed after ``warmup`` steps by a callback."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    """:func:`_trainer` on fixed 8×1024 batches (no padding)."""
+    from transformers import default_data_collator
 
     rows = [{"input_ids": enc.input_ids[i], "attention_mask": [1] * len(enc.input_ids[i]), "labels": int(enc.labels[i])}
             for i in range(8 * steps)]
-    marks: dict[int, float] = {}
-
-    class Timer(TrainerCallback):
-        def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if method == "adalora":
-                model.base_model.update_and_allocate(state.global_step + 1)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.global_step in (warmup, steps):
-                _sync()
-                marks[state.global_step] = time.perf_counter()
-
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=8, max_steps=steps, learning_rate=1e-4,
-                                 bf16=torch.cuda.is_available(), logging_steps=10**9, save_strategy="no", eval_strategy="no",
-                                 report_to=[], optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
-                                 disable_tqdm=True, dataloader_num_workers=0)
-        Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
-                callbacks=[Timer()]).train()
-    return {"ms_per_step": 1e3 * (marks[steps] - marks[warmup]) / (steps - warmup)}
+        ms, _ = _trainer(model, method, rows, default_data_collator, steps=steps, warmup=warmup, out=Path(tmp),
+                         per_device_train_batch_size=8, learning_rate=1e-4)
+    return {"ms_per_step": ms}
 
 
 # ------------------------------------------------------------------------------------------------------ report
