@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 EVAL_KEYS = ("task.", "model.max_length", "train.eval_batch_size", "train.device")
 
 
-def locate(folder: Path) -> tuple[Path, Path]:
-    """(run folder, saved adapter/model folder) of a run folder or of its saved folder; ConfigError otherwise.
-    The saved folder is the one the run's method declares (:meth:`harness.methods.base.Method.save_dir`)."""
+def locate(folder: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """(run folder, saved adapter/model folder, the run's recorded config) of a run folder or of its saved folder;
+    ConfigError otherwise. The saved folder is the one the run's method declares
+    (:meth:`harness.methods.base.Method.save_dir`)."""
     from harness.methods import get_method
 
     folder = Path(folder)
@@ -37,9 +38,11 @@ def locate(folder: Path) -> tuple[Path, Path]:
         raise ConfigError(f"{folder}: not a run folder nor a run's adapter/ or model/ folder (no run.json); pass a "
                           f"folder such as outputs/runs/<run> or outputs/runs/<run>/adapter")
     try:
-        method = json.loads((run_dir / "run.json").read_text())["config"]["method"]["name"]
+        config = json.loads((run_dir / "run.json").read_text())["config"]
+        method = config["method"]["name"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{run_dir}/run.json: no readable method.name ({e}); the run's record is damaged") from None
+        raise ConfigError(f"{run_dir}/run.json: no readable config with method.name ({e}); the run's record is "
+                          f"damaged") from None
     saved = run_dir / get_method(method).save_dir()
     if folder not in (run_dir, saved):
         raise ConfigError(f"{folder}: not where the run's method ({method}) saves; pass the run folder {run_dir} or "
@@ -47,22 +50,18 @@ def locate(folder: Path) -> tuple[Path, Path]:
     if not ((saved / "adapter_config.json").is_file() or (saved / "config.json").is_file()):
         raise ConfigError(f"{saved}: holds no saved adapter or model (adapter_config.json / config.json); was the run "
                           f"done with train.save_model=true and finished?")
-    return run_dir, saved
+    return run_dir, saved, config
 
 
-def eval_config(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """The run's recorded config with ``overrides`` applied (``task=<option>`` swaps in the task config that
-    ``python -m harness task=<option>`` composes: conf/task/<option>.yaml over its schema)."""
+def eval_config(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The run's recorded config ``cfg`` with ``overrides`` applied (``task=<option>`` swaps in the task config
+    that ``python -m harness task=<option>`` composes: conf/task/<option>.yaml over its schema)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     import harness.methods  # noqa: F401  (the methods' schemas, named by conf/method/*.yaml)
     from harness.options import CONF, groups
 
-    try:
-        cfg = json.loads((run_dir / "run.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{run_dir}/run.json: no readable config ({e}); the run's record is damaged") from None
     conf = OmegaConf.create(cfg)
     for o in overrides:
         key, eq, value = o.partition("=")
@@ -96,9 +95,9 @@ def evaluate_saved(folder: Path, overrides: list[str]) -> dict[str, Any]:
     from harness.run import pick_device, seed_everything
     from harness.tasks import encode, load_task
 
-    run_dir, saved = locate(folder)
-    recorded = to_typed(json.loads((run_dir / "run.json").read_text())["config"])
-    c = to_typed(eval_config(run_dir, overrides))
+    _, saved, config = locate(folder)
+    recorded = to_typed(config)
+    c = to_typed(eval_config(config, overrides))
     validate(c)
     data = load_task(c.task, seed=c.seed)
     trained = load_task(recorded.task, seed=recorded.seed) if recorded.task != c.task else data
