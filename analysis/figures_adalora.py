@@ -36,6 +36,7 @@ from analysis import ranks as R
 from analysis.figure_files import save_figure
 from analysis.outputs import out_folder
 from analysis.plots.style import first, setup_line
+from analysis.render import latex_escape
 from analysis.table import BadOption, publish_to_sweeps
 from harness.families import MATRIX_TYPES
 
@@ -95,18 +96,16 @@ def summary_table(summary: pd.DataFrame, types: Sequence[str] = MATRIX_TYPES) ->
     return pd.DataFrame.from_dict(rows, orient="index", columns=[*cols, *groups]).rename_axis("quantity")
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
 def write_summary(summary: pd.DataFrame, verdict_line: str, out: Path, stem: str) -> list[Path]:
     """:func:`summary_table` as ``<stem>_summary.csv`` and ``<stem>_summary.tex`` (the verdict line as the
     LaTeX caption); returns the paths."""
     table = summary_table(summary)
     paths = [out / f"{stem}_summary.csv", out / f"{stem}_summary.tex"]
     table.to_csv(paths[0])
-    caption = "".join(_LATEX_SPECIAL.get(c, c) for c in verdict_line)
-    paths[1].write_text(table.to_latex(caption=caption, label=f"tab:{stem}", escape=True), encoding="utf-8")
+    tex = table.map(latex_escape).rename(index=latex_escape, columns=latex_escape)
+    tex.index.name = latex_escape(table.index.name)
+    paths[1].write_text(tex.to_latex(caption=latex_escape(verdict_line), label=f"tab:{stem}", escape=False),
+                        encoding="utf-8")
     return paths
 
 

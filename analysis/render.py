@@ -252,12 +252,12 @@ def _latex(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: 
            text_cols: set[str]) -> str:
     """booktabs table through Styler; best cells ``\\textbf{…}``; caption = caption + footer."""
     styler = (table.style.hide(axis="index")
-              .format(_latex_escape).format_index(_latex_escape, axis=1)
+              .format(latex_escape).format_index(latex_escape, axis=1)
               .apply(lambda _: best.map(lambda b: "textbf: --rwrap;" if b else "").to_numpy(), axis=None))
     cap = " ".join([caption or ""] + footer).strip()
     return styler.to_latex(column_format="".join("l" if c in text_cols else "r" for c in table.columns),
                            position="t", position_float="centering", hrules=True, environment="table",
-                           caption=_latex_escape(cap) if cap else None)
+                           caption=latex_escape(cap) if cap else None)
 
 
 def _html(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: Optional[str],
@@ -283,10 +283,11 @@ def _html(table: pd.DataFrame, best: pd.DataFrame, footer: list[str], caption: O
 #: ``escape="latex"`` leaves ±, ↑, ↓, × as they are, and pdflatex stops at them.
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "↑": r"$\uparrow$",
-          "↓": r"$\downarrow$", "–": "--", "·": r"$\cdot$", "×": r"$\times$", "√": r"$\sqrt{}$"}
+          "↓": r"$\downarrow$", "–": "--", "−": "$-$", "·": r"$\cdot$", "×": r"$\times$", "√": r"$\sqrt{}$"}
 
 
-def _latex_escape(s: Any) -> str:
+def latex_escape(s: Any) -> str:
+    """``s`` as LaTeX text: TeX's special characters escaped, ±, ↑, ↓, –, −, ·, ×, √ as LaTeX (:data:`_LATEX`)."""
     return "".join(_LATEX.get(ch, ch) for ch in str(s))
 
 
