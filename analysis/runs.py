@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.load import find_runs
 from analysis.table import BadOption
-from harness.run_record import read_status
+from harness.run_record import read_status, recorded_budget
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,9 +45,8 @@ def run_rows(folders: list[str], *, now: float | None = None) -> pd.DataFrame:
             rows.append(row)
             continue
         method_cfg = rec.get("config", {}).get("method", {})
-        budget = next((method_cfg[k] for k in ("target_r", "r") if method_cfg.get(k) is not None), None)
         row.update(status=rec.get("status", "unknown"), method=rec.get("method", method_cfg.get("name")),
-                   task=rec.get("task"), budget=budget, seed=rec.get("seed"))
+                   task=rec.get("task"), budget=recorded_budget(rec), seed=rec.get("seed"))
         when = rec.get("ended") or rec.get("restarted") or rec.get("started")
         if isinstance(when, (int, float)) and math.isfinite(when):
             row["age"] = age(now - when)
