@@ -125,6 +125,26 @@ def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
     return out
 
 
+def edge_choices(run_dirs: Iterable[str | Path]) -> list[str]:
+    """One line per grid point of a selection sweep whose chosen value is still at an edge of the values
+    tried (after the sweeper's extension, ``selection.json``'s ``at_grid_edge``): the optimum may lie beyond."""
+    out: list[str] = []
+    for sweep in sorted({Path(d).parent for d in run_dirs}):
+        f = sweep / SELECTION_FILE
+        if not f.is_file():
+            continue
+        try:
+            sel = _read_json(f)
+            for pt in sel["points"]:
+                if pt.get("at_grid_edge"):
+                    tried = sorted(float(c["value"]) for c in pt.get("candidates", []))
+                    out.append(f"{pt.get('point')}: {sel.get('key')}={pt.get('chosen')} chosen at the edge of the "
+                               f"values tried {tried} ({f})")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("%s: unreadable (%s); its grid edges are not checked", f, e)
+    return out
+
+
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """``metrics.jsonl`` of one run as a DataFrame (one row per logged step; a torn last line is dropped)."""
     path = Path(run_dir) / "metrics.jsonl"

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from analysis import compare, inputs, render
+from analysis import compare, inputs, load, render
 from analysis.errors import BadOption
 from analysis import stats as S
 
@@ -107,6 +107,13 @@ def main(args: argparse.Namespace) -> int:
     runs, _, metrics, opts = loaded
     text = render.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
                               scale=100.0 if args.percent else 1.0, **opts)
+    edges = load.edge_choices(runs["run_dir"].dropna()) if "run_dir" in runs else []
+    if edges and args.fmt == "markdown":
+        text += "\nLearning rates chosen at an edge of the grid tried (the best may lie beyond):\n\n" + \
+            "".join(f"- {e}\n" for e in edges)
+    elif edges:
+        for e in edges:
+            print(f"chosen at a grid edge: {e}", file=sys.stderr)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)

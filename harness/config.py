@@ -84,6 +84,9 @@ class TaskConfig:
     # a validation split carved from train (before max_train_samples), for model and lr selection; 0 = none
     validation_fraction: float = 0.0
     split_seed: int = 0  # the carve's seed: the same split for every method and training seed
+    # none: random rows | contained: whole groups of texts related by containment (no validation text inside a
+    # training text or around one; SST-2's phrases: harness/splits.py), texts of other groups dropped
+    validation_groups: str = "none"
 
 
 @dataclass
@@ -400,6 +403,8 @@ def validate(cfg: RunConfig) -> None:
     vf = task.validation_fraction
     _check(math.isfinite(vf) and 0 <= vf < 1, "task.validation_fraction",
            f"must be in [0, 1), got {vf} (e.g. 0.1 holds out 10% of train; 0 = no validation split)")
+    _check(task.validation_groups in ("none", "contained"), "task.validation_groups",
+           f"none (random rows) or contained (no validation text inside a training text), got '{task.validation_groups}'")
     _check(cfg.model.max_length > 0, "model.max_length", f"must be > 0, got {cfg.model.max_length}")
     tr = cfg.tracking
     _check(tr.mode in ("offline", "online", "disabled"), "tracking.mode", f"offline, online or disabled, got '{tr.mode}'")
@@ -448,7 +453,7 @@ NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "
 #: keys added after runs were recorded: left out of the config hash at their default value (the hash of a run
 #: that does not use them is unchanged), group -> key -> default
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "task": {"validation_fraction": 0.0, "split_seed": 0},
+    "task": {"validation_fraction": 0.0, "split_seed": 0, "validation_groups": "none"},
     "train": {"lr_scale": 1.0, "length_buckets": 0},
 }
 
@@ -481,7 +486,8 @@ def config_hash(cfg: RunConfig) -> str:
     if d["train"].get("compile") == "auto":  # auto runs the experiment of none (its path is in summary.json's speed)
         d["train"]["compile"] = "none"
     if not d["task"].get("validation_fraction"):
-        d["task"].pop("split_seed", None)  # no split: its seed changes nothing
+        d["task"].pop("split_seed", None)  # no split: its seed and grouping change nothing
+        d["task"].pop("validation_groups", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

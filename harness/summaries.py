@@ -190,6 +190,7 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
             "lr_scale": s.get("lr_scale", cfg.get("train", {}).get("lr_scale")),
             "stage": stages.get(str(run_dir), ""), "status": _status(r, record), "main_metric": main,
             "final": s.get("main_metric_value"), "best": s.get(f"best/{main}") if main else None,
+            "valid": s.get(f"valid/{main}") if main else None,
             "best_selected_on": s.get("best_selected_on"), "seconds": s.get("wall_seconds"),
             "tokens_per_s": s.get("tokens_per_s"), "trainable_params": s.get("trainable_params"),
             "folder": run_dir.name, "error": r.get("error") or "",
@@ -198,32 +199,47 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
 
 
 def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
-    """Per task, the configuration (method, budget, lr_scale; mean over seeds) with the best main metric:
-    ``best`` (chosen on validation) when every run selected on validation, else the final dev value. Stage-1
-    selection candidates are left out."""
+    """Per task, the best configurations (method, budget, lr_scale): chosen on the validation split when every
+    run has a validation score (``valid/<main>``), else on the final dev value — the reported set, said so as
+    not a fair selection. A set, not one winner: every configuration whose 95% t-interval over seeds overlaps
+    the top one's (:func:`analysis.stats.top_group`); with one seed per configuration only the top is named,
+    as descriptive. Stage-1 selection candidates are left out."""
+    from analysis import stats
     from harness import metrics as metric_fns
 
     out = []
-    tasks = dict.fromkeys(r["task"] for r in rows)
-    for task in tasks:
-        runs = {r["folder"]: r for r in rows if r["task"] == task and r["final"] is not None
-                and r["stage"] != "1: candidate"}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        runs = [r for r in rows if r["task"] == task and r["final"] is not None and r["stage"] != "1: candidate"]
         if not runs:
             out.append(f"- {task}: no finished run")
             continue
-        on_valid = all(r["best_selected_on"] == "validation" and r["best"] is not None for r in runs.values())
-        key, how = ("best", "dev at the step best on validation") if on_valid else ("final", "final dev")
-        groups: dict[tuple[Any, ...], list[float]] = {}
-        for r in runs.values():
-            groups.setdefault((r["method"], r["budget"], r["lr_scale"]), []).append(r[key])
-        main = next(iter(runs.values()))["main_metric"]
-        m = metric_fns.METRICS.get(main)
-        sign = 1.0 if m is None or m.higher_is_better else -1.0
-        (method, budget, lr_scale), vals = max(groups.items(), key=lambda kv: sign * sum(kv[1]) / len(kv[1]))
-        label = f"{method}" + ("" if budget is None else f" budget {budget}") + \
-            ("" if lr_scale in (None, 1.0) else f" lr_scale {lr_scale}")
-        out.append(f"- {task}: {label}: {main} {sum(vals) / len(vals):.4f} ({how}; mean of {len(vals)} "
-                   f"seed{'s' if len(vals) > 1 else ''})")
+        on_valid = all(r.get("valid") is not None for r in runs)
+        key = "valid" if on_valid else "final"
+        how = "on the validation split" if on_valid else "on the reported dev set — not a fair selection"
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for r in runs:
+            groups.setdefault((r["method"], r["budget"], r["lr_scale"]), []).append(r)
+        m = metric_fns.METRICS.get(runs[0]["main_metric"])
+        higher = m is None or m.higher_is_better
+        names, ivs = list(groups), [stats.t_interval([r[key] for r in g]) for g in groups.values()]
+        top = stats.top_group([iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs],
+                              higher_is_better=higher)
+        order = sorted(range(len(names)), key=lambda i: -ivs[i].mean if higher else ivs[i].mean)
+        if not top.any():
+            picked, note = [order[0]], "one seed: no interval, descriptive"
+        else:
+            picked, note = [i for i in order if top[i]], "every configuration whose interval overlaps the top one's"
+        cells = []
+        for i in picked:
+            method, budget, lr_scale = names[i]
+            label = f"{method}" + ("" if budget is None else f" budget {budget}") + \
+                ("" if lr_scale in (None, 1.0) else f" lr_scale {lr_scale}")
+            dev = stats.t_interval([r["final"] for r in groups[names[i]]]).mean
+            cells.append(f"{label} ({key} {ivs[i].mean:.4f}" + (f", dev {dev:.4f}" if on_valid else "") + ")")
+        gap = (f"; validation − dev gap {sum(r['valid'] - r['final'] for r in runs) / len(runs):+.4f} over "
+               f"{len(runs)} runs" if on_valid else "")
+        out.append(f"- {task}: " + "; ".join(cells) + f" — chosen {how}; {note}; {runs[0]['main_metric']}, "
+                   f"mean over {min(iv.n for iv in ivs)}–{max(iv.n for iv in ivs)} seeds{gap}")
     return out
 
 
@@ -259,7 +275,7 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
         lines += ["", "Two-stage selection (selection.json): rows of stage '1: candidate' and '1+2: chosen' are the "
                   "stage-1 selection candidates (first seed, each value, scored on validation); stage 2 runs the "
                   "chosen value with every seed. The best configuration below uses stage-2 runs only."]
-    lines += ["", "Best configuration per task:", *best_per_task(rows), "", "Next:", "",
+    lines += ["", "Best configurations per task (a set where intervals over seeds overlap):", *best_per_task(rows), "", "Next:", "",
               f"    python -m analysis table {sweep_dir}",
               f"    python -m analysis report {sweep_dir} -o {sweep_dir}/report"]
     if any(sweep_dir.glob("*/wandb/offline-run-*")):

@@ -63,12 +63,15 @@ SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
 class Selection:
     """``hydra.sweeper.select``: choose ``key`` among ``values`` on validation (seed ``seeds[0]``), then run the
     choice with every seed. ``metric``: ``valid`` (the final validation main metric) or ``best_valid`` (the best
-    over evaluation steps). Ties go to the value listed first."""
+    over evaluation steps). Ties go to the value listed first. A choice at the edge of the values tried
+    extends the grid that way, one value at a time (the edge times the ratio to its neighbour: ×2 for the
+    default grid), at most ``extend`` values a side; a choice still at an edge then is marked so."""
 
     key: str = "train.lr_scale"
     values: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     metric: str = "valid"
+    extend: int = 2
 
     @classmethod
     def parse(cls, node: Any) -> "Selection":
@@ -78,9 +81,9 @@ class Selection:
             node = OmegaConf.to_container(node, resolve=True)
         if not isinstance(node, dict):
             raise ConfigError(f"{where}: must be a mapping with key, values, seeds, metric; got {node!r}")
-        unknown = sorted(set(node) - {"key", "values", "seeds", "metric"})
+        unknown = sorted(set(node) - {"key", "values", "seeds", "metric", "extend"})
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys are key, values, seeds, metric")
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys are key, values, seeds, metric, extend")
         sel = cls(**node)
         if not isinstance(sel.key, str) or not sel.key or sel.key == "seed":
             raise ConfigError(f"{where}.key: a config key to select, e.g. train.lr_scale; got {sel.key!r}")
@@ -96,6 +99,8 @@ class Selection:
             raise ConfigError(f"{where}.seeds: a non-empty list of distinct integers, e.g. [0,1,2]; got {seeds!r}")
         if not isinstance(sel.metric, str) or sel.metric not in SELECT_METRICS:
             raise ConfigError(f"{where}.metric: one of {', '.join(SELECT_METRICS)}, got {sel.metric!r}")
+        if not isinstance(sel.extend, int) or isinstance(sel.extend, bool) or not 0 <= sel.extend <= 8:
+            raise ConfigError(f"{where}.extend: values to add beyond an edge choice, an integer in 0..8; got {sel.extend!r}")
         sel.values = [float(v) for v in vals]
         return sel
 
@@ -425,9 +430,49 @@ class HarnessSweeper(BasicSweeper):
             if best is None or signed > best[0]:
                 best = (signed, value)
         if best is not None:
+            tried = [c["value"] for c in entry["candidates"]]
             entry["chosen"] = best[1]
-            entry["at_grid_edge"] = len(sel.values) > 1 and best[1] in (min(sel.values), max(sel.values))
+            entry["at_grid_edge"] = len(tried) > 1 and best[1] in (min(tried), max(tried))
         return entry
+
+    @staticmethod
+    def _beyond(values: list[float], chosen: float) -> float:
+        """The next value past ``chosen``, an edge of ``values`` (≥ 2 of them): the edge times its ratio to the
+        neighbour when all are positive (a geometric grid: 4 → 8 after 2, 4), else the edge plus their gap."""
+        v = sorted(values)
+        edge, near = (v[-1], v[-2]) if chosen == v[-1] else (v[0], v[1])
+        return edge * (edge / near) if v[0] > 0 else edge + (edge - near)
+
+    def _extend(self, sel: Selection, points: dict[tuple[str, ...], list[list[str]]],
+                next_num: int) -> tuple[list[Any], int]:
+        """Grow the grid of every point whose choice sits at an edge of its values, one value a round, up to
+        ``sel.extend`` values a side; the new jobs join ``points``. The launchers' results and the next number."""
+        returns: list[Any] = []
+        added: dict[tuple[str, ...], int] = {}
+        for _ in range(2 * sel.extend):
+            by_hash = self._runs_by_hash()
+            new: list[list[str]] = []
+            for point, jobs in points.items():
+                entry = self._choose(sel, jobs, by_hash)
+                if not entry.get("at_grid_edge") or added.get(point, 0) >= 2 * sel.extend:
+                    continue
+                tried = [c["value"] for c in entry["candidates"]]
+                value = self._beyond(tried, entry["chosen"])
+                side = "up" if entry["chosen"] == max(tried) else "down"
+                if sum(1 for v in tried if v not in sel.values and (v > max(sel.values)) == (side == "up")) >= sel.extend:
+                    continue
+                job = [*point, f"{sel.key}={value!r}", f"seed={sel.seeds[0]}"]
+                log.info("selection: %s=%s chosen at the edge of %s; extending the grid with %s", sel.key,
+                         entry["chosen"], sorted(tried), value)
+                jobs.append(job)
+                added[point] = added.get(point, 0) + 1
+                new.append(job)
+            if not new:
+                break
+            batches = self._prepare(new, self.max_batch_size, first_num=next_num)
+            returns += self._launch(batches, next_num)
+            next_num += sum(len(b) for b in batches)
+        return returns, next_num
 
     def _two_stage(self, sel: Selection, arguments: List[str]) -> list[Any]:
         """Stage 1: the grid × ``sel.values`` at seed ``sel.seeds[0]``; choose per grid point on validation;
@@ -442,10 +487,12 @@ class HarnessSweeper(BasicSweeper):
         log.info("selection, stage 1: %d grid points x %s=%s at seed %d (%d jobs)", len(points), sel.key,
                  sel.values, sel.seeds[0], sum(len(b) for b in batches))
         returns = self._launch(batches, 0)
-        next_num = sum(len(b) for b in batches)
+        more, next_num = self._extend(sel, points, sum(len(b) for b in batches))
+        returns += more
 
         by_hash = self._runs_by_hash()
         record: dict[str, Any] = {"key": sel.key, "values": sel.values, "seeds": sel.seeds, "metric": sel.metric,
+                                  "extend": sel.extend,
                                   "stage1_seed": sel.seeds[0], "rule": "best stage-1 score of the main metric on "
                                   "validation; ties: the value listed first", "created": time.time(), "points": []}
         stage2: list[list[str]] = []
@@ -457,8 +504,9 @@ class HarnessSweeper(BasicSweeper):
                 log.error("selection: %s: no candidate finished with a validation score; stage 2 skipped", label)
                 continue
             if entry["at_grid_edge"]:
-                log.warning("selection: %s: chosen %s=%s is at the edge of the grid %s; consider extending it",
-                            label, sel.key, chosen, sel.values)
+                log.warning("selection: %s: chosen %s=%s is still at the edge of the values tried %s (extended by "
+                            "at most %d a side: hydra.sweeper.select.extend)", label, sel.key, chosen,
+                            sorted(c["value"] for c in entry["candidates"]), sel.extend)
             log.info("selection: %s: %s=%s (%s: %s)", label, sel.key, chosen,
                      sel.metric, ", ".join(f"{c['value']}: {c['score']}" for c in entry["candidates"]))
             entry["stage2"] = [[*point, f"{sel.key}={chosen!r}", f"seed={s}"] for s in sel.seeds]

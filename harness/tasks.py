@@ -21,6 +21,7 @@ import torch
 
 from harness.buckets import pad_length
 from harness.config import TaskConfig
+from harness.splits import carve_groups
 from harness.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -328,8 +329,13 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     n_full = len(full)
     train_idx = np.arange(n_full)
     held_out = np.zeros(0, dtype=np.int64)
+    grouped = None
     if cfg.validation_fraction > 0:
-        held_out, train_idx = carve_validation(n_full, cfg.validation_fraction, cfg.split_seed)
+        if cfg.validation_groups == "contained":
+            grouped = carve_groups([" ".join(t) for t in full.texts], cfg.validation_fraction, cfg.split_seed)
+            held_out, train_idx = grouped.valid, grouped.train
+        else:
+            held_out, train_idx = carve_validation(n_full, cfg.validation_fraction, cfg.split_seed)
         valid_idx = held_out[: cfg.max_eval_samples] if cfg.max_eval_samples is not None else held_out
         data.valid, data.valid_index = full.take(valid_idx), np.sort(valid_idx)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_idx):
@@ -344,6 +350,9 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
         data.split.update(validation_fraction=cfg.validation_fraction, split_seed=cfg.split_seed,
                           validation_size=len(data.valid), validation_held_out=len(held_out),
                           validation_hash=index_hash(data.valid_index))
+        if grouped is not None:
+            data.split.update(validation_groups="contained", validation_dropped=len(grouped.dropped),
+                              validation_roots=grouped.valid_roots)
     return data
 
 

@@ -101,3 +101,19 @@ def test_budget_is_read_from_the_record_and_guessed_only_for_older_records(tmp_p
     assert runs[0] == 8 and runs[1] == 4
     assert runs[2] is None or runs[2] != runs[2]  # None (NaN in a float column)
     assert runs[3] is None or runs[3] != runs[3]
+
+
+def test_edge_choices_name_the_points_still_at_a_grid_edge(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from analysis.load import edge_choices
+
+    sweep = tmp_path / "s"
+    (sweep / "0_run").mkdir(parents=True)
+    points = [{"point": "task=rte method=lora", "chosen": 16.0, "at_grid_edge": True,
+               "candidates": [{"value": v} for v in (1.0, 4.0, 8.0, 16.0)]},
+              {"point": "task=rte method=full", "chosen": 2.0, "at_grid_edge": False, "candidates": [{"value": 2.0}]}]
+    (sweep / "selection.json").write_text(json.dumps({"key": "train.lr_scale", "points": points}))
+    (line,) = edge_choices([sweep / "0_run"])
+    assert line.startswith("task=rte method=lora: train.lr_scale=16.0 chosen at the edge of the values tried "
+                           "[1.0, 4.0, 8.0, 16.0]")
+    (sweep / "selection.json").write_text("{")
+    assert edge_choices([sweep / "0_run"]) == [] and "unreadable" in caplog.text

@@ -53,7 +53,7 @@ def runs(sweep: Path) -> list[dict[str, Any]]:
 
 
 def test_two_stage_selection_end_to_end(tmp_path: Path, one_thread: Any) -> None:
-    assert main(args(tmp_path)) == 0
+    assert main(args(tmp_path, "hydra.sweeper.select.extend=0")) == 0
     sweep = tmp_path / "sweep"
     sel = json.loads((sweep / "selection.json").read_text())
     assert sel["key"] == "train.lr_scale" and sel["values"] == [1.0, 4.0] and sel["seeds"] == [0, 1]
@@ -101,13 +101,29 @@ def test_two_stage_selection_end_to_end(tmp_path: Path, one_thread: Any) -> None
 
     # the same command again: every job found done, the same choice
     before = {r["_dir"]: r["attempt"] for r in recs}
-    assert main(args(tmp_path)) == 0
+    assert main(args(tmp_path, "hydra.sweeper.select.extend=0")) == 0
     again = json.loads((sweep / "selection.json").read_text())
     assert [p["chosen"] for p in again["points"]] == [p["chosen"] for p in sel["points"]]
     assert {r["_dir"]: r["attempt"] for r in runs(sweep)} == before
 
 
+def test_a_choice_at_the_grid_edge_extends_the_grid_that_way(tmp_path: Path, one_thread: Any) -> None:
+    """Two values: the choice is at an edge, so one more value is tried beyond it (x4: 0.25 below 1, 16 above
+    4); extend=1 stops there, and selection.json marks a choice still at an edge."""
+    extra = ["hydra.sweeper.params.method=lora", "hydra.sweeper.select.extend=1", "hydra.sweeper.select.seeds=[0]"]
+    assert main(args(tmp_path, *extra)) == 0
+    sel = json.loads((tmp_path / "sweep" / "selection.json").read_text())
+    (point,) = sel["points"]
+    values = [c["value"] for c in point["candidates"]]
+    assert values[:2] == [1.0, 4.0] and len(values) == 3 and values[2] in (0.25, 16.0)
+    first = max(point["candidates"][:2], key=lambda c: c["score"])["value"]  # the choice before extending
+    assert values[2] == (16.0 if first == 4.0 else 0.25)
+    assert point["at_grid_edge"] == (point["chosen"] in (min(values), max(values))) and sel["extend"] == 1
+    assert len(list((tmp_path / "sweep").glob("*/run.json"))) == 3
+
+
 @pytest.mark.parametrize("extra,expect", [
+    (["hydra.sweeper.select.extend=-1"], "hydra.sweeper.select.extend: values to add beyond"),
     (["seed=3"], "seed: set by hydra.sweeper.select"),
     (["train.lr_scale=2"], "train.lr_scale: set by hydra.sweeper.select"),
     (["hydra.sweeper.select.metric=dev"], "hydra.sweeper.select.metric: one of valid, best_valid"),

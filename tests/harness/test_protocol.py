@@ -43,6 +43,24 @@ def test_validation_is_carved_from_full_train_and_never_trained_on() -> None:
     assert other.split["validation_hash"] != a.split["validation_hash"]
 
 
+@pytest.mark.slow
+def test_sst2_validation_holds_out_whole_sentences_and_records_it() -> None:
+    """sst2.yaml carves by containment groups (harness/splits.py): no validation phrase is among the training
+    phrases, the drop is recorded, and a hash of the same config without a split is unchanged."""
+    cfg = to_typed(compose_cfg(["task=sst2", f"task.glue_dir={GLUE}", "task.validation_fraction=0.1"])).task
+    d = load_task(cfg, seed=0)
+    assert cfg.validation_groups == "contained" and d.valid is not None
+    assert not set(d.train.texts) & set(d.valid.texts)
+    assert d.split["validation_groups"] == "contained" and 0 < d.split["validation_dropped"] < 0.05 * 67349
+    assert d.split["validation_size"] + d.split["validation_dropped"] + d.split["train_size"] == 67349
+
+
+def test_validation_groups_leave_no_split_runs_hash_unchanged() -> None:
+    plain = to_typed(compose_cfg(["task=sst2"]))
+    assert plain.task.validation_groups == "contained"
+    assert config_hash(plain) == config_hash(to_typed(compose_cfg(["task=sst2", "task.validation_groups=none"])))
+
+
 def test_max_eval_samples_caps_validation_but_the_held_out_rows_stay_out() -> None:
     d = load_task(TaskConfig(name="rte", glue_dir=str(GLUE), validation_fraction=0.2, max_eval_samples=32), seed=0)
     held, _ = carve_validation(2490, 0.2, 0)
@@ -65,6 +83,7 @@ def test_a_split_that_leaves_nothing_to_train_is_refused() -> None:
     ("task.validation_fraction", "1.5", "task.validation_fraction: must be in [0, 1), got 1.5"),
     ("task.validation_fraction", "-0.1", "task.validation_fraction: must be in [0, 1)"),
     ("task.validation_fraction", "nan", "task.validation_fraction: must be a finite number, got nan"),
+    ("task.validation_groups", "phrases", "task.validation_groups: none (random rows) or contained"),
     ("train.lr_scale", "0", "train.lr_scale: must be a finite number > 0"),
     ("train.lr_scale", "inf", "train.lr_scale: must be a finite number, got inf"),
     ("method.match", "both", "method.match: one of rank, params"),

@@ -70,7 +70,8 @@ def test_sweep_writes_summary_with_failed_job(tmp_path: Path, capsys: pytest.Cap
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert len(table) == 3 and "| done " in table[1] and "| failed " in table[2]
     assert "diverged" in md and "error.txt" in md
-    assert "- sst2: lora budget 8: accuracy" in md and "final dev" in md
+    assert "- sst2: lora budget 8 (final " in md and "on the reported dev set — not a fair selection" in md
+    assert "one seed: no interval, descriptive" in md
     assert f"python -m analysis table {sweep_dir}" in md
     assert f"python -m analysis report {sweep_dir} -o {sweep_dir}/report" in md
     assert "wandb sync" not in md  # tracking=none
@@ -92,7 +93,8 @@ def _fake_run(d: Path, status: str, summary: dict | None = None, **config: objec
 
 def _summary(value: float, best: float, **kw: object) -> dict:
     return {"method": "lora", "task": "rte", "seed": 0, "main_metric": "accuracy", "main_metric_value": value,
-            "best/accuracy": best, "best_selected_on": "validation", "best_step": 10, "wall_seconds": 75.0, **kw}
+            "best/accuracy": best, "valid/accuracy": best + 0.01, "best_selected_on": "validation", "best_step": 10,
+            "wall_seconds": 75.0, **kw}
 
 
 def test_selection_stages_running_job_and_validation_based_best(tmp_path: Path) -> None:
@@ -114,8 +116,11 @@ def test_selection_stages_running_job_and_validation_based_best(tmp_path: Path) 
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [r["stage"] for r in rows] == ["1: candidate", "1+2: chosen", "2", ""]
     assert rows[3]["status"] == "skipped: running"
-    # 0.5 would win on its candidate run; stage 2 (lr_scale 1: 0.61, 0.72) decides
-    assert "- rte: lora budget 8: accuracy 0.6650 (dev at the step best on validation; mean of 2 seeds)" in md
+    # 0.5 would win on its candidate run; stage 2 (lr_scale 1: validation 0.62, 0.73; dev 0.6, 0.7) decides
+    assert ("- rte: lora budget 8 (valid 0.6750, dev 0.6500) — chosen on the validation split; one seed: no "
+            "interval, descriptive" not in md)  # two seeds: an interval, the top one is a set of one
+    assert "- rte: lora budget 8 (valid 0.6750, dev 0.6500) — chosen on the validation split; every configuration" in md
+    assert "validation − dev gap +0.0250 over 2 runs" in md
     assert "1m15s" in md and "stage-1 selection candidates" in md
     assert f"wandb sync {tmp_path}/*/wandb/offline-run-*" in md
 
@@ -125,3 +130,23 @@ def test_failed_run_block(tmp_path: Path) -> None:
     text = run_block({"status": "failed", "run_dir": str(tmp_path), "error": "RunFailed: loss diverged"})
     assert text.splitlines()[1:] == ["status     failed", f"folder     {tmp_path}",
                                      "reason     RunFailed: loss diverged", f"traceback  {tmp_path / 'error.txt'}"]
+
+
+def _row(method: str, seed: int, valid: float | None, final: float, lr_scale: float = 1.0) -> dict:
+    return {"task": "rte", "method": method, "budget": 8, "lr_scale": lr_scale, "seed": seed, "stage": "",
+            "final": final, "valid": valid, "main_metric": "accuracy"}
+
+
+def test_best_is_chosen_on_validation_and_is_a_set_when_intervals_overlap() -> None:
+    """dev would crown 'dora' (0.80 vs 0.70), validation picks 'lora'; 'dora' overlaps 'lora' on validation
+    (both in the set), 'full' is far below (left out)."""
+    from harness.summaries import best_per_task
+
+    rows = [_row("lora", s, v, 0.70) for s, v in enumerate((0.80, 0.82, 0.84))]
+    rows += [_row("dora", s, v, 0.80) for s, v in enumerate((0.78, 0.81, 0.83))]
+    rows += [_row("full", s, v, 0.60) for s, v in enumerate((0.50, 0.51, 0.52))]
+    (line,) = best_per_task(rows)
+    assert line.startswith("- rte: lora budget 8 (valid 0.8200, dev 0.7000); dora budget 8 (valid 0.8067, dev 0.8000)")
+    assert "full" not in line and "chosen on the validation split" in line
+    (dev_line,) = best_per_task([{**r, "valid": None} for r in rows])
+    assert dev_line.startswith("- rte: dora budget 8 (final 0.8000)") and "not a fair selection" in dev_line
