@@ -79,11 +79,11 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     :func:`analysis.compare.seed_values`), when given, is drawn instead as one small open marker per seed."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
-    label, factor, logx, x_lower = X_AXES[x]
+    axis_label, factor, logx, x_lower = X_AXES[x]
     d = _select(long, task, model)
     d = d[pd.to_numeric(d.get(x), errors="coerce").notna() & d["mean"].notna()] if x in d else d.iloc[0:0]
     if d.empty:
-        ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"no {axis_label} recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return ax
     xs = pd.to_numeric(d[x]).to_numpy(float) * factor
@@ -125,11 +125,11 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     if logx:
         ax.set_xscale("log")
     metric = str(d["metric"].iloc[0])
-    ax.set_xlabel(label + (" (log)" if logx else ""))
+    ax.set_xlabel(axis_label + (" (log)" if logx else ""))
     if x == "peak_memory_bytes" and "peak_memory_kind" in d:
         kinds = {MEMORY_KINDS.get(k, k) for k in ",".join(d["peak_memory_kind"].dropna()).split(",") if k}
         if kinds:
-            ax.set_xlabel(f"{label}, {', '.join(sorted(kinds))}")
+            ax.set_xlabel(f"{axis_label}, {', '.join(sorted(kinds))}")
     ax.set_ylabel(f"{metric_label(metric)} (mean over seeds)")
     title = task_label(d["task"].iloc[0]) if "task" in d else ""
     ax.set_title(title, fontsize=10)

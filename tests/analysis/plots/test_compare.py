@@ -56,6 +56,9 @@ def test_pareto_row_has_one_shared_legend_and_the_runs_colours() -> None:
     assert_publication(fig)
     assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
     assert {t.get_text() for t in fig.legends[0].get_texts()} == {"LoRA", "DoRA (PEFT)", "Pareto frontier"}
+    # each axis names its own quantity (the method loop once overwrote the axis label with a method's)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["trainable parameters (log)", "train time (s)",
+                                                    "peak memory (GiB)"]
     dora = [c for c in fig.axes[0].containers if c.get_label() == "DoRA (PEFT)"]
     assert dora and dora[0].lines[0].get_color() == "#222222"
     assert fig._suptitle.get_text() == "Score against cost · MiniLM-L6 · RTE · 3 seeds"
