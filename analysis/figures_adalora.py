@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="*", help="run folders or folders above them (sweeps)")
     parser.add_argument("--from-peft-json", metavar="FILE", action="append", default=[],
                         help="a PEFT method_comparison result or adapter_config.json with a rank_pattern (repeatable)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
                         help="output folder (default: a new ./analysis-figures-adalora-<time>/; never the run folders)")
     parser.add_argument("--steps", default=None,
                         help="comma-separated steps for the small multiples (default: 4 spread over the budget phase)")
@@ -264,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.runs and not args.from_peft_json:
         raise BadOption("give run folders (RUNS…) or --from-peft-json FILE")
     steps = parse_steps(args.steps) if args.steps else None
-    out = out_folder(args.out, "--out", "figures-adalora")
+    out = out_folder(args.out, "-o/--output", "figures-adalora")
     print(f"writing into {out}")
     written: list[Path] = []
     run_dirs: list[str] = []

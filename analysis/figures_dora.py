@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "feature (in), or both (default)")
     parser.add_argument("--source", choices=("tensors", "index"), default="tensors",
                         help="recompute from the snapshot files in float64 (default) or use the online values")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
                         help="output folder (default: a new ./analysis-figures-dora-<time>/)")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the intervals over seeds, in (0, 1) (default 0.95)")
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         raise BadOption("give run folders (RUNS…) or --from-points FILE, not both")
     if args.from_points and not args.from_points.is_file():
         raise FileNotFoundError(f"--from-points: {args.from_points}: no such file")
-    out = out_folder(args.out, "--out", "figures-dora")
+    out = out_folder(args.out, "-o/--output", "figures-dora")
     mtype = _TYPE_ALIASES.get(args.matrix_type, args.matrix_type)
     if args.from_points:
         points, problems = read_points(args.from_points, mtype), []

@@ -139,6 +139,9 @@ def run_block(result: dict[str, Any]) -> str:
     zero = s.get("adalora/zero_rank_matrices")
     if zero is not None:
         rows.append(("rank 0", f"{zero} of {s.get('adapted_matrices')} matrices ({ZERO_RANK_NOTE})"))
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    if offline:
+        rows += [("W&B", f"{offline[-1]} (offline)"), ("", f"wandb sync {offline[-1]}")]
     return _block(rows)
 
 
