@@ -150,3 +150,13 @@ def test_best_is_chosen_on_validation_and_is_a_set_when_intervals_overlap() -> N
     assert "full" not in line and "chosen on the validation split" in line
     (dev_line,) = best_per_task([{**r, "valid": None} for r in rows])
     assert dev_line.startswith("- rte: dora budget 8 (final 0.8000)") and "not a fair selection" in dev_line
+
+
+def test_run_block_names_the_offline_wandb_run_and_its_sync_line(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps(_summary(0.7, 0.7, steps=10, train_seconds=3.0)))
+    run = tmp_path / "wandb" / "offline-run-20261207_000000-abc"
+    run.mkdir(parents=True)
+    lines = run_block({"status": "done", "run_dir": str(tmp_path)}).splitlines()
+    assert lines[-2].split() == ["W&B", str(run), "(offline)"] and lines[-1].split() == ["wandb", "sync", str(run)]
+    (tmp_path / "wandb" / "offline-run-20261207_000000-abc").rmdir()
+    assert "wandb sync" not in run_block({"status": "done", "run_dir": str(tmp_path)})
