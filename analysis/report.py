@@ -434,9 +434,10 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
     sec.add("p", "ΔM (change of the column norms) against ΔD (change of direction, 1 − cosine) of the query "
                  "matrices at each snapshot, per layer, norms per output feature (the paper's ‖·‖_c); r and "
                  "slope are computed per run over its (layer, checkpoint) points, then averaged over seeds with a "
-                 f"{confidence * 100:g}% Student-t interval (r on Fisher's z scale). The verdict says whether "
-                 "that interval excludes 0 on the side of the paper's sign (DoRA paper, Figure 2: FT −0.62, "
-                 "LoRA +0.83, DoRA −0.31).")
+                 f"{confidence * 100:g}% Student-t interval (r on Fisher's z scale). Two answers per method against "
+                 "the paper (DoRA paper, Figure 2: FT −0.62, LoRA +0.83, DoRA −0.31): the sign (agrees / disagrees "
+                 "when the Holm-adjusted p of the t-test of r = 0 is below 5%, Holm over the verdicts of the figure; "
+                 "else inconclusive) and the value (the paper's r inside the interval or not, with its p).")
     for key, g in groups(data.runs):
         p = pts[pts["run_dir"].isin(set(g["run_dir"]))]
         if p.empty:
@@ -460,9 +461,12 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
                   else f"{r.pearson:+.2f}")
             rows.append({"Method": D.panel_label(r.panel), "Seeds": str(r.n_seeds), "r (mean over seeds)": iv,
                          "Slope": f"{r.slope:.3g}", "Paper r": "–" if not math.isfinite(r.paper_pearson)
-                         else f"{r.paper_pearson:+.2f}", "Verdict": r.verdict})
-        sec.add("table", render.render(pd.DataFrame(rows), fmt="html", caption=f"ΔM vs ΔD, {name}",
-                                       text=("Verdict",)))
+                         else f"{r.paper_pearson:+.2f}", "Sign": r.verdict, "p": render.fmt_p(r.p),
+                         "Holm p": render.fmt_p(r.p_holm), "Paper r in the CI": r.value,
+                         "p (paper r)": render.fmt_p(r.p_value)})
+        sec.add("table", render.render(pd.DataFrame(rows), fmt="html", text=("Sign", "Paper r in the CI"),
+                                       caption=f"ΔM vs ΔD, {name} (Holm over the {stats.attrs.get('family', 0)} "
+                                               "verdicts of this figure)"))
     return sec if sec.figures else None
 
 
