@@ -1,4 +1,5 @@
-"""Interval estimates over seeds, and verdicts decided by them.
+"""Interval estimates over seeds, decisions at a practical margin (four verdicts, Holm families, seeds
+needed) and the two answers to a paper's claim (sign and value).
 
 Seeds are the unit: every interval here is over independent runs (one value per run). Student-t is the
 default; a percentile bootstrap over seeds is offered. With one seed there is no interval: ``low``/``high``
@@ -17,9 +18,6 @@ import pandas as pd
 from scipy import stats as _st
 
 IntervalKind = Literal["t", "bootstrap", "none"]
-#: How a measured interval compares with a claim about the sign of a quantity.
-Verdict = Literal["agrees", "disagrees", "inconclusive", "descriptive"]
-VERDICTS: tuple[str, ...] = ("agrees", "disagrees", "inconclusive", "descriptive")
 
 #: How each interval is described under a table.
 DESCRIPTIONS: dict[str, str] = {
@@ -155,27 +153,6 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], *, ki
         rows.append(row)
     cols = list(by) + [f"{c}{s}" for c in columns for s in ("", "_low", "_high", "_std", "_n")]
     return pd.DataFrame(rows, columns=cols)
-
-
-def verdict(iv: Interval, expected_sign: float) -> str:
-    """How the interval ``iv`` of a quantity compares with a claim that its sign is ``expected_sign``.
-
-    ``agrees``: the whole interval lies on the claimed side of 0; ``disagrees``: on the other side;
-    ``inconclusive``: it contains 0, or it has no width (every seed gave the same value: with few seeds and
-    a discrete metric, e.g. accuracy differing by one example in each of 3 seeds, s = 0 says nothing about
-    the spread between seeds, and a zero-width t-interval is no evidence); ``descriptive``: no interval
-    (one seed) or no claim to compare with.
-    """
-    if not math.isfinite(expected_sign) or expected_sign == 0 or not (math.isfinite(iv.low) and math.isfinite(iv.high)):
-        return "descriptive"
-    if iv.high - iv.low <= 1e-12 * max(1.0, abs(iv.mean)):
-        return "inconclusive"
-    lo, hi = (iv.low, iv.high) if expected_sign > 0 else (-iv.high, -iv.low)
-    if lo > 0:
-        return "agrees"
-    if hi < 0:
-        return "disagrees"
-    return "inconclusive"
 
 
 def difference(a: Iterable[float], b: Iterable[float], *, confidence: float = 0.95,

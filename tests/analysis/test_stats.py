@@ -95,12 +95,13 @@ def test_aggregate_groups() -> None:
 
 def test_zero_width_interval_is_inconclusive_not_a_verdict() -> None:
     # RTE accuracy, 277 examples: DoRA one example below LoRA in each of 3 seeds -> s = 0, a point "interval"
-    d = stats.difference([0.5957, 0.6498, 0.5451], [0.5993, 0.6534, 0.5487], paired=True)
+    a, b = np.array([0.5957, 0.6498, 0.5451]), np.array([0.5993, 0.6534, 0.5487])
+    d = stats.difference(a, b, paired=True)
     assert d.low == pytest.approx(d.high) and d.mean < 0
-    assert stats.verdict(d, +1.0) == "inconclusive" and stats.verdict(d, -1.0) == "inconclusive"
+    assert stats.claim(a - b, +1.0).sign == "inconclusive" and stats.claim(a - b, -1.0).sign == "inconclusive"
     # any spread at all gives the interval its say again
-    d2 = stats.difference([0.5957, 0.6498, 0.5451], [0.5993, 0.6538, 0.5487], paired=True)
-    assert d2.high < 0 and stats.verdict(d2, +1.0) == "disagrees"
+    b2 = np.array([0.5993, 0.6538, 0.5487])
+    assert stats.difference(a, b2, paired=True).high < 0 and stats.claim(a - b2, +1.0).sign == "disagrees"
 
 
 # ------------------------------------------------------------------------------------------ decisions
