@@ -302,16 +302,21 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
 
 
 def _decide_pair(ga: pd.DataFrame, gb: pd.DataFrame, metric: str, margin: Optional[float],
-                 alpha: float) -> stats.Decision:
+                 alpha: float, bound: Any = None) -> stats.Decision:
     """a − b of two configurations' per-run values: paired by seed when both have the same seeds (≥ 2),
-    else Welch; at ``margin`` (default: :func:`analysis.stats.default_margin` of the metric)."""
+    else Welch; at ``margin`` (default: :func:`analysis.stats.default_margin` of the metric). ``bound``: an
+    :class:`analysis.sequential.Boundary` — decide at a look of a sequential sweep (repeated intervals)."""
     sa, sb = ga.set_index("seed")["_value"], gb.set_index("seed")["_value"]
     paired = len(sa) > 1 and sorted(sa.index) == sorted(sb.index)
     m = stats.default_margin(metric) if margin is None else margin
     hib = higher_is_better(metric)
     if paired:
-        return stats.decide(sa.sort_index(), sb.sort_index(), margin=m, paired=True, higher_is_better=hib, alpha=alpha)
-    return stats.decide(sa, sb, margin=m, paired=False, higher_is_better=hib, alpha=alpha)
+        sa, sb = sa.sort_index(), sb.sort_index()
+    if bound is not None:
+        from analysis import sequential
+
+        return sequential.decide(sa, sb, bound=bound, margin=m, paired=paired, higher_is_better=hib, alpha=alpha)
+    return stats.decide(sa, sb, margin=m, paired=paired, higher_is_better=hib, alpha=alpha)
 
 
 #: Contrast columns of the long table (:func:`contrasts`).
@@ -341,12 +346,13 @@ def contrast_pairs(configs: Sequence[tuple[Any, ...]]) -> list[tuple[int, int]]:
 
 
 def contrasts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
-              margin: Optional[float] = None, alpha: float = 0.05) -> pd.DataFrame:
+              margin: Optional[float] = None, alpha: float = 0.05, bound: Any = None) -> pd.DataFrame:
     """Method vs method and method vs full FT, one row per contrast (:func:`contrast_pairs`), decided at the
     margin (:func:`analysis.stats.decide`; paired by seed when both sides ran the same seeds, else Welch) and
     Holm-adjusted over every contrast of the call (one family: the table). Columns: :data:`CONTRAST_COLUMNS`
     (``difference`` = a − b; ``verdict`` four-way from the Holm p's; ``not_learned``: runs of either side that
-    did not learn)."""
+    did not learn). ``bound``: a sequential sweep's boundary (:mod:`analysis.sequential`): repeated intervals
+    and p's at the current look."""
     if runs.empty:
         return pd.DataFrame(columns=CONTRAST_COLUMNS)
     r = per_run_values(runs, metric=metric, which=which)
@@ -358,7 +364,7 @@ def contrasts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Litera
                                    str(kc[0][0]), -1 if pd.isna(kc[0][1]) else float(kc[0][1]), str(kc[0][2])))
         for i, j in contrast_pairs([k for k, _ in parts]):
             ga, gb = parts[i][1], parts[j][1]
-            d = _decide_pair(ga, gb, name, margin, alpha)
+            d = _decide_pair(ga, gb, name, margin, alpha, bound)
             decisions.append(d)
             la, lb = _config_label(ga), _config_label(gb)
             rows.append({"model": model, "task": task, "metric": name, "contrast": f"{la} − {lb}", "a": la, "b": lb,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -47,6 +48,20 @@ def plan(cons: pd.DataFrame, *, power: float, alpha: float = 0.05) -> pd.DataFra
                      "seeds_needed": need, "more": None if need is None else max(0, need - int(r.n))})
     return pd.DataFrame(rows, columns=["model", "task", "contrast", "metric", "sd", "difference", "margin", "n",
                                        "paired", "seeds_needed", "more"])
+
+
+def sequential_look(paths: Sequence[str], *, looks: Sequence[int], margin: Optional[float] = None,
+                    alpha: float = 0.05) -> pd.DataFrame:
+    """One look of a sequential sweep (``hydra.sweeper.sequential``) at the finished runs under ``paths``: the
+    contrasts of :func:`analysis.compare.contrasts` decided with repeated intervals for the planned ``looks``
+    (:mod:`analysis.sequential`; Holm over the contrasts); an empty frame when no run finished."""
+    from analysis.inputs import load_inputs
+    from analysis.sequential import boundary
+
+    runs, _, _ = load_inputs(paths)
+    if runs.empty:
+        return pd.DataFrame(columns=compare.CONTRAST_COLUMNS)
+    return compare.contrasts(runs, margin=margin, alpha=alpha, bound=boundary(looks))
 
 
 def main(args: argparse.Namespace) -> int:

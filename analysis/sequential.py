@@ -105,7 +105,8 @@ def decide(a: Iterable[float], b: Optional[Iterable[float]] = None, *, bound: Bo
                       d.sd, d.df, d.se, alpha, higher_is_better, d.reference, d.n_needed)
 
 
-def undecided(decisions: Sequence[S.Decision]) -> list[int]:
-    """Indices of the contrasts a sequential sweep still has to add seeds for (neither equivalent, better
-    nor worse; a descriptive one, with fewer than 2 seeds, too)."""
-    return [i for i, d in enumerate(decisions) if d.verdict in ("undetermined", "descriptive")]
+def undecided(verdicts: Iterable[str]) -> list[int]:
+    """Indices of the contrasts (by their verdicts) a sequential sweep still has to add seeds for: neither
+    equivalent, better nor worse (a descriptive one, with fewer than 2 seeds, too)."""
+    return [i for i, v in enumerate(verdicts) if v in ("undetermined", "descriptive")]
+

@@ -93,4 +93,4 @@ def test_undecided_lists_the_contrasts_to_continue(bound: Q.Boundary) -> None:
     ds = [Q.decide(base + 0.05 + np.array([0, .001, -.001, .002, 0, -.002]), base, bound=bound, margin=0.01),
           Q.decide(base + np.array([0.03, -0.03, 0.02, -0.02, 0.01, -0.01]), base, bound=bound, margin=0.01),
           S.decide([0.8], [0.7], margin=0.01, paired=True)]
-    assert Q.undecided(ds) == [1, 2]
+    assert Q.undecided([d.verdict for d in ds]) == [1, 2]
