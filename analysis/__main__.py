@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft|runs|diff} …``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|table|seeds|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
@@ -17,6 +17,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
 COMMANDS.append((("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"))
 COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"))
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
+COMMANDS.append((("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
 COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, method, task, budget, seed, main metric, age"))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.labels import COSTS, METHOD_LABELS, METHOD_ORDER, higher_is_better, task_order_key
+from analysis.labels import COSTS, METHOD_LABELS, METHOD_ORDER, higher_is_better, method_label, task_order_key
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,12 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def with_variants(runs: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def with_variants(runs: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]],
+                  by: Sequence[str] = ("model", "task", "method", "budget")) -> pd.DataFrame:
     """Add a ``variant`` column: the configuration keys (besides seed and tracking) in which runs of one
-    (model, task, method, budget) differ, as ``"method.lr=0.001"``; ``""`` where they do not differ.
+    group of ``by`` (default: model, task, method, budget) differ, as ``"method.lr=0.001"``; ``""`` where
+    they do not differ. Runs that differ in anything but the seed get different variants, so nothing that
+    differs is pooled as if it were seeds (tables, the DoRA figure's panels).
 
     ``configs`` maps ``run_dir`` to the run's resolved configuration (nested or flat); runs without one
     keep their ``variant`` (or get ``""``).
@@ -64,7 +67,7 @@ def with_variants(runs: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) 
         out["variant"] = ""
     out["variant"] = out["variant"].fillna("")
     flat = {rd: flatten(c) for rd, c in configs.items()}
-    group_keys = [k for k in ("model", "task", "method", "budget") if k in out]
+    group_keys = [k for k in by if k in out]
     for _, g in out.groupby(group_keys, dropna=False, sort=False):
         dirs = [rd for rd in g.get("run_dir", []) if rd in flat]
         if len(dirs) < 2:
@@ -209,7 +212,8 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
 
     Columns: the keys; ``metric`` (its name) and ``higher_is_better``; ``mean, low, high, std, n`` of the
     metric over seeds (``low``/``high`` NaN for one seed); ``seeds`` (sorted, comma-separated); the cost
-    columns of :data:`COSTS` (means over seeds); ``peak_memory_kind``; ``interval`` (which interval).
+    columns of :data:`COSTS` (means over seeds); ``peak_memory_kind``; ``interval`` (which interval);
+    ``not_learned``: how many of the runs did not learn (:func:`not_learned`).
     ``metric=None`` takes each task's main metric; ``which="best"`` the best eval instead of the final one.
     """
     empty = pd.DataFrame(columns=KEYS + ["metric", "higher_is_better", "mean", "low", "high", "std", "n", "seeds"])
@@ -228,6 +232,7 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
                    seeds=",".join(str(int(s)) for s in sorted(g["seed"].dropna())) if "seed" in g else "")
         for c in COSTS:
             row[c] = float(pd.to_numeric(g[c], errors="coerce").mean()) if c in g else math.nan
+        row["not_learned"] = int(not_learned(g).fillna(False).sum())
         for c in ("method_label", "method_color"):  # the record's own, where it has one
             if c in g and g[c].notna().any():
                 row[c] = g[c].dropna().iloc[0]
@@ -248,38 +253,163 @@ PAPER_CLAIMS: tuple[tuple[str, str, str], ...] = (
 
 
 def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
-             confidence: float = 0.95) -> pd.DataFrame:
-    """The papers' method-vs-method claims (:data:`PAPER_CLAIMS`) checked on these runs, seeds as the unit.
+             confidence: float = 0.95, margin: Optional[float] = None) -> pd.DataFrame:
+    """The papers' method-vs-method claims (:data:`PAPER_CLAIMS`) checked on these runs, seeds as the unit;
+    the claims of one call are one Holm family.
 
     One row per (model, task, budget, variant, claim) where both methods ran: ``diff`` = mean(a) − mean(b)
-    of the metric over seeds with its interval (``paired`` t over per-seed differences when both ran the
-    same seeds, else Welch), ``n_a``, ``n_b``, and ``verdict``: agrees / disagrees / inconclusive by whether
-    the interval excludes 0 on the claimed side (lower-is-better metrics flip the side); descriptive with
-    fewer than two seeds a side."""
+    of the metric with its (confidence) interval (``paired`` t over per-seed differences when both ran the
+    same seeds, else Welch: ``pairing`` says which), ``n_a``, ``n_b``, ``p`` (two-sided t-test of 0) and
+    ``p_holm`` (Holm over the family's p's), ``verdict``: agrees / disagrees / inconclusive by the sign of the
+    difference where ``p_holm`` < α (lower-is-better metrics flip the side), descriptive with fewer than two
+    seeds a side; ``decision`` / ``p_equiv`` / ``margin``: the four-way verdict at the margin
+    (:func:`analysis.stats.decide`, alone); ``not_learned``: runs of either side that did not learn
+    (:func:`not_learned`), ``low_n``: fewer seeds than the contrast needs (:func:`analysis.stats.seeds_needed`)."""
     cols = ["model", "task", "budget", "variant", "claim", "source", "metric", "a", "b", "diff", "low", "high",
-            "n_a", "n_b", "paired", "verdict"]
+            "n_a", "n_b", "paired", "pairing", "p", "p_holm", "verdict", "margin", "p_equiv", "decision", "low_n",
+            "not_learned"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     r = per_run_values(runs, metric=metric, which=which)
+    r = r.assign(_nl=not_learned(r))
     r = r[r["budget"].notna()]
-    rows = []
+    rows, claims, signs = [], [], []
     for key, g in r.groupby(["model", "task", "budget", "variant", "metric"], dropna=False, sort=False):
         for a, b, source in PAPER_CLAIMS:
             ga, gb = g[g["method"] == a], g[g["method"] == b]
             if ga.empty or gb.empty:
                 continue
-            sa, sb = ga.set_index("seed")["_value"], gb.set_index("seed")["_value"]
-            paired = len(sa) > 1 and sorted(sa.index) == sorted(sb.index)
-            iv = (stats.difference(sa.sort_index(), sb.sort_index(), confidence=confidence, paired=True) if paired
-                  else stats.difference(sa, sb, confidence=confidence))
+            d = _decide_pair(ga, gb, key[4], margin, 1 - confidence)
             sign = 1.0 if higher_is_better(key[4]) else -1.0
+            diffs = (ga.set_index("seed")["_value"].sort_index() - gb.set_index("seed")["_value"].sort_index()
+                     if d.paired else None)
+            claims.append(stats.claim(diffs, sign, alpha=1 - confidence) if diffs is not None else
+                          stats.Claim(d.estimate, d.low, d.high, d.n, d.p, d.p, "", math.nan, math.nan, math.nan,
+                                      "no paper value", alpha=1 - confidence))
+            signs.append(sign)
             rows.append({"model": key[0], "task": key[1], "budget": int(key[2]), "variant": key[3],
                          "claim": f"{METHOD_LABELS.get(a, a)} > {METHOD_LABELS.get(b, b)}", "source": source,
-                         "metric": key[4], "a": a, "b": b, "diff": iv.mean, "low": iv.low, "high": iv.high,
-                         "n_a": len(sa), "n_b": len(sb), "paired": paired, "verdict": stats.verdict(iv, sign)})
+                         "metric": key[4], "a": a, "b": b, "diff": d.estimate, "low": d.low, "high": d.high,
+                         "n_a": len(ga), "n_b": len(gb), "paired": d.paired,
+                         "pairing": "paired by seed" if d.paired else "Welch (unpaired)", "p": d.p,
+                         "margin": d.margin, "p_equiv": d.p_equiv, "decision": d.verdict, "low_n": d.low_n,
+                         "not_learned": int(ga["_nl"].sum() + gb["_nl"].sum())})
+    for row, c in zip(rows, stats.claim_family(claims, signs)):
+        row.update(p_holm=c.p_adj, verdict=c.sign)
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["model", "task", "budget"], key=lambda c: c.map(task_order_key) if c.name == "task" else c,
                            kind="stable").reset_index(drop=True) if not out.empty else out
+
+
+def _decide_pair(ga: pd.DataFrame, gb: pd.DataFrame, metric: str, margin: Optional[float],
+                 alpha: float, bound: Any = None) -> stats.Decision:
+    """a − b of two configurations' per-run values: paired by seed when both have the same seeds (≥ 2),
+    else Welch; at ``margin`` (default: :func:`analysis.stats.default_margin` of the metric). ``bound``: an
+    :class:`analysis.sequential.Boundary` — decide at a look of a sequential sweep (repeated intervals)."""
+    sa, sb = ga.set_index("seed")["_value"], gb.set_index("seed")["_value"]
+    paired = len(sa) > 1 and sorted(sa.index) == sorted(sb.index)
+    m = stats.default_margin(metric) if margin is None else margin
+    hib = higher_is_better(metric)
+    if paired:
+        sa, sb = sa.sort_index(), sb.sort_index()
+    if bound is not None:
+        from analysis import sequential
+
+        return sequential.decide(sa, sb, bound=bound, margin=m, paired=paired, higher_is_better=hib, alpha=alpha)
+    return stats.decide(sa, sb, margin=m, paired=paired, higher_is_better=hib, alpha=alpha)
+
+
+#: Contrast columns of the long table (:func:`contrasts`).
+CONTRAST_COLUMNS = ["model", "task", "metric", "contrast", "a", "b", "difference", "low", "high", "low_eq",
+                    "high_eq", "p", "p_holm", "p_equiv", "p_equiv_holm", "margin", "n", "n_a", "n_b", "paired",
+                    "pairing", "verdict", "low_n", "n_needed", "sd", "not_learned"]
+
+
+def _config_label(g: pd.DataFrame) -> str:
+    r = g.iloc[0]
+    label = r.get("method_label") if "method_label" in g else None
+    return method_label(r["method"], r["budget"], r["variant"], label=label if isinstance(label, str) else None)
+
+
+def contrast_pairs(configs: Sequence[tuple[Any, ...]]) -> list[tuple[int, int]]:
+    """Which configurations (method, budget, variant) of one (model, task) are compared, as (a, b) indices:
+    every other configuration against full FT (b), and every two non-full configurations of one budget
+    (a after b in :data:`METHOD_ORDER`, then by variant)."""
+    full = [i for i, c in enumerate(configs) if c[0] == "full"]
+    out = [(i, f) for f in full for i, c in enumerate(configs) if c[0] != "full"]
+    rest = [i for i, c in enumerate(configs) if c[0] != "full"]
+    for x, i in enumerate(rest):
+        for j in rest[x + 1:]:
+            if configs[i][1] == configs[j][1]:
+                out.append((j, i))
+    return out
+
+
+def contrasts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
+              margin: Optional[float] = None, alpha: float = 0.05, bound: Any = None) -> pd.DataFrame:
+    """Method vs method and method vs full FT, one row per contrast (:func:`contrast_pairs`), decided at the
+    margin (:func:`analysis.stats.decide`; paired by seed when both sides ran the same seeds, else Welch) and
+    Holm-adjusted over every contrast of the call (one family: the table). Columns: :data:`CONTRAST_COLUMNS`
+    (``difference`` = a − b; ``verdict`` four-way from the Holm p's; ``not_learned``: runs of either side that
+    did not learn). ``bound``: a sequential sweep's boundary (:mod:`analysis.sequential`): repeated intervals
+    and p's at the current look."""
+    if runs.empty:
+        return pd.DataFrame(columns=CONTRAST_COLUMNS)
+    r = per_run_values(runs, metric=metric, which=which)
+    r = r.assign(_nl=not_learned(r))
+    rows, decisions = [], []
+    for (model, task, name), g in r.groupby(["model", "task", "metric"], dropna=False, sort=False):
+        parts = [(k, c) for k, c in g.groupby(["method", "budget", "variant"], dropna=False, sort=False)]
+        parts.sort(key=lambda kc: (METHOD_ORDER.index(kc[0][0]) if kc[0][0] in METHOD_ORDER else len(METHOD_ORDER),
+                                   str(kc[0][0]), -1 if pd.isna(kc[0][1]) else float(kc[0][1]), str(kc[0][2])))
+        for i, j in contrast_pairs([k for k, _ in parts]):
+            ga, gb = parts[i][1], parts[j][1]
+            d = _decide_pair(ga, gb, name, margin, alpha, bound)
+            decisions.append(d)
+            la, lb = _config_label(ga), _config_label(gb)
+            rows.append({"model": model, "task": task, "metric": name, "contrast": f"{la} − {lb}", "a": la, "b": lb,
+                         "n_a": len(ga), "n_b": len(gb), "not_learned": int(ga["_nl"].sum() + gb["_nl"].sum())})
+    for row, d in zip(rows, stats.decide_family(decisions, alpha=alpha)):
+        row.update(difference=d.estimate, low=d.low, high=d.high, low_eq=d.low_eq, high_eq=d.high_eq, p=d.p,
+                   p_holm=d.p_adj, p_equiv=d.p_equiv, p_equiv_holm=d.p_equiv_adj, margin=d.margin, n=d.n,
+                   paired=d.paired, pairing="paired by seed" if d.paired else "Welch (unpaired)", verdict=d.verdict,
+                   low_n=d.low_n, n_needed=d.n_needed, sd=d.sd)
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------- did it learn?
+
+#: A run within this of chance did not learn: accuracy within max(0.01, 2 binomial standard errors) of the
+#: dev set's majority-class rate; a correlation-type metric (Matthews, Pearson, Spearman, their mean) ≤ 0.05.
+CHANCE_ACCURACY_TOLERANCE = 0.01
+CHANCE_CORRELATION = 0.05
+_CORRELATIONS = ("matthews", "pearson", "spearman", "pearson_spearman")
+
+
+def not_learned(runs: pd.DataFrame) -> pd.Series:
+    """Per run (same index): True when its dev main metric is within chance, False when not, NA when it cannot
+    be told. The rule (:data:`CHANCE_ACCURACY_TOLERANCE`, :data:`CHANCE_CORRELATION`): a correlation-type main
+    metric (or, for accuracy, a recorded ``eval/matthews``) ≤ 0.05; accuracy ≤ the dev majority-class rate
+    (``dev_majority_rate`` in summary.json) + max(0.01, 2·sqrt(m(1 − m)/n_dev)) (``dev_examples``; 0.01
+    without it); NA for accuracy without a recorded majority rate or Matthews (records from before it)."""
+    out = pd.Series(pd.NA, index=runs.index, dtype="boolean")
+    for idx, r in runs.iterrows():
+        name = str(r.get("metric") if "metric" in runs else r.get("main_metric"))
+        v = r.get(f"eval/{name}", r.get("_value", r.get("main_metric_value")))
+        if name == "pearson_spearman" and pd.isna(v):
+            v = r.get("main_metric_value")
+        if v is None or pd.isna(v):
+            continue
+        if name in _CORRELATIONS:
+            out.at[idx] = float(v) <= CHANCE_CORRELATION
+        elif name == "accuracy" and pd.notna(r.get("dev_majority_rate", math.nan)):
+            m, n = float(r["dev_majority_rate"]), r.get("dev_examples", math.nan)
+            tol = max(CHANCE_ACCURACY_TOLERANCE, 2 * math.sqrt(m * (1 - m) / n)) if pd.notna(n) and n else \
+                CHANCE_ACCURACY_TOLERANCE
+            out.at[idx] = float(v) <= m + tol
+        elif name == "accuracy" and pd.notna(r.get("eval/matthews", math.nan)):
+            out.at[idx] = float(r["eval/matthews"]) <= CHANCE_CORRELATION
+    return out
 
 
 def _int_or_none(s: pd.Series) -> pd.Series:

@@ -36,6 +36,7 @@ from safetensors.torch import load as st_load
 from scipy import stats as _st
 
 from analysis import stats as S
+from analysis.compare import with_variants
 from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
 from harness.w0store import read_w0
 
@@ -272,6 +273,7 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
         idx.insert(2, "seed", run.seed)
         idx.insert(3, "lr", getattr(run, "lr", math.nan))
         idx.insert(4, "total_steps", getattr(run, "total_steps", math.nan))
+        idx.insert(5, "variant", getattr(run, "variant", "") or "")
         frames.append(idx)
     if not frames:
         return pd.DataFrame(), problems
@@ -279,15 +281,20 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
     out.insert(1, "panel", panels(out))
     out = out.rename(columns={**_RENAME, **{f"online_{k}": f"online_{v}" for k, v in _RENAME.items()}})
     stats = [_RENAME.get(k, k) for k in STATS]
-    keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "step", "checkpoint", "matrix", "label",
+    keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "variant", "step", "checkpoint", "matrix", "label",
             "layer", "type", "kind", "rank", *stats, *[c for c in out.columns if c.startswith("online_")]]
     return out[[c for c in keep if c in out.columns]], problems
 
 
 def panels(points: pd.DataFrame) -> pd.Series:
-    """One figure panel per method, split by lr and run length where a method was run with several
-    (e.g. ``full lr=0.0002``); seeds always share a panel."""
+    """One figure panel per method and recorded setting: runs of a method that differ in anything but the seed
+    (``variant``, from :func:`analysis.compare.with_variants` over the runs' configurations, e.g.
+    ``lora · method.lr=0.001``) are separate panels, never pooled as seeds. Points without ``variant`` (files
+    written before it) are split by lr and run length where a method was run with several."""
     labels = points["method"].astype(str)
+    if "variant" in points and points["variant"].fillna("").astype(bool).any():
+        v = points["variant"].fillna("").astype(str)
+        return labels.where(v == "", labels + " · " + v)
     for m in points["method"].unique():
         sel = points["method"] == m
         for key, fmt in (("lr", "lr={:g}"), ("total_steps", "{:g} steps")):
@@ -355,9 +362,12 @@ def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: fl
     (descriptive only); ``n_seeds``; ``pearson_within_checkpoint`` likewise (its own interval). Descriptive beside it:
     ``pooled_pearson`` / ``pooled_slope`` over the points of all runs together (no interval: the points of one
     run are not independent). ``paper_pearson`` only where the points are the paper's quantity (see
-    :func:`paper_anchor`), and ``verdict``: agrees / disagrees / inconclusive with the paper's sign, decided by
-    whether the interval of r excludes 0 on the paper's side; ``descriptive`` with one seed; ``no paper
-    value`` elsewhere. Measured ΔD/ΔM ranges with the paper's beside them.
+    :func:`paper_anchor`), and its two answers (:func:`analysis.stats.claim`, on Fisher's z, Holm over the
+    panels with a paper value in this call: one figure): ``verdict`` — agrees / disagrees / inconclusive with
+    the paper's sign by ``p_holm`` (``p``: t-test of mean z = 0), ``descriptive`` with one seed, ``no paper value``
+    elsewhere — and ``value`` — ``inside`` / ``outside``: the paper's r inside the interval or not, with
+    ``p_value`` (t-test of mean z = atanh(paper r)) and ``p_value_holm``. ``attrs["family"]``: how many verdicts
+    the Holm family holds. Measured ΔD/ΔM ranges with the paper's beside them.
     """
     _check_axis(axis)
     S.check_confidence(confidence)
@@ -365,7 +375,8 @@ def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: fl
     if "panel" not in points:
         points = points.assign(panel=points["method"])
     fits = per_run_fits(points, axis=axis)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    claims: list[tuple[int, S.Claim]] = []
     for panel in ordered_panels(points):
         g = points[points["panel"] == panel]
         f = fits[fits["panel"] == panel]
@@ -376,10 +387,8 @@ def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: fl
         pooled_r, pooled_slope, _ = pearson_slope(g[xk].to_numpy(), g[yk].to_numpy())
         paper = paper_anchor(m, g["type"].unique() if "type" in g else (), axis)
         pr = PAPER_RANGES.get(m, (math.nan,) * 4) if math.isfinite(paper) else (math.nan,) * 4
-        if not math.isfinite(paper):
-            word = "no paper value"
-        else:
-            word = S.verdict(ivs["pearson"], paper)
+        if math.isfinite(paper):
+            claims.append((len(rows), S.claim(f["pearson"], paper, paper=paper, alpha=1 - confidence, fisher=True)))
         row: dict[str, Any] = {"panel": panel, "method": m, "axis": axis, "n_runs": g["run_dir"].nunique(),
                                "n_seeds": int(f["seed"].nunique()), "n_points": len(g),
                                "points_per_run": int(f["n_points"].median()) if len(f) else 0}
@@ -389,13 +398,20 @@ def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: fl
             "interval": (f"{confidence * 100:g}% Student-t over seeds (r: on Fisher's z scale)" if ivs["pearson"].n > 1
                          else "descriptive (1 seed)"),
             "pooled_pearson": pooled_r, "pooled_slope": pooled_slope,
-            "paper_pearson": paper, "verdict": word,
+            "paper_pearson": paper, "verdict": "no paper value", "p": math.nan, "p_holm": math.nan,
+            "value": "no paper value", "p_value": math.nan, "p_value_holm": math.nan,
             "dD_min": float(g[xk].min()), "dD_max": float(g[xk].max()),
             "dM_min": float(g[yk].min()), "dM_max": float(g[yk].max()),
             "paper_dD_min": pr[0], "paper_dD_max": pr[1], "paper_dM_min": pr[2], "paper_dM_max": pr[3],
         })
         rows.append(row)
-    return pd.DataFrame(rows)
+    judged = S.claim_family([c for _, c in claims], [c.paper for _, c in claims])
+    for (i, _), c in zip(claims, judged):
+        rows[i].update(verdict=c.sign, p=c.p, p_holm=c.p_adj, value=c.value, p_value=c.p_value,
+                       p_value_holm=c.p_value_adj)
+    out = pd.DataFrame(rows)
+    out.attrs["family"] = len(claims)
+    return out
 
 
 def _check_axis(axis: str) -> None:
@@ -420,22 +436,34 @@ def markdown_table(stats: pd.DataFrame, *, confidence: float = 0.95) -> str:
 
     lines = [
         f"| method | norms | seeds | points / run | r, mean over seeds ({pct} CI) | slope ΔM/ΔD ({pct} CI) | "
-        f"paper r | verdict | r within checkpoint ({pct} CI) | pooled r (descriptive) | ΔD range | paper ΔD | "
-        "ΔM range | paper ΔM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"paper r | sign (p, Holm p) | paper r inside the CI? (p) | r within checkpoint ({pct} CI) | "
+        "pooled r (descriptive) | ΔD range | paper ΔD | ΔM range | paper ΔM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in stats.itertuples(index=False):
         verdict = f"**{r.verdict}**" if r.verdict in ("agrees", "disagrees") else r.verdict
+        if math.isfinite(r.p):
+            verdict += f" (p {_p(r.p)}, Holm {_p(r.p_holm)})"
+        value = r.value + (f" (p {_p(r.p_value)})" if math.isfinite(r.p_value) else "")
         lines.append(
             f"| {panel_label(r.panel)} | {AXIS_LABELS[r.axis]} | {r.n_seeds} | {r.points_per_run} | "
             f"{iv(r.pearson, r.pearson_low, r.pearson_high, '+.2f')} | {iv(r.slope, r.slope_low, r.slope_high, '.3g')} | "
-            f"{'—' if not math.isfinite(r.paper_pearson) else format(r.paper_pearson, '+.2f')} | {verdict} | "
+            f"{'—' if not math.isfinite(r.paper_pearson) else format(r.paper_pearson, '+.2f')} | {verdict} | {value} | "
             f"{iv(r.pearson_within_checkpoint, r.pearson_within_checkpoint_low, r.pearson_within_checkpoint_high, '+.2f')} | "
             f"{'n/a' if not math.isfinite(r.pooled_pearson) else format(r.pooled_pearson, '+.2f')} | "
             f"{rng(r.dD_min, r.dD_max)} | {rng(r.paper_dD_min, r.paper_dD_max)} | "
             f"{rng(r.dM_min, r.dM_max)} | {rng(r.paper_dM_min, r.paper_dM_max)} |"
         )
+    n = int(stats.attrs.get("family", (stats["paper_pearson"].notna()).sum()))
+    if n:
+        lines += ["", f"Sign verdicts: Holm over the {n} verdicts of this figure (t-test of the mean Fisher z of r "
+                      "against 0); the paper's value: inside or outside the interval, with the p of the t-test of the "
+                      "mean z against atanh(paper r)."]
     return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", source: str = "tensors",
@@ -448,16 +476,18 @@ def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", s
     if runs.table.empty:
         return pd.DataFrame(), problems
     table = runs.table.copy()
-    lrs, totals = [], []
+    lrs, totals, configs = [], [], {}
     for d in table["run_dir"]:
         try:
             rec = json.loads((Path(d) / "run.json").read_text())
         except (OSError, json.JSONDecodeError):
             rec = {}
         cfg = rec.get("config", {})
+        configs[d] = cfg
         lrs.append((cfg.get("train") or {}).get("lr") or (cfg.get("method") or {}).get("lr") or math.nan)
         totals.append(rec.get("total_steps", math.nan))
     table["lr"], table["total_steps"] = lrs, totals
+    table = with_variants(table, configs, by=("method",))  # every recorded setting that differs, but the seed
     points, more = decomposition_table(table, matrix_type=matrix_type, source=source)
     return points, problems + more
 
@@ -473,6 +503,6 @@ def ordered_panels(points: pd.DataFrame) -> list[str]:
 
 
 def panel_label(panel: str) -> str:
-    """``full lr=0.0002`` -> ``FT lr=0.0002``."""
+    """``full lr=0.0002`` -> ``FT lr=0.0002``; ``lora · method.lr=0.001`` -> ``LoRA · method.lr=0.001``."""
     method, _, rest = str(panel).partition(" ")
     return METHOD_LABELS.get(method, method) + (" " + rest if rest else "")

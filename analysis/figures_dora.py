@@ -146,7 +146,9 @@ def main(args: argparse.Namespace) -> int:
              f"r and slope: per run over its (layer, checkpoint) points, then the mean over seeds with a "
              f"{confidence * 100:g}% Student-t interval"
              + (" (one seed: descriptive, no interval)." if n_seeds < 2 else ".")
-             + " Verdict: whether that interval excludes 0 on the paper's side."
+             + f" Sign verdict: agrees / disagrees when the Holm-adjusted p (t-test of mean Fisher z = 0; Holm over "
+             f"the {int(stats['paper_pearson'].notna().sum())} verdicts of this figure) is below 5%, else inconclusive;"
+             " value: the paper's r inside the interval or not, with the p of the t-test against it."
              f" Paper: DoRA Figure 2 (VL-BART, query matrices, norms per output feature, 4 checkpoints); other "
              "matrix types and the per-input-feature axis have no paper value. 'r within checkpoint' and "
              "'pooled r' are not the paper's statistic.",

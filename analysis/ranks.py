@@ -312,9 +312,11 @@ def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]
 
     Per run the differences ``ffn_mean − attn_mean`` (mean rank per FFN matrix minus per attention matrix)
     and ``top_mean − bottom_mean`` (top third of the layers minus bottom third); over runs their mean and
-    Student-t interval. ``ffn`` / ``top``: ``agrees`` when the interval lies above 0, ``disagrees`` when
-    below, ``inconclusive`` when it contains 0, ``descriptive`` with one run (no interval), ``n/a`` when not
-    measurable. ``ffn_diff`` / ``top_diff``: the :class:`analysis.stats.Interval`; ``ffn_runs`` /
+    Student-t interval. ``ffn`` / ``top``: ``agrees`` / ``disagrees`` when ``ffn_p_holm`` / ``top_p_holm`` (the
+    t-test of 0, Holm over the claims of the figure; ``ffn_p`` / ``top_p`` unadjusted) is below 1 − confidence,
+    by the sign of the mean; ``inconclusive`` otherwise, ``descriptive`` with one run (no interval), ``n/a``
+    when not measurable. The paper gives no number, so there is no value answer.
+    ``ffn_diff`` / ``top_diff``: the :class:`analysis.stats.Interval`; ``ffn_runs`` /
     ``top_runs``: in how many runs the difference is positive; ``per_type``: mean rank per matrix type;
     ``line``: one sentence for the figure and the terminal.
     """
@@ -323,11 +325,14 @@ def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]
     res: dict[str, Any] = {"n_runs": n}
     line = []
 
+    diffs: dict[str, pd.Series] = {}
+
     def judged(key: str, d: pd.Series, what: str) -> str:
         iv = S.t_interval(d, confidence=confidence)
-        res[key], res[f"{key}_diff"], res[f"{key}_runs"] = S.verdict(iv, +1.0), iv, int((d > 0).sum())
+        res[f"{key}_diff"], res[f"{key}_runs"] = iv, int((d > 0).sum())
+        diffs[key] = d
         cell = f"{iv.mean:+.2f}" + (f" [{iv.low:+.2f}, {iv.high:+.2f}]" if iv.n > 1 else " (1 seed)")
-        return f"{what} {cell}"
+        return f"{what} {cell}" + "{p_" + key + "}"
 
     if shares["ffn_mean"].notna().all() and shares["attn_mean"].notna().all():
         ffn = judged("ffn", shares["ffn_mean"] - shares["attn_mean"], "FFN − attention mean rank")
@@ -344,11 +349,19 @@ def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]
     else:
         res["top"], res["top_runs"], res["top_diff"] = "n/a", 0, None
     res["per_type"] = {t: float(shares[f"mean_{t}"].mean()) for t in MATRIX_TYPES if shares[f"mean_{t}"].notna().any()}
+    # the paper's two claims (more to FFN, more to the top) of one figure: one Holm family
+    claims = S.claim_family([S.claim(d, +1.0, alpha=1 - confidence) for d in diffs.values()], [1.0] * len(diffs))
+    ps = {}
+    for key, c in zip(diffs, claims):
+        res[key], res[f"{key}_p"], res[f"{key}_p_holm"] = c.sign, c.p, c.p_adj
+        ps[f"p_{key}"] = f" (p {c.p:.3g}, Holm p {c.p_adj:.3g})" if math.isfinite(c.p) else ""
+    line = [part.format(**ps) for part in line]
 
     def word(v: str, k: int) -> str:
         return v if v == "n/a" else f"{v} (higher in {k}/{n} runs)"
 
-    basis = f"{pct} Student-t interval over {n} seeds" if n > 1 else "1 seed: descriptive, no interval"
+    basis = (f"{pct} Student-t interval over {n} seeds; Holm over the {len(diffs)} verdicts of this figure"
+             if n > 1 else "1 seed: descriptive, no interval")
     res["line"] = (" · ".join(line) + f" [{basis}]. Paper (more to FFN and to top layers): "
                    f"FFN {word(res['ffn'], res['ffn_runs'])}, top {word(res['top'], res['top_runs'])}.")
     return res

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import escape
 
 from analysis import stats
-from analysis.compare import best_mask, compare, verdicts, wide
+from analysis.compare import best_mask, compare, contrasts, verdicts, wide
 from analysis.labels import MEMORY_KINDS, method_label, metric_label, task_label
 
 Format = Literal["markdown", "latex", "csv", "html"]
@@ -193,19 +193,70 @@ def notes(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, layo
 
 
 def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4, scale: float = 1.0) -> list[str]:
-    """One line per claim of :func:`verdicts`, for the notes under a table."""
+    """One line per claim of :func:`analysis.compare.verdicts`, for the notes under a table."""
     out = []
     for r in v.itertuples(index=False):
         ci = (f" [{r.low * scale:+.{digits}f}, {r.high * scale:+.{digits}f}]" if math.isfinite(r.low) else "")
         how = (f"{r.n_a} paired seeds" if r.paired else f"{r.n_a} vs {r.n_b} seeds"
                + (", Welch" if min(r.n_a, r.n_b) > 1 else ""))
+        flags = (f"; rests on {r.not_learned} run(s) that did not learn" if r.not_learned else "") + \
+                ("; low n" if r.low_n else "")
         out.append(f"Claim {r.claim} ({r.source}), {task_label(r.task)}"
                    f"{'' if not r.model else ' ' + str(r.model)} budget {r.budget}{' ' + r.variant if r.variant else ''}: "
-                   f"difference {r.diff * scale:+.{digits}f}{ci} ({how}) → {r.verdict}")
+                   f"difference {r.diff * scale:+.{digits}f}{ci} ({how}), p = {fmt_p(r.p)}, Holm p = {fmt_p(r.p_holm)} "
+                   f"→ {r.verdict}; at ±{r.margin * scale:g}: {r.decision}{flags}")
     if out:
-        out.insert(0, f"Verdicts: the difference of means over seeds with its {confidence * 100:g}% t-interval; agrees / "
-                      "disagrees when the interval lies wholly on one side of 0, else inconclusive (also when every seed gives the "
-                      "same difference: a zero-width interval is no evidence); descriptive with one seed.")
+        out.insert(0, f"Verdicts (Holm over the {len(v)} claims of this table): the difference of means over seeds with "
+                      f"its {confidence * 100:g}% t-interval and the p of the t-test of 0; agrees / disagrees when the "
+                      "Holm-adjusted p is below 5%, by the sign; else inconclusive (also when every seed gives the same "
+                      "difference: a zero-width interval is no evidence); descriptive with one seed. After it the "
+                      "four-way decision at the margin (better / worse / equivalent / undetermined; docs/comparing.md).")
+    return out
+
+
+def fmt_p(p: Any) -> str:
+    """``0.012``, ``<0.001``, ``–`` for missing."""
+    if p is None or pd.isna(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+#: What each four-way verdict says in words (no "matches" or "no better" without *equivalent*).
+VERDICT_WORDS = {"better": "better", "worse": "worse", "equivalent": "equivalent within the margin",
+                 "undetermined": "undetermined (neither a difference nor equivalence shown)",
+                 "descriptive": "not tested (fewer than 2 seeds)"}
+
+
+def format_contrasts(c: pd.DataFrame, *, digits: int = 4, scale: float = 1.0) -> pd.DataFrame:
+    """The contrasts of :func:`analysis.compare.contrasts` as display strings."""
+    models = c["model"].nunique() > 1 if "model" in c else False
+    rows = []
+    for r in c.itertuples(index=False):
+        ci = f"[{r.low * scale:+.{digits}f}, {r.high * scale:+.{digits}f}]" if math.isfinite(r.low) else "–"
+        row = {"Model": str(r.model)} if models else {}
+        row.update({"Task": task_label(r.task), "Contrast": r.contrast, "Metric": metric_label(r.metric),
+                    "Difference": f"{r.difference * scale:+.{digits}f}", "95% CI": ci, "p": fmt_p(r.p),
+                    "Holm p": fmt_p(r.p_holm), "TOST p": fmt_p(r.p_equiv), "Holm TOST p": fmt_p(r.p_equiv_holm),
+                    "Margin": f"±{r.margin * scale:g}", "n": f"{r.n} {'pairs' if r.paired else 'seeds/side (Welch)'}",
+                    "Verdict": r.verdict + (" (low n)" if r.low_n else "")
+                    + (f" ({r.not_learned} not learned)" if r.not_learned else "")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def contrast_notes(c: pd.DataFrame) -> list[str]:
+    """The lines under the contrasts table: the family, the tests, the flags."""
+    out = [f"Contrasts: Holm over the {len(c)} contrasts of this table (each contrast's p and TOST p: one family of "
+           f"{2 * len(c)} hypotheses). Difference a − b: paired t over per-seed differences where both sides ran the "
+           "same seeds (same seed, same data order), else Welch's t. Verdict from the Holm p's: equivalent when the "
+           "TOST p < 5% (the 90% interval inside ±margin), else better / worse when the p of 'no difference' < 5%, "
+           "else undetermined."]
+    if "low_n" in c and c["low_n"].any():
+        out.append("low n: fewer seeds than this contrast needs to decide at its margin with 80% power "
+                   "(`python -m analysis seeds` says how many).")
+    if "not_learned" in c and c["not_learned"].any():
+        out.append("not learned: the contrast rests on runs whose dev metric is within chance (docs/comparing.md); "
+                   "its verdict says nothing about the methods.")
     return out
 
 
@@ -294,17 +345,24 @@ def latex_escape(s: Any) -> str:
 def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", fmt: Format = "markdown",
                metric: Optional[str] = None, which: Literal["final", "best"] = "final",
                kind: stats.IntervalKind = "t", confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
-               n_resamples: int = 10_000) -> str:
+               n_resamples: int = 10_000, margin: Optional[float] = None) -> str:
     """Runs frame → the table as text in one call (what ``python -m analysis table`` prints).
 
-    CSV holds the numbers (long: one row per configuration with mean, low, high, n, cost columns and
-    ``best``; wide: the :func:`wide` frame), Markdown/LaTeX/HTML the formatted cells.
+    CSV holds the numbers (long: ``row`` = ``configuration``: one row per configuration with mean, low, high,
+    n, cost columns, ``not_learned`` and ``best``; ``row`` = ``contrast``: one row per contrast of
+    :func:`analysis.compare.contrasts`, the columns of :data:`analysis.compare.CONTRAST_COLUMNS`; wide: the
+    :func:`wide` frame), Markdown/LaTeX/HTML the formatted cells, the long layout with the contrasts table
+    after it. ``margin``: the practical margin of every contrast (default per metric).
     """
     long = compare(runs, metric=metric, which=which, kind=kind, confidence=confidence, n_resamples=n_resamples)
+    cons = contrasts(runs, metric=metric, which=which, margin=margin, alpha=1 - confidence) \
+        if layout == "long" else None
     if fmt == "csv":
         if layout == "long":
             out = long.copy()
             out["best"] = best_mask(long)["mean"]
+            out = pd.concat([out.assign(row="configuration"), cons.assign(row="contrast")], ignore_index=True)
+            out = out[["row"] + [c for c in out.columns if c != "row"]]
         else:
             out = wide(long)
             out = out.drop(columns=[c for c in out.columns if c.endswith("_hib")])
@@ -317,6 +375,11 @@ def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", 
     else:
         t, b = format_wide(wide(long), kind=kind, digits=digits, scale=scale)
     footer = notes(long, kind=kind, confidence=confidence, layout=layout, n_resamples=n_resamples, scale=scale)
-    footer += verdict_lines(verdicts(runs, metric=metric, which=which, confidence=confidence), confidence=confidence,
-                            digits=digits, scale=scale)
-    return render(t, b, fmt=fmt, footer=footer)
+    footer += verdict_lines(verdicts(runs, metric=metric, which=which, confidence=confidence, margin=margin),
+                            confidence=confidence, digits=digits, scale=scale)
+    text = render(t, b, fmt=fmt, footer=footer)
+    if cons is not None and not cons.empty:
+        text += "\n" + render(format_contrasts(cons, digits=digits, scale=scale), fmt=fmt,
+                              footer=contrast_notes(cons), text=("Contrast", "Verdict", "n"),
+                              caption=f"Contrasts (Holm over the {len(cons)} contrasts of this table)")
+    return text

@@ -297,7 +297,10 @@ def verdict_table(v: pd.DataFrame, *, digits: int = 4, scale: float = 1.0) -> pd
         rows.append({"Claim": r.claim, "From": r.source, "Task": task_label(r.task),
                      "Budget": _plain(r.budget) + (f" ({r.variant})" if r.variant else ""),
                      "Metric": metric_label(r.metric), "Difference": f"{r.diff * scale:+.{digits}f}", "Interval": ci,
-                     "Seeds": f"{r.n_a} paired" if r.paired else f"{r.n_a} vs {r.n_b}", "Verdict": r.verdict})
+                     "Seeds": f"{r.n_a} paired" if r.paired else f"{r.n_a} vs {r.n_b}", "p": render.fmt_p(r.p),
+                     "Holm p": render.fmt_p(r.p_holm), "Verdict": r.verdict,
+                     "At ±margin": f"{r.decision} (±{r.margin * scale:g})" + (" (low n)" if r.low_n else "")
+                     + (f" ({r.not_learned} not learned)" if r.not_learned else "")})
     return pd.DataFrame(rows, columns=["Claim", "From", "Task", "Budget", "Metric", "Difference", "Interval", "Seeds",
                                        "Verdict"])
 
@@ -431,9 +434,10 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
     sec.add("p", "ΔM (change of the column norms) against ΔD (change of direction, 1 − cosine) of the query "
                  "matrices at each snapshot, per layer, norms per output feature (the paper's ‖·‖_c); r and "
                  "slope are computed per run over its (layer, checkpoint) points, then averaged over seeds with a "
-                 f"{confidence * 100:g}% Student-t interval (r on Fisher's z scale). The verdict says whether "
-                 "that interval excludes 0 on the side of the paper's sign (DoRA paper, Figure 2: FT −0.62, "
-                 "LoRA +0.83, DoRA −0.31).")
+                 f"{confidence * 100:g}% Student-t interval (r on Fisher's z scale). Two answers per method against "
+                 "the paper (DoRA paper, Figure 2: FT −0.62, LoRA +0.83, DoRA −0.31): the sign (agrees / disagrees "
+                 "when the Holm-adjusted p of the t-test of r = 0 is below 5%, Holm over the verdicts of the figure; "
+                 "else inconclusive) and the value (the paper's r inside the interval or not, with its p).")
     for key, g in groups(data.runs):
         p = pts[pts["run_dir"].isin(set(g["run_dir"]))]
         if p.empty:
@@ -457,9 +461,12 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
                   else f"{r.pearson:+.2f}")
             rows.append({"Method": D.panel_label(r.panel), "Seeds": str(r.n_seeds), "r (mean over seeds)": iv,
                          "Slope": f"{r.slope:.3g}", "Paper r": "–" if not math.isfinite(r.paper_pearson)
-                         else f"{r.paper_pearson:+.2f}", "Verdict": r.verdict})
-        sec.add("table", render.render(pd.DataFrame(rows), fmt="html", caption=f"ΔM vs ΔD, {name}",
-                                       text=("Verdict",)))
+                         else f"{r.paper_pearson:+.2f}", "Sign": r.verdict, "p": render.fmt_p(r.p),
+                         "Holm p": render.fmt_p(r.p_holm), "Paper r in the CI": r.value,
+                         "p (paper r)": render.fmt_p(r.p_value)})
+        sec.add("table", render.render(pd.DataFrame(rows), fmt="html", text=("Sign", "Paper r in the CI"),
+                                       caption=f"ΔM vs ΔD, {name} (Holm over the {stats.attrs.get('family', 0)} "
+                                               "verdicts of this figure)"))
     return sec if sec.figures else None
 
 
@@ -539,7 +546,7 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
 
 def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str = "final", kind: str = "t",
                    confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
-                   keep_figures: bool = False) -> list[Section]:
+                   keep_figures: bool = False, margin: Optional[float] = None) -> list[Section]:
     """Every section of the report (pure: figures drawn and encoded in memory; with ``keep_figures`` each
     :class:`Figure` keeps its matplotlib figure open for the caller to save and close)."""
     runs = with_steps(data.runs)
@@ -574,17 +581,25 @@ def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str
     comp.add("table", render.render(t, b, fmt="html", caption="Methods compared, paper layout (mean over seeds)",
                                     footer=render.notes(long, kind=kind, confidence=confidence, layout="wide",
                                                         scale=scale)))
-    v = compare.verdicts(runs, metric=metric, which=which, confidence=confidence)
+    v = compare.verdicts(runs, metric=metric, which=which, confidence=confidence, margin=margin)
     if v.empty:
         comp.add("note", "The papers' claims (DoRA > LoRA, AdaLoRA > LoRA at the same budget) need both methods "
                          "on the same task and budget; these runs have no such pair.")
     else:
         comp.add("table", render.render(
-            verdict_table(v, digits=digits, scale=scale), fmt="html", caption="The papers' claims, checked",
-            text=("Claim", "From", "Verdict"),
+            verdict_table(v, digits=digits, scale=scale), fmt="html",
+            caption=f"The papers' claims, checked (Holm over the {len(v)} verdicts of this table)",
+            text=("Claim", "From", "Verdict", "At ±margin"),
             footer=[f"Difference of means over seeds with its {confidence * 100:g}% t-interval (paired where both "
-                    "methods ran the same seeds, else Welch); agrees / disagrees when the interval lies wholly on "
-                    "one side of 0, inconclusive when it contains 0 or has no width, descriptive with one seed."]))
+                    "methods ran the same seeds, else Welch) and the p of the t-test of 0; agrees / disagrees when the "
+                    "Holm-adjusted p is below 5% (by the sign), inconclusive otherwise or when the interval has no "
+                    "width, descriptive with one seed. 'At ±margin': the four-way decision (better / worse / "
+                    "equivalent / undetermined) of the difference at the practical margin."]))
+    cons = compare.contrasts(runs, metric=metric, which=which, margin=margin, alpha=1 - confidence)
+    if not cons.empty:
+        comp.add("table", render.render(render.format_contrasts(cons, digits=digits, scale=scale), fmt="html",
+                                        caption=f"Contrasts (Holm over the {len(cons)} contrasts of this table)",
+                                        text=("Contrast", "Verdict", "n"), footer=render.contrast_notes(cons)))
     t, b = render.format_long(long, kind=kind, confidence=confidence, digits=digits, scale=scale)
     comp.add("table", render.render(t, b, fmt="html", caption="Per task: interval, seeds and cost",
                                     footer=render.notes(long, kind=kind, confidence=confidence, layout="long",
@@ -673,7 +688,7 @@ def main(args: argparse.Namespace) -> int:
     runs, skipped, metrics, opts = loaded
     scale = 100.0 if args.percent else 1.0
     data = load_report_data(runs, skipped, metrics, method_figures=not args.no_method_figures)
-    sections = build_sections(data, digits=args.digits, scale=scale, keep_figures=True, **opts)
+    sections = build_sections(data, digits=args.digits, scale=scale, keep_figures=True, margin=args.margin, **opts)
 
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)

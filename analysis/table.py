@@ -49,6 +49,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", choices=["t", "bootstrap", "none"], default="t",
                    help="interval over seeds: Student-t (default), percentile bootstrap, or none")
     p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--margin", type=float, default=None,
+                   help="practical margin of the contrasts and verdicts, in the metric's units (default per metric: "
+                        "0.01 = 1 point of accuracy, F1, Matthews or correlation); equivalent = the 90%% interval "
+                        "inside ±margin")
     p.add_argument("--digits", type=int, default=4, help="decimals of metric values")
     p.add_argument("--percent", action="store_true", help="show metric values × 100")
     p.add_argument("--include-unfinished", action="store_true", help="also use runs that are not done")
@@ -61,6 +65,9 @@ def check_options(args: argparse.Namespace) -> None:
         S.check_confidence(args.confidence)
     except ValueError as e:
         raise BadOption(f"--confidence: {e}") from None
+    margin = getattr(args, "margin", None)
+    if margin is not None and not (margin > 0 and margin < float("inf")):
+        raise BadOption(f"--margin: must be a number > 0 in the metric's units, e.g. 0.01; got {margin}")
     if args.digits < 0 or args.digits > 12:
         raise BadOption(f"--digits: must be 0..12, got {args.digits}")
 
@@ -106,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     runs, _, metrics, opts = loaded
     text = render.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
-                              scale=100.0 if args.percent else 1.0, **opts)
+                              scale=100.0 if args.percent else 1.0, margin=args.margin, **opts)
     edges = load.edge_choices(runs["run_dir"].dropna()) if "run_dir" in runs else []
     if edges and args.fmt == "markdown":
         text += "\nLearning rates chosen at an edge of the grid tried (the best may lie beyond):\n\n" + \

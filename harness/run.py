@@ -466,6 +466,10 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "lr": effective_lr(c),
         "lr_scale": c.train.lr_scale,
         "split": p.data.split,
+        # chance level of the dev main metric (analysis.compare.not_learned flags runs within chance of it)
+        "dev_majority_rate": (float(np.bincount(p.data.dev.labels.astype(np.int64)).max() / len(p.data.dev))
+                              if p.data.problem == "classification" and len(p.data.dev) else None),
+        "dev_examples": len(p.data.dev),
         "trainable_params": n_trainable,
         "effective_params": p.method.effective_parameters(model),
         "adapted_matrices": len(p.targets),

@@ -105,11 +105,49 @@ class Selection:
         return sel
 
 
+@dataclass
+class Sequential:
+    """``hydra.sweeper.sequential``: run the grid at seeds 0..batch−1, then ``batch`` more at a time, until every
+    contrast of the sweep is decided (:mod:`analysis.sequential`: repeated intervals, Pocock-type boundary for
+    the planned looks) or ``max_seeds`` is reached. ``margin``: the practical margin (null: per metric)."""
+
+    batch: int = 2
+    max_seeds: int = 10
+    margin: Optional[float] = None
+
+    @classmethod
+    def parse(cls, node: Any, select: Any) -> Optional["Sequential"]:
+        """Typed and checked (ConfigError naming ``hydra.sweeper.sequential.<key>``); None when off (no node, or
+        batch and max_seeds both null)."""
+        where = "hydra.sweeper.sequential"
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
+        if node is None or (isinstance(node, dict) and node.get("batch") is None and node.get("max_seeds") is None):
+            return None
+        if select is not None:
+            raise ConfigError(f"{where}: not together with hydra.sweeper.select; run the selection first, then a "
+                              "sequential sweep at the chosen values")
+        if not isinstance(node, dict) or sorted(set(node) - {"batch", "max_seeds", "margin"}):
+            raise ConfigError(f"{where}: a mapping with batch, max_seeds, margin, e.g. {{batch: 2, max_seeds: 10}}; "
+                              f"got {node!r}")
+        seq = cls(**node)
+        for key in ("batch", "max_seeds"):
+            v = getattr(seq, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+                raise ConfigError(f"{where}.{key}: an integer >= 2, got {v!r}")
+        if seq.max_seeds < seq.batch:
+            raise ConfigError(f"{where}.max_seeds: at least batch ({seq.batch}), got {seq.max_seeds}")
+        if seq.margin is not None and not (isinstance(seq.margin, (int, float)) and 0 < seq.margin < math.inf):
+            raise ConfigError(f"{where}.margin: a number > 0 in the metric's units (e.g. 0.01) or null, "
+                              f"got {seq.margin!r}")
+        return seq
+
+
 class HarnessSweeper(BasicSweeper):
     """BasicSweeper + validation of every job + de-duplication of identical configurations."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None,
-                 select: Optional[Any] = None) -> None:
+                 select: Optional[Any] = None, sequential: Optional[Any] = None) -> None:
         # BasicSweeper.__init__ calls super(BasicSweeper, self), which breaks once Hydra's plugin scan has
         # re-executed its module (the name then points at a new class); set its attributes directly.
         self.overrides = None
@@ -121,6 +159,7 @@ class HarnessSweeper(BasicSweeper):
         self.launcher = None
         self._existing: Optional[dict[str, str]] = None  # config hash -> folder of the runs already in the sweep dir
         self.select = select  # hydra.sweeper.select (checked by Selection.parse when the sweep starts)
+        self.sequential = sequential  # hydra.sweeper.sequential (checked by Sequential.parse when the sweep starts)
         self._hashes: dict[tuple[str, ...], str] = {}  # job overrides -> config hash (every job, merged or not)
         self._needs_validation = False
         self._progress: Optional[summaries.SweepProgress] = None
@@ -223,7 +262,10 @@ class HarnessSweeper(BasicSweeper):
         self._start_progress()
         returns: Sequence[Sequence[Any]] = []
         try:
-            if self.select is None:
+            seq = Sequential.parse(self.sequential, self.select)
+            if seq is not None:
+                returns = self._sequential(seq, arguments)
+            elif self.select is None:
                 returns = super().sweep(arguments)
             else:
                 returns = self._two_stage(Selection.parse(self.select), arguments)
@@ -523,4 +565,40 @@ class HarnessSweeper(BasicSweeper):
                                     "run_dir": str(by_hash.get(self._hashes.get(tuple(job)), "")) or None}
                                    for job in entry.get("stage2", [])]
             write_json_atomic(sweep_dir / SELECTION_FILE, record)
+        return returns
+
+    # -- sequential seeds -------------------------------------------------------------------------------------
+
+    def _sequential(self, seq: Sequential, arguments: List[str]) -> list[Any]:
+        """The grid at seeds 0..batch−1, then ``batch`` more seeds at a time until every contrast is decided
+        (:func:`analysis.seeds.sequential_look`) or ``max_seeds`` is reached; each look into ``sequential.json``."""
+        from analysis import sequential as seq_stats
+        from analysis.seeds import sequential_look
+
+        assert self.config is not None and self.hydra_context is not None
+        given = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        if any(o.key_or_group == "seed" for o in parser.parse_overrides(given)):
+            raise ConfigError("seed: set by hydra.sweeper.sequential (seeds 0.. in batches); drop the seed override")
+        looks = seq_stats.planned_looks(seq.batch, seq.max_seeds)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        record: dict[str, Any] = {"batch": seq.batch, "max_seeds": seq.max_seeds, "margin": seq.margin,
+                                  "looks": list(looks), "boundary": "Pocock-type: one nominal level at every look, "
+                                  "found by Monte Carlo of t statistics (analysis.sequential)", "done": []}
+        returns: list[Any] = []
+        num, start = 0, 0
+        for n in looks:
+            seeds = ",".join(str(s) for s in range(start, n))
+            batches = self._prepare(BasicSweeper.split_arguments(parser.parse_overrides([*given, f"seed={seeds}"]),
+                                                                 None)[0], self.max_batch_size, first_num=num)
+            returns += self._launch(batches, num)
+            num, start = num + sum(len(b) for b in batches), n
+            cons = sequential_look([str(sweep_dir)], looks=looks, margin=seq.margin)
+            open_ = seq_stats.undecided(cons["verdict"])
+            record["done"].append({"seeds": n, "undecided": [cons["contrast"].iloc[i] for i in open_],
+                                   "verdicts": dict(zip(cons["task"] + ": " + cons["contrast"], cons["verdict"]))})
+            write_json_atomic(sweep_dir / "sequential.json", record)
+            log.info("sequential: %d seeds: %d of %d contrasts undecided", n, len(open_), len(cons))
+            if not open_ and len(cons):
+                break
         return returns

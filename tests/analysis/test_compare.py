@@ -212,6 +212,70 @@ def test_paper_claims_get_a_verdict_from_the_seed_level_difference(tmp_path: Pat
         (w.low, w.high))
 
 
+def test_contrasts_are_rederived_with_scipy_from_the_per_run_values(sweep: Path) -> None:
+    runs, _, _ = inputs.load_inputs([sweep])
+    from io import StringIO
+
+    every = pd.read_csv(StringIO(render.table_text(runs, fmt="csv", layout="long", margin=0.02)))
+    cons = every[every["row"] == "contrast"].reset_index(drop=True)
+    ps, pes = [], []
+    for r in cons.itertuples():
+        task = r.task
+        a = VALUES[("dora", 8) if r.a.startswith("DoRA") else ("adalora", 8) if r.a.startswith("AdaLoRA")
+                   else ("lora", 8)][task]
+        b = VALUES[("full", None) if r.b == "Full FT" else ("lora", 8) if r.b.startswith("LoRA")
+                   else ("dora", 8)][task]
+        assert r.paired and r.n == 3 and r.margin == 0.02  # every configuration ran seeds 0, 1, 2: paired by seed
+        if np.ptp(np.subtract(a, b)) < 1e-12:  # the same difference in every seed: no evidence, never decided
+            assert math.isnan(r.p) and r.verdict == "undetermined" and r.low == r.high
+            ps += [math.nan, math.nan]
+            continue
+        ref = st.ttest_rel(a, b)
+        assert r.difference == pytest.approx(np.mean(np.subtract(a, b)))
+        assert (r.low, r.high) == pytest.approx(tuple(ref.confidence_interval()), rel=1e-9)
+        assert r.p == pytest.approx(ref.pvalue, rel=1e-9)
+        pe = max(st.ttest_rel(np.add(a, 0.02), b, alternative="greater").pvalue,
+                 st.ttest_rel(np.subtract(a, 0.02), b, alternative="less").pvalue)
+        assert r.p_equiv == pytest.approx(pe, rel=1e-9)
+        ps += [ref.pvalue, pe]
+    p = np.asarray(ps)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)  # Holm over the table's tested hypotheses, by its definition
+    order = ok[np.argsort(p[ok])]
+    holm = np.full(len(p), np.nan)
+    holm[order] = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * p[order]))
+    assert list(cons["p_holm"]) == pytest.approx(list(holm[0::2]), nan_ok=True)
+    assert list(cons["p_equiv_holm"]) == pytest.approx(list(holm[1::2]), nan_ok=True)
+    for r in cons[cons["p"].notna()].itertuples():
+        word = ("equivalent" if r.p_equiv_holm < 0.05 else ("better" if r.difference > 0 else "worse")
+                if r.p_holm < 0.05 else "undetermined")
+        assert r.verdict == word
+
+
+def test_two_learning_rates_are_two_rows_and_a_contrast(tmp_path: Path) -> None:
+    for seed in range(3):
+        write_run(tmp_path, f"a{seed}", method="lora", seed=seed, lr=1e-3, value=0.80 + 0.01 * seed)
+        write_run(tmp_path, f"b{seed}", method="lora", seed=seed, lr=5e-4, value=0.70 + 0.02 * seed)
+    runs, _, _ = inputs.load_inputs([tmp_path])
+    cons = compare.contrasts(runs)
+    assert len(cons) == 1 and cons.iloc[0]["contrast"] == "LoRA r=8 (method.lr=0.001) − LoRA r=8 (method.lr=0.0005)"
+    assert cons.iloc[0]["difference"] == pytest.approx(0.09)
+
+
+def test_runs_that_did_not_learn_are_flagged(tmp_path: Path) -> None:
+    runs = pd.DataFrame({"main_metric": ["accuracy", "accuracy", "matthews", "pearson_spearman", "accuracy", "accuracy"],
+                         "eval/accuracy": [0.53, 0.70, None, None, 0.52, 0.6],
+                         "eval/matthews": [None, None, 0.01, None, None, 0.3],
+                         "main_metric_value": [0.53, 0.70, 0.01, 0.03, 0.52, 0.6],
+                         "dev_majority_rate": [0.527, 0.527, None, None, None, None],
+                         "dev_examples": [277, 277, None, None, None, None]})
+    assert compare.not_learned(runs).tolist() == [True, False, True, True, pd.NA, False]
+    write_run(tmp_path, "lora0", method="lora", seed=0, value=0.0, metric="matthews")
+    write_run(tmp_path, "lora1", method="lora", seed=1, value=0.4, metric="matthews")
+    loaded, _, _ = inputs.load_inputs([tmp_path])
+    assert compare.compare(loaded)["not_learned"].tolist() == [1]
+
+
 def test_wide_layout_paper_table(sweep: Path) -> None:
     runs, _, _ = inputs.load_inputs([sweep])
     w = compare.wide(compare.compare(runs))
@@ -248,9 +312,14 @@ def test_formats(sweep: Path) -> None:
     csv = render.table_text(runs, fmt="csv", layout="long")
     from io import StringIO
 
-    back = pd.read_csv(StringIO(csv))
-    assert len(back) == 8 and {"mean", "low", "high", "n", "higher_is_better", "best", "peak_memory_bytes"} <= set(back.columns)
+    every = pd.read_csv(StringIO(csv))
+    back = every[every["row"] == "configuration"]
+    assert len(back) == 8 and {"mean", "low", "high", "n", "higher_is_better", "best", "peak_memory_bytes",
+                               "not_learned"} <= set(back.columns)
     assert back.groupby("task")["best"].sum().min() >= 1  # the best and every row that overlaps it, per task
+    cons = every[every["row"] == "contrast"]
+    assert len(cons) == 2 * (3 + 3)  # per task: 3 adapters vs full FT, 3 pairs of adapters at budget 8
+    assert set(compare.CONTRAST_COLUMNS) <= set(every.columns)
     wide_csv = pd.read_csv(StringIO(render.table_text(runs, fmt="csv")))
     assert {"sst2", "sst2_low", "sst2_high", "sst2_n", "rte", "avg"} <= set(wide_csv.columns)
     long_md = render.table_text(runs, layout="long")
@@ -258,6 +327,7 @@ def test_formats(sweep: Path) -> None:
     for col in ("Task", "Method", "Metric", "Mean", "95% CI (t)", "Seeds", "Train s ↓", "Tokens/s ↑",
                 "Peak memory ↓ (CPU max RSS)", "Params trained / effective ↓"):
         assert col in header
+    assert "**Contrasts (Holm over the 12 contrasts of this table)**" in long_md and "| Holm TOST p |" in long_md
     pct = render.table_text(runs, scale=100.0, digits=2)
     assert "92.33 ±" in pct
 
@@ -482,6 +552,7 @@ def test_table_logged_to_real_offline_wandb(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "option"), [
     (["--confidence", "1.5"], "--confidence"), (["--confidence", "0"], "--confidence"),
     (["--confidence", "nan"], "--confidence"), (["--metric", "acuracy"], "--metric"), (["--digits", "-1"], "--digits"),
+    (["--margin", "0"], "--margin"), (["--margin", "nan"], "--margin"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], option: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

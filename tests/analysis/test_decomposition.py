@@ -332,3 +332,50 @@ def test_legacy_tensors_name_their_form(tensors: list[str], form: str) -> None:
     assert form_of({"name": "x", "tensors": tensors}) == form
     with pytest.raises(ValueError, match="match no known form"):
         form_of({"name": "x", "tensors": ["Z"]})
+
+
+def test_lora_at_two_learning_rates_is_two_panels_never_pooled() -> None:
+    from analysis.compare import with_variants
+    from analysis.decomposition import panel_label, panels
+
+    runs = pd.DataFrame({"run_dir": ["a0", "a1", "b0", "b1", "d0"], "method": ["lora"] * 4 + ["dora"]})
+    cfg = {rd: {"method": {"name": m, "lr": lr}, "seed": i % 2}
+           for i, (rd, m, lr) in enumerate(zip(runs["run_dir"], runs["method"], [1e-3, 1e-3, 5e-4, 5e-4, 1e-3]))}
+    assert with_variants(runs, cfg, by=("method",))["variant"].tolist() == ["method.lr=0.001"] * 2 + \
+        ["method.lr=0.0005"] * 2 + [""]
+    rng = np.random.default_rng(9)
+    rows = []
+    for variant, coupling in (("method.lr=0.001", 2.0), ("method.lr=0.0005", -2.0)):
+        for seed in range(3):
+            rows += [{**p, "run_dir": f"{variant}{seed}", "variant": variant}
+                     for p in _points("lora", seed, coupling + 0.2 * seed, rng, noise=0.005)]
+    pts = pd.DataFrame(rows)
+    pts["panel"] = panels(pts)
+    table = correlation_table(pts, axis="out")
+    assert sorted(panel_label(p) for p in table["panel"]) == ["LoRA · method.lr=0.0005", "LoRA · method.lr=0.001"]
+    assert table.set_index("panel")["pearson"].map(np.sign).to_dict() == {"lora · method.lr=0.0005": -1.0,
+                                                                          "lora · method.lr=0.001": 1.0}
+    assert (table["n_seeds"] == 3).all() and table.attrs["family"] == 2
+
+
+def test_sign_and_value_answers_with_holm_over_the_figure() -> None:
+    from analysis import stats as S
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for method, couplings in (("full", (-2, -2.5, -1.5)), ("lora", (-2, -1.5, -2.5)), ("dora", (2, -2, 0.1))):
+        for seed, c in enumerate(couplings):
+            rows += _points(method, seed, c, rng, noise=0.005)
+    table = correlation_table(pd.DataFrame(rows), axis="out")
+    fits = per_run_fits(pd.DataFrame(rows).assign(panel=lambda d: d["method"]), axis="out")
+    ps, pvs = [], []
+    for m in table["method"]:
+        z = np.arctanh(fits.loc[fits["method"] == m, "pearson"].to_numpy())
+        ps.append(st.ttest_1samp(z, 0).pvalue)
+        pvs.append(st.ttest_1samp(z, np.arctanh(PAPER_CORRELATION[m])).pvalue)
+    assert list(table["p"]) == pytest.approx(ps) and list(table["p_value"]) == pytest.approx(pvs)
+    assert list(table["p_holm"]) == pytest.approx(list(S.holm(ps)))
+    assert list(table["p_value_holm"]) == pytest.approx(list(S.holm(pvs)))
+    for r in table.itertuples():
+        assert r.value == ("inside" if r.pearson_low <= r.paper_pearson <= r.pearson_high else "outside")
+    assert "Holm over the 3 verdicts of this figure" in markdown_table(table)

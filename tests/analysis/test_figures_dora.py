@@ -145,8 +145,9 @@ def test_a_method_run_at_several_lrs_gets_a_panel_per_lr(tmp_path: Path) -> None
     out = tmp_path / "fig"
     assert main(["figures", "dora", str(tmp_path / "sweep"), "--axis", "out", "--out", str(out)]) == 0
     stats = pd.read_csv(out / "dora_fig2_Wq_stats.csv")
-    assert list(stats["panel"]) == ["full lr=5e-05", "full lr=0.0002", "lora"]
-    assert "| FT lr=0.0002 |" in (out / "dora_fig2_Wq.md").read_text()
+    # every recorded setting that differs but the seed splits a panel, labelled with it
+    assert list(stats["panel"]) == ["full · method.lr=5e-05", "full · method.lr=0.0002", "lora"]
+    assert "| FT · method.lr=0.0002 |" in (out / "dora_fig2_Wq.md").read_text()
 
 
 def test_redrawn_from_the_points_file_with_the_same_statistics(tmp_path: Path) -> None:

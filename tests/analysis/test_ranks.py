@@ -146,6 +146,9 @@ def test_verdict_is_decided_by_the_interval_over_seeds(diffs: tuple[float, ...],
                            **{f"mean_{t}": [2.0] * 3 for t in TYPES}})
     v = R.verdict(shares)
     assert v["ffn"] == v["top"] == expected
+    p = st.ttest_1samp(diffs, 0).pvalue  # both claims have the same differences here: Holm over 2 gives 2p each
+    assert v["ffn_p"] == pytest.approx(p) and v["ffn_p_holm"] == v["top_p_holm"] == pytest.approx(min(1.0, 2 * p))
+    assert "Holm over the 2 verdicts of this figure" in v["line"]
 
 
 def test_layer_thirds() -> None:

@@ -161,6 +161,10 @@ def test_run_selects_best_on_validation_and_records_the_split(tmp_path: Path) ->
     split = s["split"]
     assert split["validation_size"] == 32 and split["train_size"] == 64 and split["split_seed"] == 0
     assert read(tmp_path / "run.json")["data_split"] == split and read(tmp_path / "run.json")["lr"] == s["lr"]
+    # the chance level of the dev metric, for analysis.compare.not_learned: the dev set's majority-class rate
+    dev = load_task(to_typed(cfg).task).dev
+    assert s["dev_examples"] == len(dev) == split["dev_size"]
+    assert s["dev_majority_rate"] == pytest.approx(np.bincount(dev.labels.astype(int)).max() / len(dev))
 
 
 def test_run_without_split_marks_best_as_selected_on_test(tmp_path: Path) -> None:
