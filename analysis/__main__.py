@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|table|report|export-peft|runs|diff} …``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|figures spectra|table|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
@@ -16,6 +16,7 @@ from typing import NoReturn
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
 COMMANDS.append((("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"))
 COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"))
+COMMANDS.append((("figures", "spectra"), "analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"))
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))

@@ -110,7 +110,8 @@ def _pairs(claim: Claim, runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd
     """(group, runs of side a, runs of side b) for each configuration pair the claim compares."""
     r = runs.assign(_cond=condition_keys(runs), _group=group_keys(runs), _label=condition_labels(runs))
     out = []
-    for group, g in r.groupby("_group", sort=False):
+    for _, g in r.groupby("_group", sort=False):
+        group = group_label(g.iloc[0])
         if claim.kind == "lr":
             mine = g[g["method"].astype(str) == claim.method]
             for _, same in mine.groupby(mine["budget"].fillna(-1), sort=False):
@@ -126,6 +127,15 @@ def _pairs(claim: Claim, runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd
                     continue
                 out.append((group, ga, gb))
     return out
+
+
+def group_label(run: pd.Series) -> str:
+    """``SST-2, minilm, 1000 steps``: what a group of comparable runs shares."""
+    from analysis.labels import task_label
+
+    steps = run.get("total_steps")
+    return ", ".join([task_label(run.get("task")), str(run.get("model"))]
+                     + ([f"{int(steps)} steps"] if steps is not None and not pd.isna(steps) else []))
 
 
 def contrasts(claim: Claim, measures: pd.DataFrame, runs: pd.DataFrame, sims: pd.DataFrame) -> list[Contrast]:
@@ -204,8 +214,8 @@ def markdown(verdicts: pd.DataFrame) -> str:
             continue
         ci = f"{r['estimate']:+.3g} [{r['low']:+.3g}, {r['high']:+.3g}]" if math.isfinite(r["low"]) else \
             f"{r['estimate']:+.3g}"
-        seeds = f"{r['n']} paired" if r["paired"] else f"{r['n_a']} vs {r['n_b']}"
-        lines.append(f"| {r['text']} | {str(r['group']).replace('|', ' ')} | {r['a']} | {r['b']} | "
+        seeds = f"{int(r['n'])} paired" if r["paired"] else f"{int(r['n_a'])} vs {int(r['n_b'])}"
+        lines.append(f"| {r['text']} | {r['group']} | {r['a']} | {r['b']} | "
                      f"{r['a_mean']:.3g} | {r['b_mean']:.3g} | {ci} | {seeds} | {r['p_adj']:.2g} | {r['verdict']} | "
                      f"{r['reading']} |")
     return "\n".join(lines)
