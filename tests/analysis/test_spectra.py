@@ -105,3 +105,21 @@ def test_similarities_equal_numpy_and_pair_the_right_runs(tmp_path: Path, one_th
         assert (r.i, r.j) == (i, j)
         assert r.phi == pytest.approx(brute.phi(da, db, i, j), rel=1e-5)
     assert S.reference_methods(res.measures) == ["full"]  # found by the dense form, not by name
+
+
+def test_the_weight_analysis_code_names_no_method() -> None:
+    """No string constant of the suite's modules (docstrings aside) is a registered method's name: methods come from
+    the run records and the claims file, the way to rebuild a weight from the recorded snapshot form."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "analysis"
+    files = [root / "spectra.py", root / "spectra_claims.py", root / "figures_spectra.py", root / "plots" / "spectra.py",
+             *sorted((root / "measures").glob("*.py"))]
+    found = []
+    for f in files:
+        tree = ast.parse(f.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found += [(f.name, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs
+                  and isinstance(n.value, str) and n.value.lower() in METHODS]
+    assert len(files) == 11 and found == []
