@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|table|seeds|report|export-peft|runs|diff} …``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|figures spectra|table|seeds|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
@@ -16,6 +16,7 @@ from typing import NoReturn
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
 COMMANDS.append((("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"))
 COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"))
+COMMANDS.append((("figures", "spectra"), "analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"))
 COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
 COMMANDS.append((("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))

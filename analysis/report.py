@@ -101,6 +101,7 @@ class ReportData:
     dora_points: pd.DataFrame = field(default_factory=pd.DataFrame)
     adalora_ranks: pd.DataFrame = field(default_factory=pd.DataFrame)
     adalora_final: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    spectra: Any = None  # analysis.spectra.SpectraResult of the runs with measurable snapshots
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -170,6 +171,7 @@ def load_report_data(runs: pd.DataFrame, skipped: list[tuple[Path, str]], metric
         for p in problems:
             log.info("DoRA figure: %s", p)
         data.dora_points = points
+        data.spectra = load_spectra(harness)
         with_ranks = [rd for rd in harness["run_dir"] if R.rank_file(rd).is_file()]
         if with_ranks:
             try:
@@ -183,6 +185,21 @@ def load_report_data(runs: pd.DataFrame, skipped: list[tuple[Path, str]], metric
         except (OSError, ValueError) as e:
             log.info("%s: no rank pattern (%s)", rd, e)
     return data
+
+
+def load_spectra(runs: pd.DataFrame) -> Any:
+    """The weight-analysis measures (:func:`analysis.spectra.compute`) of the runs that have snapshots; None when
+    no run has a measurable one."""
+    from analysis import spectra as SP
+
+    dirs = [d for d in runs["run_dir"] if (Path(d) / "snapshots" / "meta.json").is_file()]
+    if not dirs:
+        return None
+    table, problems = SP.load_run_table(dirs)
+    res = SP.compute(table)
+    for p in problems + res.problems:
+        log.info("weight analysis: %s", p)
+    return None if res.measures.empty else (res, table)
 
 
 def with_steps(runs: pd.DataFrame) -> pd.DataFrame:
@@ -542,6 +559,42 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
     return sec
 
 
+def spectra_section(data: ReportData, *, keep: bool) -> Optional[Section]:
+    """The weight analysis (docs/spectra.md) of the runs with measurable snapshots: intruders vs rank, ΔW's
+    spectrum, φ to full FT, every measure over training, and each configuration's final values."""
+    from analysis import spectra as SP
+    from analysis.plots import spectra as P
+
+    if data.spectra is None:
+        return None
+    res, runs = data.spectra
+    runs = runs[runs["run_dir"].isin(set(res.measures["run_dir"]))].reset_index(drop=True)
+    per_run = SP.per_run(res.measures)
+    sims = SP.similarities(res, runs)
+    sec = Section("spectra", "Weights: intruders, ranks, spectra, similarity")
+    sec.add("p", "What each method does to the weights, from every snapshot of every tracked matrix: intruder "
+                 "dimensions of W against W0 (PEFT's k = 10, ε = 0.5), effective rank (90% of the energy) and stable "
+                 "rank of ΔW, amplification factor, ΔW's energy in W0's top-8 subspace, and the subspace similarity "
+                 "φ of ΔW between runs. Per run: the mean over its matrices; points: the mean over seeds. Verdicts on "
+                 "the papers' claims: python -m analysis figures spectra (docs/spectra.md).")
+    n = runs["seed"].nunique()
+    figs = [("intruders_vs_rank", "Intruder dimensions vs rank", P.measure_vs(per_run, "intruders", "budget"))
+            if per_run["budget"].notna().any() else None,
+            ("spectrum", "Spectrum of ΔW", P.spectrum_figure(res.spectrum, runs)),
+            ("similarity_reference", "Subspace similarity to full FT",
+             P.heatmap_figure(P.similarity_matrix(sims, "reference"), "φ of ΔW to full FT's (same seed)"))
+            if (sims["kind"] == "reference").any() else None,
+            ("over_steps", "Measures over training", P.steps_figure(res.measures, runs))]
+    for stem, alt, (fig, fdata) in (f for f in figs if f is not None):
+        sec.add("figure", _figure(fig, f"spectra_{stem}", alt, f"{alt}; {len(runs)} runs, {n} seed"
+                                  f"{'s' if n != 1 else ''}.", keep, fdata))
+    table = per_run.assign(Configuration=SP.condition_labels(per_run)).groupby("Configuration", sort=False)[
+        list(SP.MEASURES)].mean().reset_index()
+    sec.add("table", render.render(table.round(4).astype(str), fmt="html", caption="Final values, mean over seeds",
+                                   text=tuple(table.columns)))
+    return sec
+
+
 # --------------------------------------------------------------------------------------------- sections
 
 def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str = "final", kind: str = "t",
@@ -609,7 +662,7 @@ def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str
                                   keep=keep_figures)
     sections = [setup, run_sec, comp, par, cur]
     for extra in (dora_section(data, confidence=confidence, keep=keep_figures),
-                  adalora_section(data, keep=keep_figures)):
+                  adalora_section(data, keep=keep_figures), spectra_section(data, keep=keep_figures)):
         if extra is not None:
             sections.append(extra)
     env = Section("environment", "Environment")

@@ -212,3 +212,19 @@ def test_two_seeds_are_drawn_seed_by_seed(tmp_path: Path) -> None:
     assert pd.read_csv(curves)["seed"].notna().sum() == 4
     (pareto,) = (out / "figures").glob("pareto_*.csv")
     assert pd.read_csv(pareto)["seed"].notna().sum() == 2
+
+
+def test_weight_analysis_section_for_runs_with_snapshots(tmp_path: Path, one_thread: None) -> None:
+    from tests.analysis.test_figures_spectra import CONFIGS, make_sweep as spectra_sweep
+
+    spectra_sweep(tmp_path / "sweep", seeds=(0,), configs=CONFIGS[:3])
+    for d in (tmp_path / "sweep").iterdir():  # the report needs a final metric per run
+        if (d / "run.json").is_file():
+            (d / "summary.json").write_text('{"main_metric": "accuracy", "main_metric_value": 0.8, "eval/accuracy": 0.8, '
+                                            '"steps": 6}')
+    out = tmp_path / "report"
+    assert cli(["report", str(tmp_path / "sweep"), "-o", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert '<section id="spectra">' in page and "Final values, mean over seeds" in page
+    for stem in ("spectra_intruders_vs_rank", "spectra_spectrum", "spectra_similarity_reference", "spectra_over_steps"):
+        assert (out / "figures" / f"{stem}.png").is_file() and (out / "figures" / f"{stem}.csv").is_file(), stem
