@@ -10,6 +10,7 @@ from typing import Iterable
 import pandas as pd
 
 from analysis import load, peft_format
+from analysis.errors import BadOption
 from analysis.compare import one_count, with_variants
 
 log = logging.getLogger(__name__)
@@ -22,15 +23,18 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
     paths = [Path(p) for p in paths]
     peft_files: list[Path] = []
     harness_paths: list[Path] = []
+    frames, skipped, metrics = [], [], {}
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run, sweep or PEFT result file")
+        if p.is_file() and p.suffix == ".csv":
+            frames.append(read_runs_csv(p))
+            continue
         found = peft_format.find_result_files(p)
         if found:
             peft_files += found
         if p.is_dir() and (found == [] or any(p.rglob("run.json"))):
             harness_paths.append(p)
-    frames, skipped, metrics = [], [], {}
     if harness_paths:
         runs = load.load_runs(harness_paths, include_unfinished=include_unfinished)
         skipped += runs.skipped
@@ -62,3 +66,18 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
                 metrics[rd] = peft_format.load_peft_metrics(rd)
     table = one_count(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
     return table, skipped, metrics
+
+
+def read_runs_csv(path: Path) -> pd.DataFrame:
+    """A per-run CSV written by ``table --layout runs`` (:func:`analysis.render.runs_csv`) as a runs frame;
+    BadOption (exit 2) naming the file when it is not one."""
+    try:
+        t = pd.read_csv(path, keep_default_na=True)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise BadOption(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in ("run_dir", "task", "method", "seed", "main_metric") if c not in t.columns]
+    if missing:
+        raise BadOption(f"{path}: not a per-run CSV (no column {missing[0]}); write one with "
+                         f"python -m analysis table <sweep> --layout runs --format csv")
+    t["variant"] = t["variant"].fillna("") if "variant" in t else ""
+    return t

@@ -342,7 +342,23 @@ def latex_escape(s: Any) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(s))
 
 
-def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", fmt: Format = "markdown",
+#: columns of the per-run CSV (``table --layout runs``) besides every ``eval/``, ``best/`` and ``valid/`` metric
+RUN_COLUMNS = ("run_dir", "config_hash", "model", "task", "method", "method_label", "method_color", "budget",
+               "variant", "seed", "status", "main_metric", "main_metric_value", "best_selected_on", "steps", "lr",
+               "lr_scale", "trainable_params", "effective_params", "train_seconds", "tokens_per_s",
+               "peak_memory_bytes", "peak_memory_kind", "dev_majority_rate", "dev_examples", "source")
+
+
+def runs_csv(runs: pd.DataFrame) -> str:
+    """The per-run values every table, contrast and verdict is computed from, one row per run, as CSV;
+    ``python -m analysis table <this file>`` reads it back (:func:`analysis.inputs.load_inputs`) and re-derives
+    the tables from it alone."""
+    metric_cols = sorted(c for c in runs.columns if c.startswith(("eval/", "best/", "valid/")))
+    cols = [c for c in RUN_COLUMNS if c in runs.columns] + metric_cols
+    return runs[cols].to_csv(index=False)
+
+
+def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long", "runs"] = "wide", fmt: Format = "markdown",
                metric: Optional[str] = None, which: Literal["final", "best"] = "final",
                kind: stats.IntervalKind = "t", confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
                n_resamples: int = 10_000, margin: Optional[float] = None) -> str:
@@ -354,6 +370,8 @@ def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long"] = "wide", 
     :func:`wide` frame), Markdown/LaTeX/HTML the formatted cells, the long layout with the contrasts table
     after it. ``margin``: the practical margin of every contrast (default per metric).
     """
+    if layout == "runs":
+        return runs_csv(runs)
     long = compare(runs, metric=metric, which=which, kind=kind, confidence=confidence, n_resamples=n_resamples)
     cons = contrasts(runs, metric=metric, which=which, margin=margin, alpha=1 - confidence) \
         if layout == "long" else None

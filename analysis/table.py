@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``table`` (shared with ``report`` where they mean the same)."""
-    p.add_argument("runs", nargs="+", help="run folders, sweep folders, PEFT result files or folders")
-    p.add_argument("--layout", choices=["wide", "long"], default="wide",
+    p.add_argument("runs", nargs="+", help="run folders, sweep folders, PEFT result files or folders, or a per-run "
+                                           "CSV written by --layout runs")
+    p.add_argument("--layout", choices=["wide", "long", "runs"], default="wide",
                    help="wide: rows method × budget, a column per task + average (default); "
-                        "long: a row per (task, method, budget) with interval, seeds, time, memory, params")
+                        "long: a row per (task, method, budget) with interval, seeds, time, memory, params, then "
+                        "the contrasts; runs: the per-run values as CSV (readable back as input: the tables "
+                        "re-derive from it)")
     p.add_argument("--format", dest="fmt", choices=["markdown", "latex", "csv"], default="markdown")
     add_common(p)
     p.add_argument("-o", "--output", help="write the table to this file instead of the terminal")
