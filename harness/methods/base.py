@@ -75,8 +75,10 @@ class Method:
     def validate_targets(self, targets: list[MatrixRef]) -> None:
         """Checks that need the adapted matrices (before any weight is loaded); raise ConfigError."""
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
-        """Return the model to train, with exactly this method's parameters trainable."""
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
+        """Return the model to train, with exactly this method's parameters trainable; ``head``: modules trained in
+        full (a new task head), ``task_type``: PEFT's task type of the problem (SEQ_CLS, CAUSAL_LM, ...)."""
         raise NotImplementedError
 
     def loss_terms(self, outputs: Any, task_loss: torch.Tensor) -> dict[str, torch.Tensor]:
