@@ -99,6 +99,7 @@ class LoopResult:
     initial_eval: dict[str, float] = field(default_factory=dict)  # dev metrics at step 0 (the base model), if scored
     probes_start: dict[str, float] = field(default_factory=dict)  # "<probe>/<metric>" before the first step
     probes_end: dict[str, float] = field(default_factory=dict)  # and after the last
+    eval_perf: dict[str, float] = field(default_factory=dict)  # speed of the latest dev evaluation (generation)
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -157,6 +158,25 @@ def evaluate(model: nn.Module, enc: Any, *, batch_size: int, pad_id: int, device
         problem = get_problem(problem)
     return problem.evaluate(model, enc, batch_size=batch_size, pad_id=pad_id, device=device,
                             metric_names=metric_names, autocast=autocast, pad_multiple=pad_multiple)
+
+
+def forward_loss(fwd: Callable[..., Any], problem: ProblemType, batch: dict[str, torch.Tensor],
+                 autocast: Callable[[], Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """One forward pass: (the model's outputs, the loss to backpropagate, the task loss detached).
+
+    With ``problem.model_loss`` the model gets the labels and computes the loss itself (the problem's loss, equal by
+    contract), and the method's terms ride on it (PEFT adds AdaLoRA's orthogonality term to ``outputs.loss``);
+    otherwise the model gets no labels and the problem's loss is backpropagated."""
+    if problem.model_loss:
+        with autocast():
+            outputs = fwd(**batch)
+        with torch.no_grad():
+            tl = problem.loss(outputs.logits, batch)
+        return outputs, outputs.loss, tl
+    with autocast():
+        outputs = fwd(**{k: v for k, v in batch.items() if k != "labels"})
+    loss = problem.loss(outputs.logits, batch)
+    return outputs, loss, loss.detach()
 
 
 @dataclass
@@ -386,12 +406,9 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     def graph_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zero the gradients in place, forward, backward, clip, update: what one CUDA graph records."""
         optimizer.zero_grad(set_to_none=False)
-        with autocast():
-            outputs = model(**batch)
-        with torch.no_grad():
-            tl = data.problem.loss(outputs.logits, batch)
+        outputs, loss, tl = forward_loss(model, data.problem, batch, autocast)
         out = {"loss": tl, **{f"term:{k}": v for k, v in method.loss_terms(outputs, tl).items()}}
-        outputs.loss.backward()
+        loss.backward()
         if cfg.max_grad_norm > 0:
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
@@ -435,13 +452,10 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                 t0 = time.perf_counter()
             batch = to_device(batch, device)
             state.tokens_dev += batch["attention_mask"].sum()
-            with autocast():
-                outputs = fwd(**batch)
-            with torch.no_grad():
-                tl = data.problem.loss(outputs.logits, batch)
+            outputs, loss, tl = forward_loss(fwd, data.problem, batch, autocast)
             for k, v in method.loss_terms(outputs, tl).items():
                 state.terms_sum[k] = state.terms_sum.get(k, 0) + v / cfg.grad_accum
-            (outputs.loss / cfg.grad_accum).backward()
+            (loss / cfg.grad_accum).backward()
             state.loss_sum += tl / cfg.grad_accum
             watch.see(tl, step)
             if compiling:
@@ -479,6 +493,8 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
         state.reset_window()
         clock.new_window()
 
+    eval_perf: dict[str, float] = {}  # the latest dev evaluation's speed
+
     def score(enc: Any, name: str, step: int) -> dict[str, float]:
         """An evaluation of one split (its per-example rows to ``data.on_rows``)."""
         ev = evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=device,
@@ -486,6 +502,9 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                       pad_multiple=cfg.pad_to_multiple)
         if ev.rows and data.on_rows is not None and ctx.main:
             data.on_rows(step, name, ev.rows)
+        if ev.perf and name == "dev":
+            logger.log({f"perf/eval_{k}": v for k, v in ev.perf.items()}, step)
+            eval_perf.update(ev.perf)
         return ev.metrics
 
     def evaluate_at(step: int) -> None:
@@ -563,7 +582,8 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                       speed=plan, compile_seconds=clock.compile_seconds,
                       graphs=graphs.graphs if graphs is not None else 0,
                       graphs_failed=graphs.failed if graphs is not None else None,
-                      initial_eval=state.initial, probes_start=state.probes_start, probes_end=probes_end)
+                      initial_eval=state.initial, probes_start=state.probes_start, probes_end=probes_end,
+                      eval_perf=eval_perf)
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -81,6 +81,9 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
         total = max(1, math.ceil(t.epochs * math.ceil(len(data.train) / t.batch_size) / t.grad_accum))
     method = get_method(typed.method.name)(typed.method, total)
     method.validate_run()
+    if not problem.model_loss and method.adds_to_model_loss:
+        raise ConfigError(f"method={typed.method.name}: adds its terms to the model's own loss, which problem type "
+                          f"'{problem.name}' does not use (model_loss = False); use another method or problem type")
     conf = model_config(typed.model, data.num_labels, problem.name)
     problem.configure(typed.task, conf)
     limit = position_limit(conf)
@@ -510,6 +513,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "checkpoints": result.checkpoints,
         "checkpoint_seconds": result.checkpoint_seconds,
         "compile_seconds": result.compile_seconds,
+        **{f"eval_{k}": v for k, v in result.eval_perf.items()},
         "speed": {**result.speed.record(), "graphs": result.graphs, "graphs_failed": result.graphs_failed},
         **extra,
         **(snapshots.summary() if snapshots is not None else {}),

@@ -236,6 +236,7 @@ class AdaLora(Method):
     label = "AdaLoRA"
     color = "#2ca02c"
     trains = ("lora_A", "lora_B", "lora_E")
+    adds_to_model_loss = True
     outputs = (RANKS_FILE, SCORES_DIR)
 
     config_cls = AdaLoraMethodConfig

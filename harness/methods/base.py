@@ -60,6 +60,8 @@ class Method:
     #: Time of one training step relative to full fine-tuning of the same model (measured on one H200, MiniLM,
     #: SST-2 batches: benchmarks/results/sweep_packing_h200.json). The packed launcher starts costly jobs first.
     step_cost: ClassVar[float] = 1.0
+    #: the method's loss terms are added to the model's own loss (``outputs.loss``) by PEFT: AdaLoRA's
+    adds_to_model_loss: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg

@@ -19,11 +19,13 @@ from harness.families import Family
 
 @dataclass
 class Evaluation:
-    """What scoring one split gives: metrics (name -> value) and, for generative problems, one row per example
-    (its id, the generation, the extracted answer, the score) that the run saves."""
+    """What scoring one split gives: metrics (name -> value), for generative problems one row per example (its id,
+    the generation, the extracted answer, the score) that the run saves, and speed (``perf``: e.g. generated
+    tokens/s)."""
 
     metrics: dict[str, float]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    perf: dict[str, float] = field(default_factory=dict)
 
 
 class ProblemType:
@@ -41,6 +43,10 @@ class ProblemType:
     default_metrics: ClassVar[tuple[str, ...]] = ()
     eval_at_start: ClassVar[bool] = False
     label_kind: ClassVar[str] = "class"
+    #: the model computes this problem's loss itself from the batch's labels (transformers' heads do for the problem
+    #: types here); False: the loop backpropagates :meth:`loss` and gives the model no labels (then methods that
+    #: add terms to the model's loss, AdaLoRA's orthogonality, are refused)
+    model_loss: ClassVar[bool] = True
 
     def configure(self, task: Any, model_conf: Any) -> None:
         """Take this run's task settings and model config (e.g. generation lengths, the context size)."""

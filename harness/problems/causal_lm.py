@@ -166,10 +166,10 @@ class CausalLM(ProblemType):
                 scores = np.asarray([r["score"] for r in rows], dtype=np.float64)
                 if "exact_match" in metric_names:
                     result["exact_match"] = float(scores.mean())
-                result["generated_tokens_per_s"] = n_new / seconds if seconds > 0 else 0.0
+                perf = {"generated_tokens_per_s": n_new / seconds if seconds > 0 else 0.0}
         finally:
             model.train(was_training)
-        return Evaluation(result, rows)
+        return Evaluation(result, rows, perf if enc.refs is not None else {})
 
     def target_loss(self, model: nn.Module, enc: LMEncoded, batch_size: int, pad_id: int, device: torch.device,
                     autocast: Callable[[], Any]) -> float:
