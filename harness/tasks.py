@@ -468,7 +468,7 @@ def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] =
     data.train = full if len(train_idx) == n_full else full.take(train_idx)
     data.train_index = train_idx
     data.dev = data.dev.head(cfg.max_eval_samples)
-    data.split = {"train_size": len(data.train), "dev_size": len(data.dev)}
+    data.split = {"train_size": len(data.train), "dev_size": len(data.dev), **data.split}
     if data.valid is not None:
         assert data.valid_index is not None
         data.split.update(validation_fraction=cfg.validation_fraction, split_seed=cfg.split_seed,
