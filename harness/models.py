@@ -117,8 +117,8 @@ def load_model(cfg: ModelConfig, conf: PretrainedConfig, problem: str = "classif
     # a classification head is new: transformers reports it as missing, which is expected
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
     gguf = gguf_file(cfg)
-    model = auto.from_pretrained(resolve_path(cfg.name), config=conf, **({"gguf_file": gguf} if gguf else {}))
-    return model.float()
+    return auto.from_pretrained(resolve_path(cfg.name), config=conf, dtype=torch.float32,
+                                **({"gguf_file": gguf} if gguf else {}))
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
