@@ -144,6 +144,7 @@ class TrainConfig:
     compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead | max-autotune | ...
     pad_to_multiple: int = 0  # pad each batch's length up to a multiple of this (static shapes for compile); 0 = off
     length_buckets: int = 0  # static-shape paths (graphs, model): pad batches to this many lengths; 0 = 8 / 4
+    group_by_length: bool = False  # batches of examples of similar length (less padding; harness/tasks.TrainBatches)
     gradient_checkpointing: bool = False
     device: str = "auto"
     save_model: bool = True
@@ -504,7 +505,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"validation_fraction": 0.0, "split_seed": 0, "folder": None, "labels": None, "metrics": None, "rg": None,
              "max_new_tokens": 64, "answer_marker": "####"},
     "model": {"gguf_file": None},
-    "train": {"lr_scale": 1.0, "length_buckets": 0},
+    "train": {"lr_scale": 1.0, "length_buckets": 0, "group_by_length": False},
 }
 
 

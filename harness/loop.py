@@ -364,7 +364,8 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     optimizer = make_optimizer(model, lr, cfg.weight_decay, device, capturable=graphed)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
-    batches = TrainBatches(len(data.train), cfg.batch_size, seed)
+    lengths = [len(x) for x in data.train.input_ids] if cfg.group_by_length else None
+    batches = TrainBatches(len(data.train), cfg.batch_size, seed, lengths)
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = LoopState.on(device)
     if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)

@@ -47,7 +47,7 @@ from harness.run_record import RunRecord, environment, read_status, write_json_a
 from harness.snapshots import SnapshotCallback, select
 from harness.speed import check_request, graphable_reason
 from harness.summaries import configure_output
-from harness.tasks import TaskData, load_task, task_problem
+from harness.tasks import TaskData, TrainBatches, load_task, padding_share, task_problem
 from harness.tracking import (JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, run_name,
                               truncate_metrics)
 
@@ -383,6 +383,14 @@ def save_rows(run_dir: Path, step: int, split: str, rows: list[dict[str, Any]]) 
     write_text_atomic(folder / f"{split}_step{step:07d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def train_padding(enc: Any, batch_size: int, seed: int, grouped: bool) -> float:
+    """The share of padding in the training stream's first epoch (at most 200 batches), each batch padded to its
+    longest example (bucket and multiple rounding not counted)."""
+    lengths = [len(x) for x in enc.input_ids]
+    stream = TrainBatches(len(lengths), batch_size, seed, lengths if grouped else None)
+    return padding_share(lengths, stream, min(200, -(-len(lengths) // batch_size)))
+
+
 def forgetting(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
     """Summary entries of the probes: ``forget/<probe>/<metric>/base`` (step 0), ``…/final`` and ``…/change``
     (final − base: for the text sample's loss, the increase in nats per token)."""
@@ -507,6 +515,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "wall_seconds": time.time() - t_start,
         "tokens": result.tokens,
         "tokens_per_s": result.tokens / result.train_seconds if result.train_seconds > 0 else None,
+        "train_padding_share": train_padding(train_enc, c.train.batch_size, c.seed, c.train.group_by_length),
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
         "resumed_from": result.resumed_from,

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -525,16 +525,30 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int, multiple: int = 0,
 class TrainBatches:
     """Endless, deterministic batches: epoch e uses permutation ``default_rng([seed, e])``.
 
+    With ``lengths`` (length grouping), each run of ``GROUP`` batches' worth of the permutation is sorted by length
+    and cut into batches, and the epoch's batches are shuffled (``default_rng([seed, e, 1])``): a batch holds
+    examples of similar length, so little of it is padding, while every example is still seen once an epoch.
     The position (epoch, offset) is all that is needed to resume the stream exactly.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    GROUP = 64  # batches whose examples are sorted together
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: Optional[Sequence[int]] = None) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
         self.epoch, self.offset = 0, 0
         self._perm = self._permutation(0)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        if self.lengths is None:
+            return perm
+        size = self.GROUP * self.batch_size
+        chunks = [c[np.argsort(-self.lengths[c], kind="stable")] for c in np.split(perm, range(size, self.n, size))]
+        ordered = np.concatenate(chunks)
+        batches = np.split(ordered, range(self.batch_size, self.n, self.batch_size))
+        order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+        return np.concatenate([batches[i] for i in order])
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
@@ -552,3 +566,16 @@ class TrainBatches:
         idx = self._perm[self.offset : self.offset + self.batch_size]
         self.offset += len(idx)
         return idx
+
+
+def padding_share(lengths: Sequence[int], batches: TrainBatches, n_batches: int,
+                  pad_to: Callable[[int], int] = lambda m: m) -> float:
+    """The share of padding in the next ``n_batches`` batches of a (fresh) stream: 1 − tokens / padded tokens, each
+    batch padded to ``pad_to(its longest example)``."""
+    ell = np.asarray(lengths, dtype=np.int64)
+    tokens = padded = 0
+    for _ in range(n_batches):
+        b = ell[next(batches)]
+        tokens += int(b.sum())
+        padded += len(b) * pad_to(int(b.max()))
+    return 1.0 - tokens / padded if padded else 0.0
