@@ -223,6 +223,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     input."""
     from hydra import compose, initialize_config_dir
 
+    import harness.methods  # noqa: F401  (the methods register their config schemas)
     from harness.config import to_typed, validate
     from harness.errors import HarnessError
 
