@@ -383,6 +383,22 @@ def save_rows(run_dir: Path, step: int, split: str, rows: list[dict[str, Any]]) 
     write_text_atomic(folder / f"{split}_step{step:07d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _problem_entries(p: Plan, result: Any) -> dict[str, Any]:
+    """Summary entries of the problem type: its name, the chance level, the base model's dev metrics (step 0),
+    forgetting (:func:`forgetting`) and the evaluation's speed."""
+    return {"problem": p.problem.name, "chance": p.problem.chance(p.data.dev.labels, p.data.main_metric),
+            **{f"base/{k}": v for k, v in result.initial_eval.items()},
+            **forgetting(result.probes_start, result.probes_end),
+            **{f"eval_{k}": v for k, v in result.eval_perf.items()}}
+
+
+def _encode(p: Plan, tokenizer: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Every split tokenized once by the problem type: train, dev, validation (or None), the probes."""
+    enc = lambda split: p.problem.encode(split, tokenizer, p.cfg.model.max_length)  # noqa: E731
+    valid = enc(p.data.valid) if p.data.valid is not None else None
+    return enc(p.data.train), enc(p.data.dev), valid, {k: enc(v) for k, v in p.data.probes.items()}
+
+
 def train_padding(enc: Any, batch_size: int, seed: int, grouped: bool) -> float:
     """The share of padding in the training stream's first epoch (at most 200 batches), each batch padded to its
     longest example (bucket and multiple rounding not counted)."""
@@ -453,9 +469,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     seed_everything(c.seed)
     tokenizer = load_tokenizer(c.model)
     problem = p.problem
-    train_enc, dev_enc = (problem.encode(s, tokenizer, c.model.max_length) for s in (p.data.train, p.data.dev))
-    valid_enc = problem.encode(p.data.valid, tokenizer, c.model.max_length) if p.data.valid is not None else None
-    probes = {k: problem.encode(v, tokenizer, c.model.max_length) for k, v in p.data.probes.items()}
+    train_enc, dev_enc, valid_enc, probes = _encode(p, tokenizer)
     model = load_model(c.model, p.model_conf, problem.name)
     if c.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -493,9 +507,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
         "main_metric": p.data.main_metric, "save_dir": p.method.save_dir(),
         "main_metric_value": result.final_eval[p.data.main_metric],
-        "problem": problem.name, "chance": problem.chance(p.data.dev.labels, p.data.main_metric),
-        **{f"base/{k}": v for k, v in result.initial_eval.items()},
-        **forgetting(result.probes_start, result.probes_end),
+        **_problem_entries(p, result),
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},
         # dev metrics at the step chosen on validation (best_selected_on=validation), or on dev itself ("test":
@@ -522,7 +534,6 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "checkpoints": result.checkpoints,
         "checkpoint_seconds": result.checkpoint_seconds,
         "compile_seconds": result.compile_seconds,
-        **{f"eval_{k}": v for k, v in result.eval_perf.items()},
         "speed": {**result.speed.record(), "graphs": result.graphs, "graphs_failed": result.graphs_failed},
         **extra,
         **(snapshots.summary() if snapshots is not None else {}),
