@@ -235,7 +235,7 @@ def minilm(methods: list[str], setups: list[str], steps: int, device: torch.devi
                                    problem="classification", metric_names=("accuracy",),
                                    autocast=lambda: torch.autocast(device.type, dtype=torch.bfloat16,
                                                                    enabled=device.type == "cuda"))
-                    r.update(accuracy=acc["accuracy"], peak_gib=_peak_gib(), lr=lr, path=setup,
+                    r.update(accuracy=acc.metrics["accuracy"], peak_gib=_peak_gib(), lr=lr, path=setup,
                              compile_s=None)
                     del model, m
             except Exception as e:  # one failing setup leaves the others measured

@@ -87,41 +87,44 @@ def evaluate_saved(folder: Path, overrides: list[str]) -> dict[str, Any]:
     """Metrics of the saved adapter/model of ``folder`` on the (overridden) task's dev set, with the task, the
     main metric and the number of examples."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from harness.config import to_typed, validate
     from harness.loop import evaluate
     from harness.models import load_model, load_tokenizer, model_config
+    from harness.problems import get_problem
     from harness.run import pick_device, seed_everything
-    from harness.tasks import encode, load_task
+    from harness.tasks import load_task, task_problem
 
     _, saved, config = locate(folder)
     recorded = to_typed(config)
     c = to_typed(eval_config(config, overrides))
     validate(c)
-    data = load_task(c.task, seed=c.seed)
-    trained = load_task(recorded.task, seed=recorded.seed) if recorded.task != c.task else data
+    problem = get_problem(task_problem(c.task))
+    data = load_task(c.task, seed=c.seed, problem=problem)
+    trained = load_task(recorded.task, seed=recorded.seed, problem=get_problem(task_problem(recorded.task))) \
+        if recorded.task != c.task else data
     if (data.num_labels, data.problem) != (trained.num_labels, trained.problem):
         raise ConfigError(f"task={c.task.name}: {data.num_labels} label(s) ({data.problem}), but the head was "
                           f"trained on {recorded.task.name} with {trained.num_labels} ({trained.problem}); choose a "
                           f"task with the same labels")
     seed_everything(c.seed)
     tokenizer = load_tokenizer(c.model)
-    dev = encode(data.dev, tokenizer, c.model.max_length)
     conf = model_config(c.model, trained.num_labels, trained.problem)
+    problem.configure(c.task, conf)
+    dev = problem.encode(data.dev, tokenizer, c.model.max_length)
     if (saved / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_model(c.model, conf), str(saved))
+        model = PeftModel.from_pretrained(load_model(c.model, conf, problem.name), str(saved))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(saved))
+        model = problem.model_class().from_pretrained(str(saved))
     device = pick_device(c.train.device)
     model = model.to(device)
     bf16 = device.type == "cuda" and c.train.bf16
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     with torch.no_grad():
         metrics = evaluate(model, dev, batch_size=c.train.eval_batch_size, pad_id=tokenizer.pad_token_id,
-                           device=device, problem=data.problem, metric_names=data.metrics, autocast=autocast)
+                           device=device, problem=problem, metric_names=data.metrics, autocast=autocast).metrics
     return {"task": c.task.name, "main_metric": data.main_metric, "examples": len(dev), "saved": str(saved),
             **{f"eval/{k}": v for k, v in metrics.items()}}
 

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -36,8 +35,9 @@ from harness.distributed import DistContext
 from harness.errors import RunFailed
 from harness.graphs import StepGraphs, shape_key
 from harness.methods.base import Method
+from harness.problems.base import Evaluation, ProblemType, to_device
 from harness.speed import SpeedPlan, graphable_reason, plan_speed
-from harness.tasks import Encoded, TrainBatches, collate
+from harness.tasks import TrainBatches
 from harness.tracking import MetricLogger
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,10 @@ class LoopResult:
     compile_seconds: float = 0.0  # compiling / capturing new batch shapes (not in train_seconds)
     graphs: int = 0  # CUDA graphs captured (path graphs)
     graphs_failed: Optional[str] = None  # why capturing stopped, when it did
+    initial_eval: dict[str, float] = field(default_factory=dict)  # dev metrics at step 0 (the base model), if scored
+    probes_start: dict[str, float] = field(default_factory=dict)  # "<probe>/<metric>" before the first step
+    probes_end: dict[str, float] = field(default_factory=dict)  # and after the last
+    eval_perf: dict[str, float] = field(default_factory=dict)  # speed of the latest dev evaluation (generation)
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -144,55 +148,52 @@ def plan_for(model: nn.Module, method: Method, data: "LoopData", cfg: TrainConfi
                       adapters=method.frozen_base)
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a CPU batch to the device; through pinned memory and without blocking on CUDA."""
-    if device.type != "cuda":
-        return batch
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+def evaluate(model: nn.Module, enc: Any, *, batch_size: int, pad_id: int, device: torch.device,
+             problem: ProblemType | str, metric_names: tuple[str, ...], autocast: Any,
+             pad_multiple: int = 0) -> Evaluation:
+    """Score a whole split with its problem type's evaluation (a registered name or the problem type itself)."""
+    if isinstance(problem, str):
+        from harness.problems import get_problem
+
+        problem = get_problem(problem)
+    return problem.evaluate(model, enc, batch_size=batch_size, pad_id=pad_id, device=device,
+                            metric_names=metric_names, autocast=autocast, pad_multiple=pad_multiple)
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> torch.Tensor:
-    """The loss transformers computes from logits (B, C) — CE, or MSE for regression (C = 1)."""
-    if problem == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+def forward_loss(fwd: Callable[..., Any], problem: ProblemType, batch: dict[str, torch.Tensor],
+                 autocast: Callable[[], Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """One forward pass: (the model's outputs, the loss to backpropagate, the task loss detached).
 
-
-@torch.no_grad()
-def evaluate(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, device: torch.device,
-             problem: str, metric_names: tuple[str, ...], autocast: Any, pad_multiple: int = 0) -> dict[str, float]:
-    """Score the whole split: predictions (N,) against labels (N,)."""
-    was_training = model.training
-    model.eval()
-    order = np.argsort([len(s) for s in enc.input_ids], kind="stable")  # length-sorted: less padding
-    preds = np.empty(len(enc), dtype=np.float64 if problem == "regression" else np.int64)
-    losses = []
-    for start in range(0, len(enc), batch_size):
-        idx = order[start : start + batch_size]
-        batch = to_device(collate(enc, idx, pad_id, pad_multiple), device)
-        labels = batch.pop("labels")
+    With ``problem.model_loss`` the model gets the labels and computes the loss itself (the problem's loss, equal by
+    contract), and the method's terms ride on it (PEFT adds AdaLoRA's orthogonality term to ``outputs.loss``);
+    otherwise the model gets no labels and the problem's loss is backpropagated."""
+    if problem.model_loss:
         with autocast():
-            logits = model(**batch).logits.float()
-        losses.append(task_loss(logits, labels, problem) * len(idx))
-        out = logits.squeeze(-1) if problem == "regression" else logits.argmax(-1)
-        preds[idx] = out.cpu().numpy()
-    model.train(was_training)
-    result = metric_fns.compute(metric_names, preds, enc.labels)
-    result["loss"] = float(torch.stack(losses).sum()) / len(enc)
-    return result
+            outputs = fwd(**batch)
+        with torch.no_grad():
+            tl = problem.loss(outputs.logits, batch)
+        return outputs, outputs.loss, tl
+    with autocast():
+        outputs = fwd(**{k: v for k, v in batch.items() if k != "labels"})
+    loss = problem.loss(outputs.logits, batch)
+    return outputs, loss, loss.detach()
 
 
 @dataclass
 class LoopData:
-    """What the loop trains on and how it scores: the encoded splits, the padding id, the task's metrics."""
+    """What the loop trains on and how it scores: the encoded splits, the padding id, the task's problem type
+    and metrics; ``probes``: encoded sets not trained on, scored before the first step and after the last
+    (forgetting); ``on_rows``: receives an evaluation's per-example rows (step, split name, rows)."""
 
-    train: Encoded
-    dev: Encoded  # the reported set: eval/<metric>
+    train: Any  # an encoded split of the problem type (harness/problems/)
+    dev: Any  # the reported set: eval/<metric>
     pad_id: int
-    problem: str  # classification | regression
+    problem: ProblemType
     metric_names: tuple[str, ...]
     main_metric: str
-    valid: Optional[Encoded] = None  # a validation split for selection (valid/<metric>); None: none
+    valid: Any = None  # a validation split for selection (valid/<metric>); None: none
+    probes: dict[str, Any] = field(default_factory=dict)
+    on_rows: Optional[Callable[[int, str, list[dict[str, Any]]], None]] = None
 
 
 @dataclass
@@ -212,6 +213,8 @@ class LoopState:
     tokens_dev: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     terms_sum: dict[str, torch.Tensor] = field(default_factory=dict)  # the method's loss terms, summed
     n_in_window: int = 0  # optimizer steps in the window
+    initial: dict[str, float] = field(default_factory=dict)  # dev metrics at step 0 (eval_at_start), else {}
+    probes_start: dict[str, float] = field(default_factory=dict)  # the probes' metrics at step 0
 
     @classmethod
     def on(cls, device: torch.device) -> "LoopState":
@@ -237,16 +240,19 @@ class LoopState:
         """The checkpoint's ``loop`` entry (without the step, which the checkpoint holds at its top)."""
         return {"best": self.best, "final": self.final, "best_valid": self.best_valid, "final_valid": self.final_valid,
                 "best_step": self.best_step, "tokens": self.tokens, "tokens_dev": self.tokens_dev,
-                "loss_sum": self.loss_sum, "terms_sum": self.terms_sum, "n_in_window": self.n_in_window}
+                "loss_sum": self.loss_sum, "terms_sum": self.terms_sum, "n_in_window": self.n_in_window,
+                "initial": self.initial, "probes_start": self.probes_start}
 
     def load_state_dict(self, state: dict[str, Any], step: int) -> None:
         """Continue from a checkpoint's ``loop`` entry taken after ``step``. Checkpoints written before
-        validation splits existed lack ``best_valid``, ``final_valid`` and ``best_step``: empty / None."""
+        validation splits existed lack ``best_valid``, ``final_valid`` and ``best_step``, those before step-0
+        evaluations ``initial`` and ``probes_start``: empty / None."""
         device = self.loss_sum.device
         self.step = step
         self.best, self.final, self.tokens = state["best"], state["final"], state["tokens"]
         self.best_valid, self.final_valid = state.get("best_valid", {}), state.get("final_valid", {})
         self.best_step = state.get("best_step")
+        self.initial, self.probes_start = state.get("initial", {}), state.get("probes_start", {})
         self.tokens_dev = state["tokens_dev"].to(device)
         self.loss_sum = state["loss_sum"].to(device)
         self.terms_sum = {k: v.to(device) for k, v in state["terms_sum"].items()}
@@ -358,7 +364,8 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     optimizer = make_optimizer(model, lr, cfg.weight_decay, device, capturable=graphed)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
-    batches = TrainBatches(len(data.train), cfg.batch_size, seed)
+    lengths = [len(x) for x in data.train.input_ids] if cfg.group_by_length else None
+    batches = TrainBatches(len(data.train), cfg.batch_size, seed, lengths)
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = LoopState.on(device)
     if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
@@ -394,16 +401,15 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
 
     def next_batch() -> dict[str, torch.Tensor]:
         """The next training batch, on the CPU, padded to the plan's buckets (or the longest example)."""
-        return collate(data.train, ctx.shard(next(batches)), data.pad_id, cfg.pad_to_multiple, buckets=plan.buckets)
+        return data.problem.collate(data.train, ctx.shard(next(batches)), data.pad_id, cfg.pad_to_multiple,
+                                    buckets=plan.buckets)
 
     def graph_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zero the gradients in place, forward, backward, clip, update: what one CUDA graph records."""
         optimizer.zero_grad(set_to_none=False)
-        with autocast():
-            outputs = model(**batch)
-        tl = task_loss(outputs.logits, batch["labels"], data.problem).detach()
+        outputs, loss, tl = forward_loss(model, data.problem, batch, autocast)
         out = {"loss": tl, **{f"term:{k}": v for k, v in method.loss_terms(outputs, tl).items()}}
-        outputs.loss.backward()
+        loss.backward()
         if cfg.max_grad_norm > 0:
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
@@ -447,12 +453,10 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                 t0 = time.perf_counter()
             batch = to_device(batch, device)
             state.tokens_dev += batch["attention_mask"].sum()
-            with autocast():
-                outputs = fwd(**batch)
-            tl = task_loss(outputs.logits, batch["labels"], data.problem).detach()
+            outputs, loss, tl = forward_loss(fwd, data.problem, batch, autocast)
             for k, v in method.loss_terms(outputs, tl).items():
                 state.terms_sum[k] = state.terms_sum.get(k, 0) + v / cfg.grad_accum
-            (outputs.loss / cfg.grad_accum).backward()
+            (loss / cfg.grad_accum).backward()
             state.loss_sum += tl / cfg.grad_accum
             watch.see(tl, step)
             if compiling:
@@ -490,19 +494,36 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
         state.reset_window()
         clock.new_window()
 
+    eval_perf: dict[str, float] = {}  # the latest dev evaluation's speed
+
+    def score(enc: Any, name: str, step: int) -> dict[str, float]:
+        """An evaluation of one split (its per-example rows to ``data.on_rows``)."""
+        ev = evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=device,
+                      problem=data.problem, metric_names=data.metric_names, autocast=autocast,
+                      pad_multiple=cfg.pad_to_multiple)
+        if ev.rows and data.on_rows is not None and ctx.main:
+            data.on_rows(step, name, ev.rows)
+        if ev.perf and name == "dev":
+            logger.log({f"perf/eval_{k}": v for k, v in ev.perf.items()}, step)
+            eval_perf.update(ev.perf)
+        return ev.metrics
+
     def evaluate_at(step: int) -> None:
         """Score dev (and validation) at ``step``, log eval/... and valid/..., and keep the best."""
-        def score(enc: Encoded) -> dict[str, float]:
-            return evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=device,
-                            problem=data.problem, metric_names=data.metric_names, autocast=autocast,
-                            pad_multiple=cfg.pad_to_multiple)
-
-        dev = score(data.dev)
-        valid = score(data.valid) if data.valid is not None else {}
+        dev = score(data.dev, "dev", step)
+        valid = score(data.valid, "valid", step) if data.valid is not None else {}
         logger.log({**{f"eval/{k}": v for k, v in dev.items()}, **{f"valid/{k}": v for k, v in valid.items()}}, step)
         log.info("step %d eval %s%s", step, " ".join(f"{k}={v:.4f}" for k, v in dev.items()),
                  "".join(f" valid/{k}={v:.4f}" for k, v in valid.items()))
         state.evaluated(step, dev, valid, data.main_metric)
+        if step == 0:
+            state.initial = dict(dev)
+
+    def probe_at(step: int) -> dict[str, float]:
+        """Score the probes (sets not trained on) at ``step``; logged as forget/<probe>/<metric>."""
+        out = {f"{name}/{k}": v for name, enc in data.probes.items() for k, v in score(enc, name, step).items()}
+        logger.log({f"forget/{k}": v for k, v in out.items()}, step)
+        return out
 
     def save_checkpoint(step: int) -> None:
         """The whole training state after ``step`` to ``ck.save`` (rank 0); never a diverged one."""
@@ -521,6 +542,11 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                 "rng": ckpt_io.rng_state(),
             })
 
+    if state.step == 0 and (data.problem.eval_at_start or data.probes):
+        with clock.paused():  # the base model: its score, and the probes' before any training
+            if data.problem.eval_at_start:
+                evaluate_at(0)
+            state.probes_start = probe_at(0) if data.probes else {}
     for step in range(state.step + 1, total_steps + 1):
         if graphed:
             graphed_step(step)
@@ -542,6 +568,10 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                 raise Stopped(f"stopped on request after step {step}; a checkpoint was written, re-run the "
                               f"same command to continue")
     progress.close()
+    probes_end = {}
+    if data.probes:
+        with clock.paused():
+            probes_end = probe_at(total_steps)
     for cb in callbacks:
         guarded(lambda: cb.on_train_end(model, total_steps, logger))
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
@@ -552,7 +582,9 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
                       best_selected_on="validation" if data.valid is not None else "test",
                       speed=plan, compile_seconds=clock.compile_seconds,
                       graphs=graphs.graphs if graphs is not None else 0,
-                      graphs_failed=graphs.failed if graphs is not None else None)
+                      graphs_failed=graphs.failed if graphs is not None else None,
+                      initial_eval=state.initial, probes_start=state.probes_start, probes_end=probes_end,
+                      eval_perf=eval_perf)
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

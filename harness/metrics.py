@@ -71,6 +71,8 @@ METRICS: dict[str, Metric] = {
         Metric("pearson", pearson),
         Metric("spearman", spearman),
         Metric("mse", lambda p, r: float(np.mean((p - r) ** 2)), higher_is_better=False),
+        # generation: the share of answers scored correct (pred: the scores 1/0, ref: ones; harness/rgdata.py)
+        Metric("exact_match", accuracy),
     )
 }
 

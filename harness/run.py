@@ -40,13 +40,14 @@ from harness.loop import Checkpointing, LoopData, train
 from harness.methods import METHODS, get_method
 from harness.methods.base import Method
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
+from harness.problems import ProblemType, get_problem
 from harness.redact import install_log_filter, redact
 from harness.run_folder import RunFolder
 from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
 from harness.snapshots import SnapshotCallback, select
 from harness.speed import check_request, graphable_reason
 from harness.summaries import configure_output
-from harness.tasks import TaskData, encode, load_task
+from harness.tasks import TaskData, TrainBatches, load_task, padding_share, task_problem
 from harness.tracking import (JsonlLogger, MetricLogger, MultiLogger, NullLogger, WandbLogger, run_name,
                               truncate_metrics)
 
@@ -64,13 +65,15 @@ class Plan:
     model_conf: Any
     family: Family
     targets: list[MatrixRef]
+    problem: ProblemType  # the task's problem type (harness/problems/), configured for this run
 
 
 def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
     """Validate everything that needs no weights; raises ConfigError / DataError."""
     typed = cfg if isinstance(cfg, RunConfig) else to_typed(cfg)
     validate(typed)
-    data = load_task(typed.task, seed=typed.seed)
+    problem = get_problem(task_problem(typed.task))
+    data = load_task(typed.task, seed=typed.seed, problem=problem)
     t = typed.train
     if t.max_steps is not None:
         total = t.max_steps
@@ -78,17 +81,21 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
         total = max(1, math.ceil(t.epochs * math.ceil(len(data.train) / t.batch_size) / t.grad_accum))
     method = get_method(typed.method.name)(typed.method, total)
     method.validate_run()
-    conf = model_config(typed.model, data.num_labels, data.problem)
+    if not problem.model_loss and method.adds_to_model_loss:
+        raise ConfigError(f"method={typed.method.name}: adds its terms to the model's own loss, which problem type "
+                          f"'{problem.name}' does not use (model_loss = False); use another method or problem type")
+    conf = model_config(typed.model, data.num_labels, problem.name)
+    problem.configure(typed.task, conf)
     limit = position_limit(conf)
     if limit is not None and typed.model.max_length > limit:
         raise ConfigError(f"model.max_length: {typed.model.max_length} exceeds the {limit} positions of "
                           f"{typed.model.name} ({conf.model_type}); pass model.max_length={limit} or less")
     family = family_for(conf.model_type)
-    targets = resolve_targets(meta_model(conf), family, list(typed.method.targets), typed.method.layers)
+    targets = resolve_targets(meta_model(conf, problem.name), family, list(typed.method.targets), typed.method.layers)
     method.validate_targets(targets)
     if typed.snapshot.enabled:
         select(targets, typed.snapshot)  # snapshot.types/layers keep at least one matrix
-    return Plan(typed, data, total, method, conf, family, targets)
+    return Plan(typed, data, total, method, conf, family, targets, problem)
 
 
 def pick_device(name: str, job_num: Optional[int] = None) -> torch.device:
@@ -127,7 +134,10 @@ class _StopRequest:
 
 #: files and folders a run writes into its folder (besides run.json, Hydra's .hydra/ and log, wandb/ and the
 #: folder its method saves into: :func:`save_dirs`)
-RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR,
+#: the folder of a generative task's saved generations: <split>_step<NNNNNNN>.jsonl, one row per example
+GENERATIONS = "generations"
+
+RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR, GENERATIONS,
                  *sorted({o for m in METHODS.values() for o in m.outputs}))
 
 
@@ -138,7 +148,7 @@ def save_dirs() -> tuple[str, ...]:
 
 def planned_outputs(c: RunConfig) -> set[str]:
     """The names this run may write into its folder (recorded in its manifest before any is written)."""
-    names = {"run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", ckpt_io.DIR}
+    names = {"run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", ckpt_io.DIR, GENERATIONS}
     if c.snapshot.enabled:
         names.add("snapshots")
     method = get_method(c.method.name)
@@ -365,6 +375,48 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     return summary
 
 
+def save_rows(run_dir: Path, step: int, split: str, rows: list[dict[str, Any]]) -> None:
+    """An evaluation's per-example rows (id, generation, extracted answer, answer, score) as
+    ``generations/<split>_step<NNNNNNN>.jsonl`` (atomic)."""
+    folder = run_dir / GENERATIONS
+    folder.mkdir(exist_ok=True)
+    write_text_atomic(folder / f"{split}_step{step:07d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _problem_entries(p: Plan, result: Any) -> dict[str, Any]:
+    """Summary entries of the problem type: its name, the chance level, the base model's dev metrics (step 0),
+    forgetting (:func:`forgetting`) and the evaluation's speed."""
+    return {"problem": p.problem.name, "chance": p.problem.chance(p.data.dev.labels, p.data.main_metric),
+            **{f"base/{k}": v for k, v in result.initial_eval.items()},
+            **forgetting(result.probes_start, result.probes_end),
+            **{f"eval_{k}": v for k, v in result.eval_perf.items()}}
+
+
+def _encode(p: Plan, tokenizer: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Every split tokenized once by the problem type: train, dev, validation (or None), the probes."""
+    enc = lambda split: p.problem.encode(split, tokenizer, p.cfg.model.max_length)  # noqa: E731
+    valid = enc(p.data.valid) if p.data.valid is not None else None
+    return enc(p.data.train), enc(p.data.dev), valid, {k: enc(v) for k, v in p.data.probes.items()}
+
+
+def train_padding(enc: Any, batch_size: int, seed: int, grouped: bool) -> float:
+    """The share of padding in the training stream's first epoch (at most 200 batches), each batch padded to its
+    longest example (bucket and multiple rounding not counted)."""
+    lengths = [len(x) for x in enc.input_ids]
+    stream = TrainBatches(len(lengths), batch_size, seed, lengths if grouped else None)
+    return padding_share(lengths, stream, min(200, -(-len(lengths) // batch_size)))
+
+
+def forgetting(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    """Summary entries of the probes: ``forget/<probe>/<metric>/base`` (step 0), ``…/final`` and ``…/change``
+    (final − base: for the text sample's loss, the increase in nats per token)."""
+    out: dict[str, float] = {}
+    for key in sorted(start.keys() & end.keys()):
+        out.update({f"forget/{key}/base": start[key], f"forget/{key}/final": end[key],
+                    f"forget/{key}/change": end[key] - start[key]})
+    return out
+
+
 def _install_sigterm(handler: Any) -> Any:
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -416,13 +468,12 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     c = p.cfg
     seed_everything(c.seed)
     tokenizer = load_tokenizer(c.model)
-    train_enc = encode(p.data.train, tokenizer, c.model.max_length)
-    dev_enc = encode(p.data.dev, tokenizer, c.model.max_length)
-    valid_enc = encode(p.data.valid, tokenizer, c.model.max_length) if p.data.valid is not None else None
-    model = load_model(c.model, p.model_conf)
+    problem = p.problem
+    train_enc, dev_enc, valid_enc, probes = _encode(p, tokenizer)
+    model = load_model(c.model, p.model_conf, problem.name)
     if c.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = p.method.wrap(model, p.targets, p.family.head).to(device)
+    model = p.method.wrap(model, p.targets, problem.head(p.family), task_type=problem.peft_task_type).to(device)
     speed_up(model, c.train, p.family, device, adapters=p.method.frozen_base)
     p.method.run_dir = run_dir if ctx.main else None  # methods that keep their own records write them here
     n_trainable = p.method.trained_parameters(model)
@@ -437,8 +488,9 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
     if stop is not None:
         stop.in_loop = True
     try:
-        data = LoopData(train_enc, dev_enc, tokenizer.pad_token_id, p.data.problem, p.data.metrics,
-                        p.data.main_metric, valid=valid_enc)
+        data = LoopData(train_enc, dev_enc, tokenizer.pad_token_id, problem, p.data.metrics, p.data.main_metric,
+                        valid=valid_enc, probes=probes, on_rows=lambda step, split, rows: save_rows(run_dir, step,
+                                                                                                  split, rows))
         result = train(model, p.method, data, c.train, total_steps=p.total_steps, lr=effective_lr(c), seed=c.seed,
                        device=device, logger=logger, callbacks=[snapshots] if snapshots is not None else [],
                        dist_ctx=ctx, checkpointing=checkpointing)
@@ -455,6 +507,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
         "main_metric": p.data.main_metric, "save_dir": p.method.save_dir(),
         "main_metric_value": result.final_eval[p.data.main_metric],
+        **_problem_entries(p, result),
         **{f"eval/{k}": v for k, v in result.final_eval.items()},
         **{f"valid/{k}": v for k, v in result.final_valid.items()},
         # dev metrics at the step chosen on validation (best_selected_on=validation), or on dev itself ("test":
@@ -478,6 +531,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "wall_seconds": time.time() - t_start,
         "tokens": result.tokens,
         "tokens_per_s": result.tokens / result.train_seconds if result.train_seconds > 0 else None,
+        "train_padding_share": train_padding(train_enc, c.train.batch_size, c.seed, c.train.group_by_length),
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
         "resumed_from": result.resumed_from,

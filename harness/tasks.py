@@ -1,7 +1,9 @@
-"""Tasks: the five small GLUE tasks (local GLUE folder, else HF ``datasets``) and user CSV/JSONL tasks.
+"""Tasks: the five small GLUE tasks (local GLUE folder, else HF ``datasets``), GLUE-like tasks named by one YAML
+(``task.folder``, columns, labels, metrics), user CSV/JSONL tasks and reasoning-gym tasks (harness/rgdata.py).
 
 A GLUE folder is laid out as GLUE's download script makes it (``$GLUE_DIR/SST-2/train.tsv``, ``dev.tsv``)
-and read with quoting off and ``utf-8-sig`` (otherwise STS-B and MRPC silently lose rows).
+and read with quoting off and ``utf-8-sig`` (otherwise STS-B and MRPC silently lose rows). What a task's
+examples become (batches, loss, metrics) is its problem type's (harness/problems/, ``task.problem``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,13 @@ from harness.config import TaskConfig
 from harness.splits import carve_groups
 from harness.errors import DataError
 
+if TYPE_CHECKING:
+    from harness.problems.base import ProblemType
+
 log = logging.getLogger(__name__)
+
+#: a fixed public-domain English text sample (answer-free text loss: forgetting of a causal LM)
+TEXT_SAMPLE = Path(__file__).with_name("data") / "text_sample.txt"
 
 
 @dataclass(frozen=True)
@@ -67,20 +75,27 @@ GLUE: dict[str, TaskSpec] = {
 
 @dataclass
 class Split:
-    """Texts (one tuple of 1–2 strings per example) and labels (int ids, or floats for regression)."""
+    """Texts (one tuple of 1–2 strings per example) and labels (int ids, floats for regression, target strings for
+    generation). ``refs``: per example what scoring needs besides the label (generation: id, answer, rule);
+    ``plain``: raw text, no prompt (a causal LM's text-loss sample)."""
 
     texts: list[tuple[str, ...]]
     labels: np.ndarray
+    refs: Optional[list[dict[str, Any]]] = None
+    plain: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def head(self, n: Optional[int]) -> "Split":
-        return self if n is None or n >= len(self) else Split(self.texts[:n], self.labels[:n])
+        if n is None or n >= len(self):
+            return self
+        return Split(self.texts[:n], self.labels[:n], self.refs[:n] if self.refs is not None else None, self.plain)
 
     def take(self, idx: np.ndarray) -> "Split":
         """The examples at ``idx`` (in that order)."""
-        return Split([self.texts[i] for i in idx], self.labels[idx])
+        refs = [self.refs[i] for i in idx] if self.refs is not None else None
+        return Split([self.texts[i] for i in idx], self.labels[idx], refs, self.plain)
 
 
 @dataclass
@@ -99,6 +114,7 @@ class TaskData:
     train_index: Optional[np.ndarray] = None  # rows of the task's full train file used for training
     valid_index: Optional[np.ndarray] = None  # rows of the full train file scored as validation
     split: dict[str, Any] = field(default_factory=dict)  # sizes, seed and index hash (recorded by the run)
+    probes: dict[str, Split] = field(default_factory=dict)  # sets not trained on, scored at the start and the end
 
 
 def index_hash(idx: np.ndarray) -> str:
@@ -269,18 +285,22 @@ def _read_user_file(path: Path) -> pd.DataFrame:
     raise DataError(f"{path}: unknown extension '{path.suffix}'; use .csv, .tsv or .jsonl")
 
 
-def _load_custom(cfg: TaskConfig) -> TaskData:
+def _load_custom(cfg: TaskConfig, kind: str, default_metrics: tuple[str, ...]) -> TaskData:
+    """A task from the user's files; ``kind`` (the problem type's ``label_kind``): class, number or text labels."""
     if not cfg.train_file or not cfg.dev_file:
         raise DataError("task.train_file / task.dev_file: a custom task needs both (CSV, TSV or JSONL files)")
     train_df = _read_user_file(Path(cfg.train_file))
     dev_df = _read_user_file(Path(cfg.dev_file))
     text_cols = tuple(cfg.text_columns)
     labels: Optional[tuple[str, ...]] = None
-    if cfg.problem == "classification":
-        if cfg.label_column not in train_df.columns:
-            raise DataError(f"{cfg.train_file}: missing column '{cfg.label_column}'; found {list(train_df.columns)} (set task.label_column)")
-        _check_cells(train_df, (), cfg.label_column, Path(cfg.train_file), classification=True)
-        labels = tuple(sorted({str(v).strip() for v in train_df[cfg.label_column]}, key=_label_key))
+    if kind == "class":
+        labels = _infer_labels(train_df, cfg.label_column, Path(cfg.train_file))
+    if kind == "text":
+        train = _text_split(train_df, text_cols, cfg.label_column, Path(cfg.train_file))
+        dev = _text_split(dev_df, text_cols, cfg.label_column, Path(cfg.dev_file))
+        metrics = tuple(cfg.metrics or default_metrics)
+        return TaskData(cfg.name, train, dev, cfg.problem, 1, metrics, main_metric(metrics),
+                        f"{cfg.train_file}, {cfg.dev_file}")
     train = _split_from_frame(train_df, text_cols, cfg.label_column, labels, Path(cfg.train_file))
     dev = _split_from_frame(dev_df, text_cols, cfg.label_column, labels, Path(cfg.dev_file))
     if labels is not None and len(labels) < 2:
@@ -288,9 +308,108 @@ def _load_custom(cfg: TaskConfig) -> TaskData:
     metrics = ("accuracy", "f1") if labels is not None and len(labels) == 2 else ("accuracy",)
     if labels is None:
         metrics = ("pearson", "spearman", "mse")
-    main = "accuracy" if labels is not None else "pearson_spearman"
-    return TaskData(cfg.name, train, dev, cfg.problem, 1 if labels is None else len(labels), metrics, main,
-                    f"{cfg.train_file}, {cfg.dev_file}")
+    metrics = tuple(cfg.metrics or metrics)
+    return TaskData(cfg.name, train, dev, cfg.problem, 1 if labels is None else len(labels), metrics,
+                    main_metric(metrics), f"{cfg.train_file}, {cfg.dev_file}")
+
+
+def _infer_labels(df: pd.DataFrame, column: str, path: Path) -> tuple[str, ...]:
+    """The label strings of a classification train file, sorted (numbers by value)."""
+    if column not in df.columns:
+        raise DataError(f"{path}: missing column '{column}'; found {list(df.columns)} (set task.label_column)")
+    _check_cells(df, (), column, path, classification=True)
+    return tuple(sorted({str(v).strip() for v in df[column]}, key=_label_key))
+
+
+def _text_split(df: pd.DataFrame, text_cols: tuple[str, ...], label_col: str, path: Path) -> Split:
+    """Prompt texts and target strings (a generative task's file): refs give each row an id and its answer."""
+    missing = [c for c in (*text_cols, label_col) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)} (set task.text_columns / task.label_column)")
+    if len(df) == 0:
+        raise DataError(f"{path}: no data rows")
+    _check_cells(df, text_cols, label_col, path, classification=False)
+    texts = list(zip(*(df[c].astype(str).tolist() for c in text_cols)))
+    answers = [str(v).strip() for v in df[label_col]]
+    refs = [{"id": f"{path.stem}/{i}", "answer": a, "rule": "exact"} for i, a in enumerate(answers)]
+    return Split(texts, np.asarray(answers, dtype=object), refs)
+
+
+def main_metric(metrics: Sequence[str]) -> str:
+    """A task's main metric: the first listed (pearson with spearman: their mean, as GLUE's STS-B)."""
+    if "pearson" in metrics and "spearman" in metrics:
+        return "pearson_spearman"
+    return metrics[0]
+
+
+def _glue_like(cfg: TaskConfig, kind: str, default_metrics: tuple[str, ...]) -> TaskSpec:
+    """The :class:`TaskSpec` of a GLUE-like task named by its YAML (``task.folder``, columns, labels, metrics)."""
+    if kind == "class" and not cfg.labels:
+        raise DataError(f"task.labels: the GLUE-like task {cfg.name} needs its label strings in id order, e.g. "
+                        f"task.labels=[neg,pos]")
+    metrics = tuple(cfg.metrics or default_metrics or ("accuracy",))
+    labels = tuple(cfg.labels) if kind == "class" and cfg.labels else None
+    assert cfg.folder is not None
+    return TaskSpec(cfg.name, cfg.folder, tuple(cfg.text_columns), cfg.label_column, None, labels, metrics,
+                    main_metric(metrics), cfg.name, tuple(cfg.text_columns))
+
+
+def _load_rg(cfg: TaskConfig) -> TaskData:
+    """A reasoning-gym task (harness/rgdata.py): train and dev from disjoint seed ranges, train items whose question
+    is also a dev question dropped (counted in ``split``), the forget sets and the text sample as probes."""
+    from harness import rgdata
+
+    rg = cfg.rg
+    assert rg is not None
+    cache = Path(rg.cache_dir)
+    train_key, dev_key, forget_keys = rgdata.task_sets(rg)
+    if rgdata.available():
+        rgdata.check_dataset(rg.dataset)
+        for name in rg.forget:
+            rgdata.check_dataset(name, "task.rg.forget")
+    train_set, dev_set = rgdata.load_set(train_key, cache), rgdata.load_set(dev_key, cache)
+    dev_questions = {x["question"] for x in dev_set.items}
+    kept = [x for x in train_set.items if x["question"] not in dev_questions]
+    if not kept:
+        raise DataError(f"task.rg: every train question of {rg.dataset} is also a dev question (a tiny question "
+                        f"space); raise the difficulty through task.rg.options")
+    train = _rg_split(kept, rg, train_set.rule, cfg.answer_marker)
+    dev = _rg_split(dev_set.items, rg, dev_set.rule, cfg.answer_marker)
+    probes = {}
+    for key in forget_keys:
+        s = rgdata.load_set(key, cache, "task.rg.forget")
+        probes[key.dataset] = _rg_split(s.items, rg, s.rule, cfg.answer_marker, target="answer")
+    probes["text"] = text_sample()
+    metrics = tuple(cfg.metrics or ("exact_match",))
+    data = TaskData(cfg.name, train, dev, cfg.problem, 1, metrics, main_metric(metrics),
+                    f"reasoning_gym:{rg.dataset} ({train_set.source}, {dev_set.source})", probes=probes)
+    data.split["shared_questions_dropped"] = len(train_set.items) - len(kept)
+    return data
+
+
+def _rg_split(items: list[dict[str, Any]], rg: Any, rule: str, marker: str, target: Optional[str] = None) -> Split:
+    """Prompts (the questions), targets (answer or worked solution), refs (id, answer, scoring rule)."""
+    from dataclasses import replace
+
+    from harness import rgdata
+
+    form = rg if target is None else replace(rg, target=target)
+    targets = [rgdata.target_text(x, form, marker) for x in items]
+    refs = [{"id": x["id"], "answer": x["answer"], "rule": rule} for x in items]
+    return Split([(x["question"],) for x in items], np.asarray(targets, dtype=object), refs)
+
+
+def text_sample(path: Path = TEXT_SAMPLE) -> Split:
+    """The fixed text sample, one paragraph per example (plain text: the loss covers every token)."""
+    paras = [" ".join(p.split()) for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    return Split([(p,) for p in paras], np.asarray([""] * len(paras), dtype=object), None, plain=True)
+
+
+def task_problem(cfg: TaskConfig) -> str:
+    """The problem type of a task: a built-in GLUE task's own (STS-B: regression), else ``task.problem``."""
+    if cfg.name in GLUE and cfg.folder is None:
+        return GLUE[cfg.name].problem
+    return cfg.problem
 
 
 def _label_key(v: str) -> tuple[int, Any]:
@@ -300,8 +419,10 @@ def _label_key(v: str) -> tuple[int, Any]:
         return (1, v)
 
 
-def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
-    """Load train/dev of the configured task (GLUE or custom); optional validation split and subsampling.
+def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] = None) -> TaskData:
+    """Load train/dev of the configured task (GLUE, GLUE-like, custom or reasoning-gym); optional validation split
+    and subsampling. ``problem``: the task's problem type (its label kind and default metrics; default
+    classification).
 
     Order: ``validation_fraction`` > 0 first holds out a random ``split_seed``-seeded part of the *full* train
     set (so the split never depends on the training seed or on ``max_train_samples``); then
@@ -309,22 +430,31 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     that seed); ``max_eval_samples`` keeps the first examples of dev, and of the validation rows (in the
     split's random order, so a random subset of them; the rows held out stay out of training either way).
     """
-    if cfg.name == "custom":
-        data = _load_custom(cfg)
-    elif cfg.name in GLUE:
-        spec = GLUE[cfg.name]
+    kind = problem.label_kind if problem is not None else ("number" if cfg.problem == "regression" else "class")
+    defaults = problem.default_metrics if problem is not None else ()
+    if cfg.rg is not None:
+        data = _load_rg(cfg)
+    elif cfg.name == "custom" or (cfg.train_file and cfg.folder is None):
+        data = _load_custom(cfg, kind, defaults)
+    elif cfg.name in GLUE or cfg.folder is not None:
+        spec = GLUE[cfg.name] if cfg.folder is None else _glue_like(cfg, kind, defaults)
         root = glue_dir(cfg)
         if root is not None:
             if not root.is_dir():
                 raise DataError(f"{root}: GLUE folder not found (from task.glue_dir or $GLUE_DIR); point it at a folder holding {spec.folder}/train.tsv")
             train, dev = _load_glue_local(spec, root)
             source = str(root / spec.folder)
+        elif cfg.folder is not None:
+            raise DataError(f"task.glue_dir: the GLUE-like task {cfg.name} reads {cfg.folder}/train.tsv and dev.tsv "
+                            f"under task.glue_dir or $GLUE_DIR; set one")
         else:
             train, dev = _load_glue_hub(spec)
             source = f"hf:glue/{spec.hf_config}"
-        data = TaskData(spec.name, train, dev, spec.problem, spec.num_labels, spec.metrics, spec.main_metric, source)
+        problem_name = spec.problem if cfg.folder is None else cfg.problem
+        data = TaskData(spec.name, train, dev, problem_name, spec.num_labels, spec.metrics, spec.main_metric, source)
     else:
-        raise DataError(f"task.name: unknown task '{cfg.name}'; GLUE tasks {sorted(GLUE)} or 'custom' with task.train_file/dev_file")
+        raise DataError(f"task.name: unknown task '{cfg.name}'; GLUE tasks {sorted(GLUE)}, 'custom' with "
+                        f"task.train_file/dev_file, a GLUE-like task (task.folder) or a reasoning-gym task (task.rg)")
     full = data.train
     n_full = len(full)
     train_idx = np.arange(n_full)
@@ -344,7 +474,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     data.train = full if len(train_idx) == n_full else full.take(train_idx)
     data.train_index = train_idx
     data.dev = data.dev.head(cfg.max_eval_samples)
-    data.split = {"train_size": len(data.train), "dev_size": len(data.dev)}
+    data.split = {"train_size": len(data.train), "dev_size": len(data.dev), **data.split}
     if data.valid is not None:
         assert data.valid_index is not None
         data.split.update(validation_fraction=cfg.validation_fraction, split_seed=cfg.split_seed,
@@ -404,16 +534,30 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int, multiple: int = 0,
 class TrainBatches:
     """Endless, deterministic batches: epoch e uses permutation ``default_rng([seed, e])``.
 
+    With ``lengths`` (length grouping), each run of ``GROUP`` batches' worth of the permutation is sorted by length
+    and cut into batches, and the epoch's batches are shuffled (``default_rng([seed, e, 1])``): a batch holds
+    examples of similar length, so little of it is padding, while every example is still seen once an epoch.
     The position (epoch, offset) is all that is needed to resume the stream exactly.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    GROUP = 64  # batches whose examples are sorted together
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: Optional[Sequence[int]] = None) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
         self.epoch, self.offset = 0, 0
         self._perm = self._permutation(0)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        if self.lengths is None:
+            return perm
+        size = self.GROUP * self.batch_size
+        chunks = [c[np.argsort(-self.lengths[c], kind="stable")] for c in np.split(perm, range(size, self.n, size))]
+        ordered = np.concatenate(chunks)
+        batches = np.split(ordered, range(self.batch_size, self.n, self.batch_size))
+        order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+        return np.concatenate([batches[i] for i in order])
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
@@ -431,3 +575,16 @@ class TrainBatches:
         idx = self._perm[self.offset : self.offset + self.batch_size]
         self.offset += len(idx)
         return idx
+
+
+def padding_share(lengths: Sequence[int], batches: TrainBatches, n_batches: int,
+                  pad_to: Callable[[int], int] = lambda m: m) -> float:
+    """The share of padding in the next ``n_batches`` batches of a (fresh) stream: 1 − tokens / padded tokens, each
+    batch padded to ``pad_to(its longest example)``."""
+    ell = np.asarray(lengths, dtype=np.int64)
+    tokens = padded = 0
+    for _ in range(n_batches):
+        b = ell[next(batches)]
+        tokens += int(b.sum())
+        padded += len(b) * pad_to(int(b.max()))
+    return 1.0 - tokens / padded if padded else 0.0

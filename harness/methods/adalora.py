@@ -236,6 +236,7 @@ class AdaLora(Method):
     label = "AdaLoRA"
     color = "#2ca02c"
     trains = ("lora_A", "lora_B", "lora_E")
+    adds_to_model_loss = True
     outputs = (RANKS_FILE, SCORES_DIR)
 
     config_cls = AdaLoraMethodConfig
@@ -313,7 +314,8 @@ class AdaLora(Method):
 
     # -- model ---------------------------------------------------------------------------------------
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
         cfg = self.cfg
         peft_cfg = AdaLoraConfig(
             init_r=cfg.init_r,
@@ -329,7 +331,7 @@ class AdaLora(Method):
             total_step=self.total_steps,
             target_modules=[t.name for t in targets],
             modules_to_save=list(head),
-            task_type="SEQ_CLS",
+            task_type=task_type,
         )
         peft_model = get_peft_model(model, peft_cfg)
         self._fused = cfg.fused and fast_path_available("method.fused (AdaLoRA's fused allocator)")

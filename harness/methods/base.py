@@ -60,6 +60,8 @@ class Method:
     #: Time of one training step relative to full fine-tuning of the same model (measured on one H200, MiniLM,
     #: SST-2 batches: benchmarks/results/sweep_packing_h200.json). The packed launcher starts costly jobs first.
     step_cost: ClassVar[float] = 1.0
+    #: the method's loss terms are added to the model's own loss (``outputs.loss``) by PEFT: AdaLoRA's
+    adds_to_model_loss: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg
@@ -75,8 +77,10 @@ class Method:
     def validate_targets(self, targets: list[MatrixRef]) -> None:
         """Checks that need the adapted matrices (before any weight is loaded); raise ConfigError."""
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
-        """Return the model to train, with exactly this method's parameters trainable."""
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
+        """Return the model to train, with exactly this method's parameters trainable; ``head``: modules trained in
+        full (a new task head), ``task_type``: PEFT's task type of the problem (SEQ_CLS, CAUSAL_LM, ...)."""
         raise NotImplementedError
 
     def loss_terms(self, outputs: Any, task_loss: torch.Tensor) -> dict[str, torch.Tensor]:

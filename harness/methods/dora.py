@@ -67,8 +67,9 @@ class Dora(Lora):
         if self.cfg.fused:
             kept_layers(self.cfg.keep_base_output, targets)  # each entry names an adapted layer
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
-        model = super().wrap(model, targets, head)
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
+        model = super().wrap(model, targets, head, task_type)
         if self.cfg.fused and fast_path_available("method.fused (DoRA's fused forward)"):
             from harness.kernels.dora import install_fused_dora
 

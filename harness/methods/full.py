@@ -19,7 +19,8 @@ class FullFineTuning(Method):
     trains = ("",)
     frozen_base = False
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model

@@ -54,7 +54,7 @@ class Lora(Method):
     def validate_config(cls, cfg: LoraMethodConfig) -> None:
         check_lora_keys(cfg)
 
-    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...]) -> LoraConfig:
+    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...], task_type: str = "SEQ_CLS") -> LoraConfig:
         """PEFT's LoraConfig of this run (subclasses add their options)."""
         cfg = self.cfg
         return LoraConfig(
@@ -64,11 +64,12 @@ class Lora(Method):
             target_modules=[t.name for t in targets],
             modules_to_save=list(head),
             use_dora=self.use_dora,
-            task_type="SEQ_CLS",
+            task_type=task_type,
         )
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
-        return get_peft_model(model, self.peft_config(targets, head))
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
+        return get_peft_model(model, self.peft_config(targets, head, task_type))
 
     def snapshot_view(self, module: nn.Module) -> SnapshotView:
         """W0 + s·B A: A (r, in), B (out, r), s = alpha / r."""

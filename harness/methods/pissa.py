@@ -53,17 +53,18 @@ class Pissa(Lora):
             raise ConfigError(f"method.init: 'pissa' (exact SVD) or 'pissa_niter_<N>' (randomized SVD, N >= 1 "
                               f"iterations, e.g. pissa_niter_4), got '{cfg.init}'")
 
-    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...]) -> LoraConfig:
-        peft_cfg = super().peft_config(targets, head)
+    def peft_config(self, targets: list[MatrixRef], head: tuple[str, ...], task_type: str = "SEQ_CLS") -> LoraConfig:
+        peft_cfg = super().peft_config(targets, head, task_type)
         peft_cfg.init_lora_weights = self.cfg.init
         return peft_cfg
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
         """PEFT's wrap; before it, a host copy of each adapted matrix's pretrained weight W0 (out, in), after it,
         of its initial factors A0 (r, in), B0 (out, r), keyed by PEFT's layer."""
         modules = dict(model.named_modules())
         pretrained = {t.name: modules[t.name].weight.detach().to("cpu", copy=True) for t in targets}
-        model = super().wrap(model, targets, head)
+        model = super().wrap(model, targets, head, task_type)
         self.start: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for name, mod in model.named_modules():
             if isinstance(mod, LoraLayer):

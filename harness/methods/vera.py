@@ -54,7 +54,8 @@ class Vera(Method):
         if cfg.projection_prng_key < 0:
             raise ConfigError(f"method.projection_prng_key: must be >= 0 (a seed), got {cfg.projection_prng_key}")
 
-    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...]) -> nn.Module:
+    def wrap(self, model: nn.Module, targets: list[MatrixRef], head: tuple[str, ...],
+             task_type: str = "SEQ_CLS") -> nn.Module:
         cfg = self.cfg
         peft_cfg = VeraConfig(
             r=cfg.r,
@@ -64,7 +65,7 @@ class Vera(Method):
             save_projection=True,
             target_modules=[t.name for t in targets],
             modules_to_save=list(head),
-            task_type="SEQ_CLS",
+            task_type=task_type,
         )
         return get_peft_model(model, peft_cfg)
 

@@ -52,12 +52,13 @@ def test_loop_entries_of_earlier_checkpoints_load() -> None:
     current = {"best": {"accuracy": 0.7}, "final": {"accuracy": 0.6}, "best_valid": {"accuracy": 0.8},
                "final_valid": {"accuracy": 0.5}, "best_step": 4, "tokens": 99, "tokens_dev": torch.tensor(7),
                "loss_sum": torch.tensor(2.0), "terms_sum": {}, "n_in_window": 1, "train_seconds": 1.0,
-               "window_seconds": 0.1}
+               "window_seconds": 0.1, "initial": {}, "probes_start": {}}
     s = LoopState.on(torch.device("cpu"))
     s.load_state_dict(current, step=6)
     assert s.state_dict().keys() | {"train_seconds", "window_seconds"} == current.keys()
     assert (s.step, s.best_step, s.tokens, s.best_valid) == (6, 4, 99, {"accuracy": 0.8})
-    older = {k: v for k, v in current.items() if k not in ("best_valid", "final_valid", "best_step")}
+    older = {k: v for k, v in current.items()
+             if k not in ("best_valid", "final_valid", "best_step", "initial", "probes_start")}
     s = LoopState.on(torch.device("cpu"))
     s.load_state_dict(older, step=6)
     assert (s.best_valid, s.final_valid, s.best_step, s.best) == ({}, {}, None, {"accuracy": 0.7})
