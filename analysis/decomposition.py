@@ -36,6 +36,7 @@ from safetensors.torch import load as st_load
 from scipy import stats as _st
 
 from analysis import stats as S
+from harness.record import BadRecord, read_run
 from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
 from harness.w0store import read_w0
 
@@ -451,8 +452,8 @@ def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", s
     lrs, totals = [], []
     for d in table["run_dir"]:
         try:
-            rec = json.loads((Path(d) / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = read_run(Path(d), derive=False)
+        except (OSError, BadRecord):
             rec = {}
         cfg = rec.get("config", {})
         lrs.append((cfg.get("train") or {}).get("lr") or (cfg.get("method") or {}).get("lr") or math.nan)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis import load, peft_format
 from analysis.compare import one_count, with_variants
+from harness.record import find_run_files
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
         found = peft_format.find_result_files(p)
         if found:
             peft_files += found
-        if p.is_dir() and (found == [] or any(p.rglob("run.json"))):
+        if p.is_dir() and (found == [] or find_run_files(p)):
             harness_paths.append(p)
     frames, skipped, metrics = [], [], {}
     if harness_paths:

@@ -78,7 +78,9 @@ class TaskConfig:
     dev_file: Optional[str] = None  # custom task only
     text_columns: list[str] = field(default_factory=lambda: ["text"])
     label_column: str = "label"
-    problem: str = "classification"  # or regression
+    # classification | regression; null: the task's own (a GLUE task declares it, harness/tasks.py; a custom task
+    # is classification). A GLUE task refuses another value; the run records the resolved one.
+    problem: Optional[str] = None
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
     # a validation split carved from train (before max_train_samples), for model and lr selection; 0 = none
@@ -316,6 +318,12 @@ def _pick_lr_scale(cfg: DictConfig, method: str) -> None:
     scale = train.get("lr_scale") if isinstance(train, DictConfig) else None
     if not isinstance(scale, DictConfig):
         return
+    unknown = sorted(str(k) for k in scale.keys() if k != "default" and k not in METHOD_SCHEMAS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(METHOD_SCHEMAS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"train.lr_scale.{unknown[0]}: no method of that name; {hint}keys are method names "
+                          f"({', '.join(sorted(METHOD_SCHEMAS))}) or default")
     if method not in scale and "default" not in scale:
         raise ConfigError(f"train.lr_scale: no entry for method '{method}' (entries: {sorted(scale.keys())}); "
                           f"add '{method}: <number>' or 'default: <number>', or pass one number")
@@ -393,7 +401,7 @@ def validate(cfg: RunConfig) -> None:
     task = cfg.task
     _check(len(task.text_columns) in (1, 2), "task.text_columns",
            f"must name one or two text columns, e.g. [text] or [sentence1,sentence2], got {list(task.text_columns)}")
-    _check(task.problem in ("classification", "regression"), "task.problem", f"classification or regression, got '{task.problem}'")
+    _check(task.problem in (None, *PROBLEMS), "task.problem", f"classification or regression, got '{task.problem}'")
     for key in ("max_train_samples", "max_eval_samples"):
         v = getattr(task, key)
         _check(v is None or v > 0, f"task.{key}", f"must be > 0 or null, got {v}")
@@ -440,6 +448,7 @@ def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
 
 
 RESUME_MODES = ("auto", "never")
+PROBLEMS = ("classification", "regression")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: train keys that do not change a run's result (left out of its config hash)
 NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force", "verbose")
@@ -482,6 +491,10 @@ def config_hash(cfg: RunConfig) -> str:
         d["train"]["compile"] = "none"
     if not d["task"].get("validation_fraction"):
         d["task"].pop("split_seed", None)  # no split: its seed changes nothing
+    if d["task"].get("name") != "custom" or d["task"].get("problem") is None:
+        # a GLUE task's problem is its own (another value is refused), a custom task's default classification:
+        # hashed as the value every record held before task.problem could be null
+        d["task"]["problem"] = "classification"
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

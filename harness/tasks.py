@@ -21,7 +21,7 @@ import torch
 
 from harness.buckets import pad_length
 from harness.config import TaskConfig
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,8 @@ def _load_custom(cfg: TaskConfig) -> TaskData:
     dev_df = _read_user_file(Path(cfg.dev_file))
     text_cols = tuple(cfg.text_columns)
     labels: Optional[tuple[str, ...]] = None
-    if cfg.problem == "classification":
+    problem = cfg.problem or "classification"
+    if problem == "classification":
         if cfg.label_column not in train_df.columns:
             raise DataError(f"{cfg.train_file}: missing column '{cfg.label_column}'; found {list(train_df.columns)} (set task.label_column)")
         _check_cells(train_df, (), cfg.label_column, Path(cfg.train_file), classification=True)
@@ -288,7 +289,7 @@ def _load_custom(cfg: TaskConfig) -> TaskData:
     if labels is None:
         metrics = ("pearson", "spearman", "mse")
     main = "accuracy" if labels is not None else "pearson_spearman"
-    return TaskData(cfg.name, train, dev, cfg.problem, 1 if labels is None else len(labels), metrics, main,
+    return TaskData(cfg.name, train, dev, problem, 1 if labels is None else len(labels), metrics, main,
                     f"{cfg.train_file}, {cfg.dev_file}")
 
 
@@ -312,6 +313,9 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
         data = _load_custom(cfg)
     elif cfg.name in GLUE:
         spec = GLUE[cfg.name]
+        if cfg.problem not in (None, spec.problem):
+            raise ConfigError(f"task.problem: {cfg.name} is a {spec.problem} task, so {cfg.problem} does not apply; "
+                              f"drop task.problem=... (it chooses the problem of task=custom only)")
         root = glue_dir(cfg)
         if root is not None:
             if not root.is_dir():

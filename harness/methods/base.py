@@ -60,6 +60,9 @@ class Method:
     #: Time of one training step relative to full fine-tuning of the same model (measured on one H200, MiniLM,
     #: SST-2 batches: benchmarks/results/sweep_packing_h200.json). The packed launcher starts costly jobs first.
     step_cost: ClassVar[float] = 1.0
+    #: the config key holding the rank of the update of each adapted matrix (checked against min(d_in, d_out)
+    #: before any weight loads); None: the method has no such per-matrix rank (full FT, VeRA's shared projections)
+    rank_key: ClassVar[Optional[str]] = None
 
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg
