@@ -211,7 +211,7 @@ class Manifest:
         if not self.complete:
             return []
         found = _files_inside(self.run_dir, self.entries)
-        return sorted(found - self.contents)
+        return sorted(f for f in found - self.contents if temp_owner(Path(f).name) is None)  # temps: reclaimed
 
 
 def _plain(name: str) -> bool:

@@ -185,12 +185,15 @@ class HarnessSweeper(BasicSweeper):
                 cfg.hydra.job.num = num
             sub = placed[-1] if placed else str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             folder = os.path.normpath(os.path.abspath(sweep_dir / sub))
+            mine = [o for o in job if not o.startswith("hydra.sweep.subdir=")]
             if folder in owner:
-                raise ConfigError(f"hydra.sweep.subdir: the jobs '{' '.join(owner[folder]) or '(no overrides)'}' and "
-                                  f"'{' '.join(job) or '(no overrides)'}' both go to {folder}, where one would "
+                first = owner[folder]
+                a, b = [o for o in first if o not in mine] or first, [o for o in mine if o not in first] or mine
+                raise ConfigError(f"hydra.sweep.subdir: the jobs '{' '.join(a) or '(no overrides)'}' and "
+                                  f"'{' '.join(b) or '(no overrides)'}' both go to {folder}, where one would "
                                   f"overwrite the other; give each job its own folder (drop hydra.sweep.subdir=..., "
                                   f"or make it differ per job, e.g. with ${{hydra.job.num}})")
-            owner[folder] = [o for o in job if not o.startswith("hydra.sweep.subdir=")]
+            owner[folder] = mine
             check_paths(typed, Path(folder), "hydra.sweep.dir")
 
     def _pin_sweep_dir(self, hashes: list[str]) -> None:
