@@ -279,7 +279,8 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
     cfg = rec.get("config", {})
     env = rec.get("environment", {})
     train_cfg = cfg.get("train", {})
-    status = {"done": "success", "running": "canceled", "crashed": "canceled"}.get(rec.get("status", ""), "failed")
+    status = {"done": "success", "running": "canceled", "replacing": "canceled",
+              "crashed": "canceled"}.get(rec.get("status", ""), "failed")
     if "terminated" in str(rec.get("error", "")):
         status = "canceled"
 

@@ -195,7 +195,7 @@ def latest(run_dir: Path) -> Optional[Loaded]:
     for folder in sorted((p for p in root.iterdir() if p.name.startswith("step_")), reverse=True):
         try:
             return read(folder)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             log.warning("%s: unusable checkpoint (%s); trying an older one", folder, e)
     return None
 

@@ -239,7 +239,8 @@ def _links(run_dir: Path, names: Iterable[str]) -> list[str]:
 
 def reclaim_temporaries(run_dir: Path, entries: Iterable[str]) -> list[str]:
     """Remove the temporaries a killed writer of this folder left (names of :func:`harness.record.temp_name`
-    or a checkpoint being assembled, whose process is gone), at the top and inside the harness's folders;
+    or a checkpoint being assembled, whose process is gone; never this process's), at the top and inside the
+    harness's folders;
     called under the run's lock. Returns what was removed (relative names)."""
     removed = []
     places = [run_dir, *(run_dir / n for n in entries if (run_dir / n).is_dir() and not (run_dir / n).is_symlink())]
@@ -247,7 +248,7 @@ def reclaim_temporaries(run_dir: Path, entries: Iterable[str]) -> list[str]:
         for here, dirs, files in os.walk(place):
             for name in [*files, *dirs]:
                 pid = temp_owner(name)
-                if pid is not None and not alive(pid):
+                if pid is not None and pid != os.getpid() and not alive(pid):
                     rel = (Path(here) / name).relative_to(run_dir)
                     if remove_entry(run_dir, rel):
                         removed.append(str(rel))

@@ -124,8 +124,9 @@ def reclaim(store: Path) -> list[str]:
         return removed
     for name in names:
         m = _TEMP.match(name)
-        if m is None or m["host"] != host or alive(int(m["pid"])) or not (store / name).is_file() \
-                or (store / name).is_symlink():
+        pid = int(m["pid"]) if m else 0
+        if m is None or m["host"] != host or pid == os.getpid() or alive(pid) or not (store / name).is_file() \
+                or (store / name).is_symlink():  # this process's own: another thread may be writing it
             continue
         try:
             (store / name).unlink()

@@ -23,7 +23,6 @@ import pytest
 
 from harness import checkpoint as ck
 from harness.__main__ import main
-from harness.errors import ConfigError
 from harness.record import (MANIFEST_FILE, PID_MAX, BadRecord, read_run, read_summary, temp_owner,
                             write_json_atomic)
 from harness.run import run
