@@ -37,6 +37,7 @@ from scipy import stats as _st
 
 from analysis import stats as S
 from analysis.compare import with_variants
+from harness.record import BadRecord, read_run
 from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
 from harness.w0store import read_w0
 
@@ -479,8 +480,8 @@ def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", s
     lrs, totals, configs = [], [], {}
     for d in table["run_dir"]:
         try:
-            rec = json.loads((Path(d) / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = read_run(Path(d), derive=False)
+        except (OSError, BadRecord):
             rec = {}
         cfg = rec.get("config", {})
         configs[d] = cfg

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.table import BadOption
+from harness.record import RUN_FILE, BadRecord, has_run, read_run, read_summary
 
 _MISSING = object()
 
@@ -51,24 +52,24 @@ def _show(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict)) or v is None else str(v)
 
 
-def _read(run: str, name: str, option: str) -> dict[str, Any]:
-    path = Path(run) / name
-    if not (Path(run) / "run.json").is_file():
-        raise BadOption(f"{option}: {run} is not a run folder (no run.json); pass a folder such as "
+def _read(run: str, reader: Any, option: str) -> dict[str, Any]:
+    """``reader(run)`` (a validated record of harness.record); BadOption naming the option and the damage."""
+    if not has_run(Path(run)):
+        raise BadOption(f"{option}: {run} is not a run folder (no {RUN_FILE}); pass a folder such as "
                         f"outputs/runs/<run> or outputs/multirun/<sweep>/<job>")
     try:
-        data = json.loads(path.read_text())
+        return reader(Path(run))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
-        raise BadOption(f"{option}: {path} is unreadable ({e})") from None
-    return data if isinstance(data, dict) else {}
+    except (OSError, BadRecord) as e:
+        raise BadOption(f"{option}: {e.path if isinstance(e, BadRecord) else e.filename} is unreadable ({e})") \
+            from None
 
 
 def diff_text(run_a: str, run_b: str) -> str:
     """The two sections (configuration, metrics) as aligned text."""
-    rec_a, rec_b = _read(run_a, "run.json", "RUN_A"), _read(run_b, "run.json", "RUN_B")
-    sum_a, sum_b = _read(run_a, "summary.json", "RUN_A"), _read(run_b, "summary.json", "RUN_B")
+    rec_a, rec_b = _read(run_a, read_run, "RUN_A"), _read(run_b, read_run, "RUN_B")
+    sum_a, sum_b = _read(run_a, read_summary, "RUN_A"), _read(run_b, read_summary, "RUN_B")
     cfg = differences(flatten(rec_a.get("config", {})), flatten(rec_b.get("config", {})))
     scalar = (bool, int, float, str, type(None))
     metrics = differences({k: v for k, v in sum_a.items() if isinstance(v, scalar)},

@@ -3,6 +3,8 @@
 Successful runs go to ``DIR/results/``, failed and cancelled ones to ``DIR/cancelled_results/`` (PEFT keeps
 them apart the same way), one JSON file per run named like PEFT's (``<method>--<model>-<setting>--<time>.json``),
 so PEFT's dashboard (``method_comparison/app.py``) and ``python -m analysis table DIR/results`` read them.
+The files are strict JSON: a NaN or infinite number (a metric of constant predictions, a diverged loss) is
+written as ``null``. A run whose record is damaged is skipped with one line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from analysis.load import find_runs
 from analysis.outputs import check_folder
-from analysis.peft_format import json_default, peft_result, result_filename, result_subdir
+from analysis.peft_format import peft_result, result_filename, result_subdir
+from harness.record import BadRecord, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
     for rd in run_dirs:
         try:
             res = peft_result(rd)
+        except BadRecord as e:
+            print(f"skipped {rd}: {e}", file=sys.stderr)
+            continue
         except (OSError, ValueError, KeyError) as e:
             print(f"skipped {rd}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
@@ -47,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         path = out / sub / result_filename(res)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=2, default=json_default) + "\n")
+        path.write_text(json.dumps(json_safe(res), indent=2, allow_nan=False) + "\n")
         counts[sub] = counts.get(sub, 0) + 1
     for sub, n in sorted(counts.items()):
         print(f"{n} file(s) in {out / sub}")

@@ -3,12 +3,13 @@ setup of the runs (task, model, the harness's method label and colour) read from
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from harness.record import BadRecord, read_run, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,11 @@ def run_setup(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for d in dict.fromkeys(map(str, run_dirs)):
         row: dict[str, Any] = {"run_dir": d}
-        for name in ("run.json", "summary.json"):
+        for reader in (lambda r: read_run(r, derive=False), read_summary):
             try:
-                rec = json.loads((Path(d) / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                log.debug("%s/%s unreadable (%s)", d, name, e)
-                continue
-            if not isinstance(rec, dict):
+                rec = reader(Path(d))
+            except (OSError, BadRecord) as e:
+                log.debug("%s: unreadable (%s)", d, e)
                 continue
             for k in SETUP_FIELDS:
                 if k not in row and isinstance(rec.get(k), str):

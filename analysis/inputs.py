@@ -12,6 +12,7 @@ import pandas as pd
 from analysis import load, peft_format
 from analysis.errors import BadOption
 from analysis.compare import one_count, with_variants
+from harness.record import find_run_files
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def load_inputs(paths: Iterable[str | Path], *, include_unfinished: bool = False
         found = peft_format.find_result_files(p)
         if found:
             peft_files += found
-        if p.is_dir() and (found == [] or any(p.rglob("run.json"))):
+        if p.is_dir() and (found == [] or find_run_files(p)):
             harness_paths.append(p)
     if harness_paths:
         runs = load.load_runs(harness_paths, include_unfinished=include_unfinished)

@@ -1,4 +1,5 @@
-"""Run folders → DataFrames. Reads only what the harness wrote (run.json, summary.json, metrics.jsonl).
+"""Run folders → DataFrames. Reads only what the harness wrote (its records, through harness.record, which
+validates them: a run whose record is damaged is left out with one warning line naming the file and the key).
 
 Arguments may be run folders or any folder above them (a sweep, ``outputs/``); a run folder is one
 holding ``run.json``.
@@ -6,7 +7,6 @@ holding ``run.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.run_record import SELECTION_FILE, read_status, recorded_budget
+from harness.record import (METRICS_FILE, SELECTION_FILE, BadRecord, find_run_files, has_run, is_result, metrics_row,
+                            read_json, read_run, read_summary, recorded_budget)
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,10 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run or sweep folder")
-        if (p / "run.json").is_file():
+        if has_run(p):
             found.add(p.resolve())
         else:
-            found.update(f.parent.resolve() for f in p.rglob("run.json"))
+            found.update(f.parent.resolve() for f in find_run_files(p))
     return sorted(found)
 
 
@@ -38,11 +39,6 @@ class Runs:
 
     table: pd.DataFrame
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) -> Runs:
@@ -55,26 +51,18 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
     skipped: list[tuple[Path, str]] = []
     for run_dir in find_runs(paths):
         try:
-            rec = read_status(run_dir)
-        except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8, not an object
-            skipped.append((run_dir, f"run.json unreadable: {e}"))
-            log.warning("%s: run.json unreadable (%s); left out", run_dir, e)
+            rec = read_run(run_dir)
+            summary = read_summary(run_dir) if is_result(rec) or include_unfinished else {}
+        except (OSError, BadRecord) as e:  # damaged: not JSON, a wrong type, a value out of range
+            why = f"{e.path.name} unreadable: {e.key}: {e.why}" if isinstance(e, BadRecord) else f"unreadable: {e}"
+            skipped.append((run_dir, why))
+            log.warning("%s; this run is left out", e)
             continue
         status = rec.get("status", "unknown")
-        if status != "done" and not include_unfinished:
+        if not is_result(rec) and not include_unfinished:
             skipped.append((run_dir, f"status {status}" + (f": {rec.get('error')}" if rec.get("error") else "")))
             continue
-        summary: dict[str, Any] = {}
-        if (run_dir / "summary.json").is_file():
-            try:
-                summary = _read_json(run_dir / "summary.json")
-                if not isinstance(summary, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, ValueError) as e:
-                skipped.append((run_dir, f"summary.json unreadable: {e}"))
-                log.warning("%s: summary.json unreadable (%s); left out", run_dir, e)
-                continue
-        elif status == "done":
+        if is_result(rec) and not summary:
             log.warning("%s: status done but summary.json is missing (partial run folder?); no final metrics", run_dir)
         cfg = rec.get("config", {})
         method_cfg = cfg.get("method", {})
@@ -109,7 +97,7 @@ def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
         if not f.is_file():
             continue
         try:
-            sel = _read_json(f)
+            sel = read_json(f)
             points = sel["points"]
             key = sel.get("key", "value")
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -147,22 +135,17 @@ def edge_choices(run_dirs: Iterable[str | Path]) -> list[str]:
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """``metrics.jsonl`` of one run as a DataFrame (one row per logged step; a torn last line is dropped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_FILE
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:  # bad bytes make that line unreadable, not the file
         for i, line in enumerate(f):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: line %d is not JSON (torn write?); skipped", path, i + 1)
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                log.warning("%s: line %d is not a JSON object; skipped", path, i + 1)
+                rows.append(metrics_row(line))
+            except ValueError as e:
+                log.warning("%s: line %d is %s; skipped", path, i + 1, e)
     return pd.DataFrame(rows)
 
 
 def load_run_record(run_dir: str | Path) -> dict[str, Any]:
-    """run.json of one run."""
-    return _read_json(Path(run_dir) / "run.json")
+    """run.json of one run, validated (harness.record.BadRecord, a ValueError, names a damaged key)."""
+    return read_run(Path(run_dir), derive=False)

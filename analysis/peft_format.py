@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -27,7 +26,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from analysis.load import Runs, load_metrics
-from harness.run_record import read_status, recorded_budget
+from harness.record import RECORD_FILES, find_run_files, read_run, read_summary, recorded_budget
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ _TOP_KEYS = ("run_info", "train_info", "meta_info")
 
 def is_result_file(path: Path) -> bool:
     """True for a JSON file with PEFT's ``run_info`` / ``train_info`` / ``meta_info`` sections."""
-    if path.suffix != ".json" or not path.is_file() or path.name in ("run.json", "summary.json", "config.json"):
+    if path.suffix != ".json" or not path.is_file() or path.name in RECORD_FILES:
         return False
     try:
         with open(path) as f:
@@ -58,7 +57,7 @@ def find_result_files(path: str | Path) -> list[Path]:
     p = Path(path)
     if p.is_file():
         return [p] if is_result_file(p) else []
-    run_dirs = {r.parent for r in p.rglob("run.json")}
+    run_dirs = {r.parent for r in find_run_files(p)}
     found = []
     for f in sorted(p.rglob("*.json")):
         rel = f.relative_to(p).parts
@@ -275,13 +274,13 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
     (``harness_info.memory_note`` says so). Extra harness fields live under ``harness_info``.
     """
     run_dir = Path(run_dir)
-    rec = read_status(run_dir)  # a running run whose process is gone reads as crashed
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    rec = read_run(run_dir)  # validated (BadRecord names a damaged key); a dead running run reads as crashed
+    summary = read_summary(run_dir)
     cfg = rec.get("config", {})
     env = rec.get("environment", {})
     train_cfg = cfg.get("train", {})
-    status = {"done": "success", "running": "canceled", "crashed": "canceled"}.get(rec.get("status", ""), "failed")
+    status = {"done": "success", "running": "canceled", "replacing": "canceled",
+              "crashed": "canceled"}.get(rec.get("status", ""), "failed")
     if "terminated" in str(rec.get("error", "")):
         status = "canceled"
 
@@ -404,12 +403,3 @@ def result_filename(result: dict[str, Any]) -> str:
 def result_subdir(result: dict[str, Any]) -> str:
     """``results`` for successful runs, ``cancelled_results`` for failed and cancelled ones."""
     return RESULT_DIRS.get(result["train_info"]["status"], "cancelled_results")
-
-
-def json_default(o: Any) -> Any:
-    """JSON for what json cannot write (numpy scalars, paths)."""
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from analysis import stats as S
 from analysis.load import find_runs, load_runs
+from harness.record import BadRecord, read_summary
 from harness.families import FAMILIES, MATRIX_TYPES, classify
 from harness.schedules import budget_formula
 
@@ -46,11 +47,10 @@ def rank_file(run_dir: str | Path, named: Optional[str] = None) -> Path:
     """The rank record of a run: ``named`` (the summary's ``adalora/records_file``), else the name in
     ``run_dir``'s summary.json, else :data:`RANKS_FILE`."""
     run_dir = Path(run_dir)
-    if not named and (run_dir / "summary.json").is_file():
+    if not named:
         try:
-            summary = json.loads((run_dir / "summary.json").read_text())
-            named = summary.get("adalora/records_file") if isinstance(summary, dict) else None
-        except (OSError, ValueError):
+            named = read_summary(run_dir).get("adalora/records_file")
+        except (OSError, BadRecord):
             named = None
     return run_dir / (named if isinstance(named, str) and named else RANKS_FILE)
 

@@ -1,10 +1,11 @@
 """``python -m analysis runs FOLDER…``: a row per run folder at or below the folders — status, method, task,
-budget, seed, the main metric, age — whatever its status (running, crashed, failed, done)."""
+budget, seed, the main metric, age — whatever its status (running, replacing, crashed, failed, done); a run whose
+record is damaged is listed ``unreadable``, with one warning line naming the file and the key."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import time
 from typing import Any
@@ -13,7 +14,9 @@ import pandas as pd
 
 from analysis.load import find_runs
 from analysis.table import BadOption
-from harness.run_record import read_status, recorded_budget
+from harness.record import BadRecord, read_run, read_summary, recorded_budget
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +43,9 @@ def run_rows(folders: list[str], *, now: float | None = None) -> pd.DataFrame:
         row: dict[str, Any] = {"status": "unreadable", "method": None, "task": None, "budget": None, "seed": None,
                                "metric": None, "value": None, "age": None, "folder": str(run_dir)}
         try:
-            rec = read_status(run_dir)
-        except (OSError, ValueError):
+            rec = read_run(run_dir)
+        except (OSError, BadRecord) as e:
+            log.warning("%s; listed as unreadable", e)
             rows.append(row)
             continue
         method_cfg = rec.get("config", {}).get("method", {})
@@ -51,10 +55,10 @@ def run_rows(folders: list[str], *, now: float | None = None) -> pd.DataFrame:
         if isinstance(when, (int, float)) and math.isfinite(when):
             row["age"] = age(now - when)
         try:
-            summary = json.loads((run_dir / "summary.json").read_text())
+            summary = read_summary(run_dir)
             row.update(metric=summary.get("main_metric"), value=summary.get("main_metric_value"))
-        except (OSError, ValueError, AttributeError):
-            pass
+        except (OSError, BadRecord) as e:
+            log.warning("%s; no metric shown", e)
         rows.append(row)
     return pd.DataFrame(rows).astype({"budget": "Int64", "seed": "Int64"}) if rows else pd.DataFrame()
 

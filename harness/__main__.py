@@ -241,7 +241,7 @@ def print_end(runs: list[dict[str, Any]], sweep: list[dict[str, Any]], sweep_sum
 def dry_run(argv: list[str]) -> int:
     """``--dry-run``: print the run or the sweep's jobs, their folders and actions (harness/dry_run.py; a
     two-stage sweep: stage 1's jobs and the plan of stage 2); write nothing. Bad input raises HarnessError as
-    for a real run."""
+    for a real run; the exit status is the real command's (:func:`harness.dry_run.exit_status`)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -267,7 +267,11 @@ def dry_run(argv: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from None
     print(dr.two_stage(rows, sweeper.DRY_RUN_STAGE2[0]) if multirun and sweeper.DRY_RUN_STAGE2 else dr.table(rows))
-    return 0
+    status = dr.exit_status(rows, multirun=multirun)
+    if status == 2:
+        blocked = next(r["action"] for r in rows if r["action"].startswith((dr.BUSY, dr.BLOCKED)))
+        print(f"error: {blocked.split(': ', 1)[1]}", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

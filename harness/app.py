@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import harness.config  # noqa: F401  (registers the ceil_mul resolver before composition)
 from harness.errors import HarnessError
+from harness.record import ERROR_FILE
 from harness.run import run
 from harness.run_folder import RunBusy
 from harness.summaries import job_finished
@@ -79,8 +80,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         from harness.run import describe_failure
 
         result = {"status": "failed", "run_dir": str(run_dir), "error": describe_failure(e)}
-        if (run_dir / "error.txt").is_file():
-            log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / "error.txt")
+        if (run_dir / ERROR_FILE).is_file():
+            log.error("run %s failed: %s (traceback in %s)", name, result["error"], run_dir / ERROR_FILE)
         else:  # failed before its record was written (or the disk was full): the traceback goes to the log
             log.error("run %s failed: %s", name, result["error"], exc_info=True)
     RESULTS.append(result)

@@ -7,7 +7,8 @@ pickle anywhere: loading can run no code. JSON writes floats with ``repr``, whic
 
 Writes cannot half-happen: the folder is assembled under a temporary name (files fsynced), renamed into
 place, and only then are older checkpoints removed, so the latest complete checkpoint always survives a
-kill or a full disk. ``state.json`` holds the sha256 of the tensor file; a checkpoint whose file does not
+kill or a full disk. Removal goes through :func:`harness.run_folder.remove_entry` (never through a link), and a
+``checkpoints`` that is not a real folder of the run (a link) is neither written nor pruned. ``state.json`` holds the sha256 of the tensor file; a checkpoint whose file does not
 match is reported and skipped.
 """
 
@@ -17,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from harness.run_folder import remove_entry
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,11 @@ def save(run_dir: Path, step: int, tree: dict[str, Any]) -> Saved:
     t0 = time.perf_counter()
     root = Path(run_dir) / DIR
     root.mkdir(parents=True, exist_ok=True)
+    if root.is_symlink():
+        raise OSError(f"{root}: a link, not a folder of the run; checkpoints are not written through it")
     final = root / step_dir_name(step)
     tmp = root / f".tmp_{step_dir_name(step)}.{os.getpid()}"
+    here = Path(DIR)
     tensors: dict[str, torch.Tensor] = {}
     state = encode(tree, tensors)
     blob = st_save(tensors, metadata={"format": "pt", "step": str(step)})
@@ -137,22 +142,29 @@ def save(run_dir: Path, step: int, tree: dict[str, Any]) -> Saved:
            "tensors": {"file": TENSORS, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
            "state": state}
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_entry(run_dir, here / tmp.name)
         tmp.mkdir()
         _write(tmp / TENSORS, blob)
         _write(tmp / STATE, json.dumps(doc).encode())
         _fsync_dir(tmp)
-        if final.exists():  # the same step again (a resumed run re-reaching it): replace it
-            shutil.rmtree(final)
+        remove_entry(run_dir, here / final.name)  # the same step again (a resumed run re-reaching it)
         os.replace(tmp, final)
         _fsync_dir(root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_quietly(run_dir, here / tmp.name)
         raise
     for old in root.iterdir():  # keep only the latest (and never touch the one just written)
         if old != final and (old.name.startswith("step_") or old.name.startswith(".tmp_")):
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_quietly(run_dir, here / old.name)
     return Saved(final, len(blob), time.perf_counter() - t0)
+
+
+def _remove_quietly(run_dir: Path, rel: Path) -> None:
+    """:func:`remove_entry`, a failure logged (a leftover of ours is reclaimed by the next run)."""
+    try:
+        remove_entry(run_dir, rel)
+    except OSError as e:
+        log.warning("%s: not removed (%s)", Path(run_dir) / rel, e)
 
 
 @dataclass
@@ -183,7 +195,7 @@ def latest(run_dir: Path) -> Optional[Loaded]:
     for folder in sorted((p for p in root.iterdir() if p.name.startswith("step_")), reverse=True):
         try:
             return read(folder)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             log.warning("%s: unusable checkpoint (%s); trying an older one", folder, e)
     return None
 
@@ -195,8 +207,9 @@ def exists(run_dir: Path) -> bool:
 
 
 def remove(run_dir: Path) -> None:
-    """Delete every checkpoint of a run folder (a finished run does not need them)."""
-    shutil.rmtree(Path(run_dir) / DIR, ignore_errors=True)
+    """Delete every checkpoint of a run folder (a finished run does not need them); a link there is removed as
+    a link."""
+    _remove_quietly(Path(run_dir), Path(DIR))
 
 
 # ----------------------------------------------------------------------------------------------------------

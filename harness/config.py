@@ -101,7 +101,10 @@ class TaskConfig:
     dev_file: Optional[str] = None  # custom task only
     text_columns: list[str] = field(default_factory=lambda: ["text"])
     label_column: str = "label"
-    problem: str = "classification"  # a registered problem type: classification, regression, causal_lm, ...
+    # a registered problem type (harness/problems/: classification, regression, causal_lm, ...); null: the task's
+    # own (a GLUE task declares it and refuses another value; a custom task: classification). The run records the
+    # resolved one.
+    problem: Optional[str] = None
     # a GLUE-like task from one YAML: its folder under glue_dir, label strings in id order, metrics (main first)
     folder: Optional[str] = None
     labels: Optional[list[str]] = None
@@ -351,6 +354,12 @@ def _pick_lr_scale(cfg: DictConfig, method: str) -> None:
     scale = train.get("lr_scale") if isinstance(train, DictConfig) else None
     if not isinstance(scale, DictConfig):
         return
+    unknown = sorted(str(k) for k in scale.keys() if k != "default" and k not in METHOD_SCHEMAS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(METHOD_SCHEMAS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"train.lr_scale.{unknown[0]}: no method of that name; {hint}keys are method names "
+                          f"({', '.join(sorted(METHOD_SCHEMAS))}) or default")
     if method not in scale and "default" not in scale:
         raise ConfigError(f"train.lr_scale: no entry for method '{method}' (entries: {sorted(scale.keys())}); "
                           f"add '{method}: <number>' or 'default: <number>', or pass one number")
@@ -499,6 +508,8 @@ def _validate_snapshot(s: SnapshotConfig, m: MethodConfig) -> None:
 
 
 RESUME_MODES = ("auto", "never")
+#: the built-in GLUE tasks (harness/tasks.py GLUE): their problem type is their own
+BUILTIN_GLUE = ("sst2", "rte", "mrpc", "cola", "stsb")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: train keys that do not change a run's result (left out of its config hash)
 NOT_HASHED_TRAIN_KEYS = ("progress", "checkpoint_every", "checkpoint_minutes", "resume", "force", "verbose")
@@ -544,6 +555,10 @@ def config_hash(cfg: RunConfig) -> str:
     if not d["task"].get("validation_fraction"):
         d["task"].pop("split_seed", None)  # no split: its seed and grouping change nothing
         d["task"].pop("validation_groups", None)
+    if d["task"].get("problem") is None or (d["task"].get("name") in BUILTIN_GLUE and not d["task"].get("folder")):
+        # a built-in GLUE task's problem is its own (another value is refused), null resolves to classification:
+        # hashed as the value every record held before task.problem could be null
+        d["task"]["problem"] = "classification"
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -1,10 +1,12 @@
 """``--dry-run``: the run, or every job of a sweep, with its folder and what it would do there; nothing is
 written (no run folder, no sweep folder, no Hydra files).
 
-Each job is validated as for a real run (a bad value exits 2), then its folder's record decides, as
-:func:`harness.run.attempt_for` does for a real run: ``run`` (new), ``skip (done)``, ``resume from step N``
-(a checkpoint), ``run again`` (an earlier attempt without a checkpoint, or ``train.force=true``), or
-``blocked: <why>`` (another configuration's record, or a live process running it).
+Each job is validated as for a real run, with the same checks (values, sizes, writable folders, one folder per
+job; a bad value exits 2), then its folder's lock and record decide, as :func:`harness.run.attempt_for` does for
+a real run: ``run`` (new), ``skip (done)``, ``resume from step N`` (a checkpoint), ``run again`` (an earlier
+attempt without a checkpoint, or ``train.force=true``), or ``blocked: <why>`` (another configuration's record, a
+damaged record, or a live process running it). The dry run exits with the status the real command would:
+:func:`exit_status`.
 
 A two-stage sweep (``hydra.sweeper.select``, the ``compare`` preset) lists its stage-1 jobs so, then states
 stage 2 (:class:`Stage2Plan`): its jobs per grid point, and, for the grid points whose stage-1 runs are all
@@ -22,16 +24,25 @@ from omegaconf import OmegaConf
 from harness.errors import ConfigError
 
 
-def describe(job: dict[str, Any], folder: Path, *, name: str) -> dict[str, str]:
+BUSY = "blocked (running): "
+BLOCKED = "blocked: "
+
+
+def describe(job: dict[str, Any], folder: Path, *, name: str, key: str = "hydra.run.dir") -> dict[str, str]:
     """One job: its short name, folder and action (see the module docstring). Raises ConfigError/DataError
-    for an invalid configuration."""
-    from harness.run import attempt_for, plan
+    for an invalid configuration or a folder it cannot write (``key`` names that folder's setting)."""
+    from harness.run import attempt_for, check_paths, plan
+    from harness.run_folder import RunLock
 
     typed = plan(job).cfg
+    check_paths(typed, folder, key)
+    busy = RunLock(folder).busy() if folder.is_dir() else None
     try:
+        if busy:
+            raise ConfigError(busy)
         attempt = attempt_for(folder, typed)
     except ConfigError as e:
-        action = f"blocked: {e}"
+        action = f"{BUSY if busy else BLOCKED}{e}"
     else:
         if attempt.kind == "resume" and attempt.checkpoint is not None:
             action = f"resume from step {attempt.checkpoint.step}"
@@ -69,7 +80,7 @@ def _counts(rows: list[dict[str, str]], of: Optional[int] = None) -> str:
     """``7 job(s): 1 skip, 6 run`` (``2 of 4 job(s): …`` with ``of``)."""
     counts: dict[str, int] = {}
     for r in rows:
-        kind = r["action"].split(" ", 1)[0].rstrip(":")
+        kind = "blocked" if r["action"].startswith((BUSY, BLOCKED)) else r["action"].split(" ", 1)[0].rstrip(":")
         counts[kind] = counts.get(kind, 0) + 1
     return (f"{len(rows)}{f' of {of}' if of is not None else ''} job(s)"
             + (": " + ", ".join(f"{n} {k}" for k, n in counts.items()) if rows else ""))
@@ -78,6 +89,19 @@ def _counts(rows: list[dict[str, str]], of: Optional[int] = None) -> str:
 def table(rows: list[dict[str, str]]) -> str:
     """The jobs as aligned text, with a count per action."""
     return "\n".join([*_job_lines(rows), f"dry run: {_counts(rows)}; nothing was written"])
+
+
+def exit_status(rows: list[dict[str, str]], *, multirun: bool) -> int:
+    """The status the real command would exit with (bad input already exits 2 before any row): a single run
+    that is blocked exits 2 (another configuration's or a damaged record, a live holder); a sweep goes on with
+    its other jobs and exits 1 when a job is blocked by a record (reported ``invalid``), 0 when only by a live
+    process (``skipped-running``)."""
+    blocked = [r["action"] for r in rows if r["action"].startswith((BUSY, BLOCKED))]
+    if not blocked:
+        return 0
+    if not multirun:
+        return 2
+    return 1 if any(a.startswith(BLOCKED) for a in blocked) else 0
 
 
 @dataclass

@@ -5,13 +5,14 @@ FOLDER is a run folder or the folder its method saves into (``Method.save_dir``:
 when the base model trains); the run's recorded config (run.json) gives the base model, the seed (tiny models
 built from a config are re-created from it) and, unless ``task=`` is given, the task. Overrides:
 ``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``, ``train.eval_batch_size=…``,
-``train.device=…``. The task must have the label space the head was trained for (same number of labels). Bad input exits 2 with one line naming the argument and the fix.
+``train.device=…``. The task must have the label space the head was trained for (same number of labels). A run
+whose record is not ``done`` (failed, crashed, running) is refused unless ``--allow-failed`` is given. Bad input
+exits 2 with one line naming the argument and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import warnings
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.record import DONE, RUN_FILE, BadRecord, has_run, read_run
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +28,35 @@ log = logging.getLogger(__name__)
 EVAL_KEYS = ("task.", "model.max_length", "train.eval_batch_size", "train.device")
 
 
-def locate(folder: Path) -> tuple[Path, Path, dict[str, Any]]:
+def locate(folder: Path, *, allow_failed: bool = False) -> tuple[Path, Path, dict[str, Any]]:
     """(run folder, saved adapter/model folder, the run's recorded config) of a run folder or of its saved folder;
-    ConfigError otherwise. The saved folder is the one the run's method declares
-    (:meth:`harness.methods.base.Method.save_dir`)."""
+    ConfigError otherwise, and for a run whose record is not ``done`` unless ``allow_failed``. The saved folder is
+    the one the run's method declares (:meth:`harness.methods.base.Method.save_dir`)."""
+    from transformers.utils import CONFIG_NAME
+
     from harness.methods import get_method
 
     folder = Path(folder)
-    run_dir = folder if (folder / "run.json").is_file() else folder.parent
-    if not (run_dir / "run.json").is_file():
-        raise ConfigError(f"{folder}: not a run folder nor a run's adapter/ or model/ folder (no run.json); pass a "
+    run_dir = folder if has_run(folder) else folder.parent
+    if not has_run(run_dir):
+        raise ConfigError(f"{folder}: not a run folder nor a run's adapter/ or model/ folder (no {RUN_FILE}); pass a "
                           f"folder such as outputs/runs/<run> or outputs/runs/<run>/adapter")
     try:
-        config = json.loads((run_dir / "run.json").read_text())["config"]
+        record = read_run(run_dir)
+        config = record["config"]
         method = config["method"]["name"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{run_dir}/run.json: no readable config with method.name ({e}); the run's record is "
+    except (OSError, BadRecord, KeyError) as e:
+        raise ConfigError(f"{run_dir / RUN_FILE}: no readable config with method.name ({e}); the run's record is "
                           f"damaged") from None
+    if record.get("status") != DONE and not allow_failed:
+        why = f" ({record['error']})" if record.get("error") else ""
+        raise ConfigError(f"{run_dir / RUN_FILE}: the run is {record.get('status')}{why}, so its saved weights may "
+                          f"be partial or stale; pass --allow-failed to score them anyway")
     saved = run_dir / get_method(method).save_dir()
     if folder not in (run_dir, saved):
         raise ConfigError(f"{folder}: not where the run's method ({method}) saves; pass the run folder {run_dir} or "
                           f"{saved}")
-    if not ((saved / "adapter_config.json").is_file() or (saved / "config.json").is_file()):
+    if not ((saved / "adapter_config.json").is_file() or (saved / CONFIG_NAME).is_file()):  # transformers' own
         raise ConfigError(f"{saved}: holds no saved adapter or model (adapter_config.json / config.json); was the run "
                           f"done with train.save_model=true and finished?")
     return run_dir, saved, config
@@ -83,9 +92,9 @@ def eval_config(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def evaluate_saved(folder: Path, overrides: list[str]) -> dict[str, Any]:
+def evaluate_saved(folder: Path, overrides: list[str], *, allow_failed: bool = False) -> dict[str, Any]:
     """Metrics of the saved adapter/model of ``folder`` on the (overridden) task's dev set, with the task, the
-    main metric and the number of examples."""
+    main metric and the number of examples (``allow_failed``: :func:`locate`)."""
     import torch
 
     from harness.config import to_typed, validate
@@ -95,7 +104,7 @@ def evaluate_saved(folder: Path, overrides: list[str]) -> dict[str, Any]:
     from harness.run import pick_device, seed_everything
     from harness.tasks import load_task, task_problem
 
-    _, saved, config = locate(folder)
+    _, saved, config = locate(folder, allow_failed=allow_failed)
     recorded = to_typed(config)
     c = to_typed(eval_config(config, overrides))
     validate(c)
@@ -137,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
+    allow_failed = "--allow-failed" in argv
+    argv = [a for a in argv if a != "--allow-failed"]
     if not argv or "=" in argv[0]:
-        print("error: FOLDER: missing; usage: python -m harness.eval FOLDER [task=<task>] [key=value ...]",
-              file=sys.stderr)
+        print("error: FOLDER: missing; usage: python -m harness.eval FOLDER [--allow-failed] [task=<task>] "
+              "[key=value ...]", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     try:
-        result = evaluate_saved(Path(argv[0]), argv[1:])
+        result = evaluate_saved(Path(argv[0]), argv[1:], allow_failed=allow_failed)
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
         return 2

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import time
@@ -42,8 +41,10 @@ from harness.methods.base import Method
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
 from harness.problems import ProblemType, get_problem
 from harness.redact import install_log_filter, redact
-from harness.run_folder import RunFolder
-from harness.run_record import RunRecord, environment, read_status, write_json_atomic, write_text_atomic
+from harness.record import (CONFIG_FILE, DONE, ERROR_FILE, METRICS_FILE, REPLACING, RUN_FILE, RUNNING, SUMMARY_FILE,
+                            BadRecord, read_run, read_summary, temp_name, write_json_atomic, write_text_atomic)
+from harness.run_folder import PROBE_PREFIX, RunFolder, folder_problem, remove_entry
+from harness.run_record import RunRecord, environment
 from harness.snapshots import SnapshotCallback, select
 from harness.speed import check_request, graphable_reason
 from harness.summaries import configure_output
@@ -79,6 +80,7 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
         total = t.max_steps
     else:
         total = max(1, math.ceil(t.epochs * math.ceil(len(data.train) / t.batch_size) / t.grad_accum))
+    typed.task.problem = data.problem  # the record holds the problem that trains (the task's own for GLUE)
     method = get_method(typed.method.name)(typed.method, total)
     method.validate_run()
     if not problem.model_loss and method.adds_to_model_loss:
@@ -86,16 +88,79 @@ def plan(cfg: DictConfig | RunConfig | dict) -> Plan:
                           f"'{problem.name}' does not use (model_loss = False); use another method or problem type")
     conf = model_config(typed.model, data.num_labels, problem.name)
     problem.configure(typed.task, conf)
-    limit = position_limit(conf)
-    if limit is not None and typed.model.max_length > limit:
-        raise ConfigError(f"model.max_length: {typed.model.max_length} exceeds the {limit} positions of "
-                          f"{typed.model.name} ({conf.model_type}); pass model.max_length={limit} or less")
+    _check_length(typed, conf)
     family = family_for(conf.model_type)
-    targets = resolve_targets(meta_model(conf, problem.name), family, list(typed.method.targets), typed.method.layers)
+    meta = meta_model(conf, problem.name)
+    targets = resolve_targets(meta, family, list(typed.method.targets), typed.method.layers)
     method.validate_targets(targets)
+    _check_rank(method, meta, targets)
     if typed.snapshot.enabled:
         select(targets, typed.snapshot)  # snapshot.types/layers keep at least one matrix
+    if data.valid is not None and len(data.valid) < MIN_SELECTION_EXAMPLES:
+        log.warning("task.validation_fraction: the validation split has %d example(s), below the %d that selection "
+                    "on it needs to mean something; the best step chosen on it is noise (raise "
+                    "task.validation_fraction or task.max_eval_samples)", len(data.valid), MIN_SELECTION_EXAMPLES)
     return Plan(typed, data, total, method, conf, family, targets, problem)
+
+
+#: the fewest validation examples a choice made on them (a learning rate, the best step) is taken from
+MIN_SELECTION_EXAMPLES = 32
+
+
+def _check_length(c: RunConfig, conf: Any) -> None:
+    """``model.max_length``, and the length a batch is padded up to (``train.pad_to_multiple``; multiples of 8
+    on the static-shape paths ``train.compile=graphs|model``), within the model's positions (ConfigError)."""
+    limit = position_limit(conf)
+    if limit is None:
+        return
+    length = c.model.max_length
+    if length > limit:
+        raise ConfigError(f"model.max_length: {length} exceeds the {limit} positions of {c.model.name} "
+                          f"({conf.model_type}); pass model.max_length={limit} or less")
+    align = c.train.pad_to_multiple or (8 if c.train.compile in ("graphs", "model") else 1)
+    padded = -(-length // align) * align
+    if padded > limit:
+        key = "train.pad_to_multiple" if c.train.pad_to_multiple else "train.compile"
+        raise ConfigError(f"{key}: batches of model.max_length={length} are padded to {padded}, over the {limit} "
+                          f"positions of {c.model.name}; pass model.max_length={limit // align * align} or a "
+                          f"{key} that divides {limit}")
+
+
+def _check_rank(method: Method, meta: torch.nn.Module, targets: list[MatrixRef]) -> None:
+    """A method whose update has a rank per matrix (``Method.rank_key``) asks for at most min(d_in, d_out) of
+    the smallest adapted matrix (shapes from the meta-device model); ConfigError otherwise."""
+    key = method.rank_key
+    if key is None or not targets:
+        return
+    r = getattr(method.cfg, key)
+    shapes = {t.name: tuple(meta.get_submodule(t.name).weight.shape) for t in targets}
+    name, shape = min(shapes.items(), key=lambda kv: min(kv[1]))
+    if r > min(shape):
+        raise ConfigError(f"method.{key}: {r} is above the rank of the adapted matrix {name} ({shape[0]}x{shape[1]}: "
+                          f"at most {min(shape)}); pass method.{key}={min(shape)} or less")
+
+
+def check_paths(c: RunConfig, run_dir: Path, key: str = "hydra.run.dir") -> None:
+    """Every folder the run will write can be created and written, checked before any weight loads: the run
+    folder (``key`` names its setting; W&B writes into it too) and the W0 store of its snapshots
+    (``snapshot.w0_store``). ConfigError naming the setting and the fix."""
+    from harness.w0store import resolve_store
+
+    places = [(key, Path(run_dir))]
+    if c.snapshot.enabled:
+        store = resolve_store(c.snapshot.w0_store, Path(run_dir))
+        if store is not None:
+            places.append(("snapshot.w0_store", store))
+    for setting, path in places:
+        bad = folder_problem(Path(os.path.abspath(path)), PROBE_PREFIX)
+        if bad is None:
+            continue
+        why = {"file": f"{bad.probe} is a file, not a folder",
+               "long": f"the name '{bad.name[:40]}...' has {bad.size} bytes, over the limit of {bad.limit}",
+               "unwritable": f"cannot write in {bad.probe} ({bad.reason})"}[bad.kind]
+        fix = "snapshot.w0_store=<a writable folder> (or run: a copy in each run)" \
+            if setting == "snapshot.w0_store" else f"{setting}=<a writable folder>"
+        raise ConfigError(f"{setting}: {path}: {why}; pass {fix}")
 
 
 def pick_device(name: str, job_num: Optional[int] = None) -> torch.device:
@@ -137,7 +202,7 @@ class _StopRequest:
 #: the folder of a generative task's saved generations: <split>_step<NNNNNNN>.jsonl, one row per example
 GENERATIONS = "generations"
 
-RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", "error.txt", "config.json", "snapshots", ckpt_io.DIR, GENERATIONS,
+RUN_ARTIFACTS = (METRICS_FILE, SUMMARY_FILE, ERROR_FILE, CONFIG_FILE, "snapshots", ckpt_io.DIR, GENERATIONS,
                  *sorted({o for m in METHODS.values() for o in m.outputs}))
 
 
@@ -148,7 +213,7 @@ def save_dirs() -> tuple[str, ...]:
 
 def planned_outputs(c: RunConfig) -> set[str]:
     """The names this run may write into its folder (recorded in its manifest before any is written)."""
-    names = {"run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", ckpt_io.DIR, GENERATIONS}
+    names = {RUN_FILE, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, ERROR_FILE, ckpt_io.DIR, GENERATIONS}
     if c.snapshot.enabled:
         names.add("snapshots")
     method = get_method(c.method.name)
@@ -176,36 +241,42 @@ def attempt_for(run_dir: Path, c: RunConfig) -> Attempt:
     Raises ConfigError when the folder holds another configuration's record (without ``train.force``) or
     when a live process on this host is running this run now.
     """
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / RUN_FILE).is_file():
         return Attempt("new")
+    force = c.train.force
     try:
-        prev = read_status(run_dir)
-    except (OSError, ValueError) as e:
-        log.warning("%s: run.json unreadable (%s); starting the run over", run_dir, e)
+        prev = read_run(run_dir)
+    except (OSError, BadRecord) as e:
+        if not force:
+            raise ConfigError(f"{e}; this run's record is damaged: repair it, or pass train.force=true to run it "
+                              f"again from scratch in this folder") from None
+        log.warning("%s; running it again from scratch (train.force=true)", e)
         return Attempt("restart")
     h, old = config_hash(c), prev.get("config_hash")
-    force, status = c.train.force, prev.get("status")
+    status = prev.get("status")
     if old != h:
         if not force:
             raise ConfigError(
                 f"{run_dir}: holds a run of another configuration (config hash {old}, this one {h}); use another "
                 f"folder (hydra.run.dir=... or hydra.sweep.dir=...) or pass train.force=true to replace it")
         return Attempt("restart")  # another run's record: replaced, its attempts not carried over
-    if status == "running":
+    if status in (RUNNING, REPLACING):
         if prev.get("host") in (None, socket.gethostname()):
             raise ConfigError(
                 f"{run_dir}: process {prev.get('pid')} on this host is running this run now; wait for it to end "
                 f"or stop it (kill {prev.get('pid')}) before running it again")
-        log.warning("%s: run.json says running on host %s, which cannot be checked from here; taking it over",
-                    run_dir, prev.get("host"))
-    if status == "done" and not force:
+        log.warning("%s: run.json says %s on host %s, which cannot be checked from here; taking it over",
+                    run_dir, status, prev.get("host"))
+    if status == DONE and not force:
         try:
-            summary = json.loads((run_dir / "summary.json").read_text())
+            summary, why = read_summary(run_dir), f"{SUMMARY_FILE} is missing"
+        except (OSError, BadRecord) as e:
+            summary, why = {}, str(e)
+        if summary:
             return Attempt("skip", prev, summary=summary)
-        except (OSError, ValueError) as e:
-            log.warning("%s: says done but summary.json is unreadable (%s); running it again", run_dir, e)
-            return Attempt("restart", prev)
-    if force or status == "done" or c.train.resume == "never":
+        log.warning("%s: says done but its summary is unusable (%s); running it again", run_dir, why)
+        return Attempt("restart", prev)
+    if force or status == DONE or c.train.resume == "never":
         return Attempt("restart", prev)
     ck = ckpt_io.latest(run_dir)
     return Attempt("resume", prev, checkpoint=ck) if ck is not None else Attempt("restart", prev)
@@ -215,13 +286,14 @@ def _clear(run_dir: Path, keep_for_resume: bool, owned: set[str]) -> None:
     """Remove an earlier attempt's outputs (all of them; or, when resuming, only its final outputs — the
     checkpoint, the metrics up to it, the snapshots and AdaLoRA records are cut back by their owners), only
     those the harness wrote (``owned``: the folder's manifest entries)."""
-    names = ("summary.json", "error.txt", *save_dirs()) if keep_for_resume else (*RUN_ARTIFACTS, *save_dirs())
+    names = (SUMMARY_FILE, ERROR_FILE, *save_dirs()) if keep_for_resume else (*RUN_ARTIFACTS, *save_dirs())
     for name in (n for n in names if n in owned):
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        try:
+            remove_entry(run_dir, name)  # never through a link (harness.run_folder)
+        except OSError as e:
+            raise OSError(e.errno, f"could not remove {name} of the earlier attempt ({e.strerror}); the record says "
+                                   f"{REPLACING!r} until it is removed: remove it yourself or choose a new "
+                                   f"hydra.run.dir", e.filename) from None
 
 
 def describe_failure(e: BaseException, run_dir: Optional[Path] = None) -> str:
@@ -253,6 +325,8 @@ def run(cfg: DictConfig | RunConfig | dict, run_dir: Path, *, name: Optional[str
     configure_output(c.train.verbose)
     ctx = distributed.from_env()
     run_dir = Path(run_dir)
+    if ctx.main:
+        check_paths(c, run_dir, "hydra.sweep.dir" if job_num is not None else "hydra.run.dir")
     if ctx.enabled:
         if c.train.batch_size % ctx.world:
             raise ConfigError(f"train.batch_size: the global batch {c.train.batch_size} must divide by the "
@@ -300,15 +374,6 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         return {**(attempt.summary or {}), "skipped": True}
     resume = attempt.checkpoint
     folder.begin(planned_outputs(c))
-    if attempt.kind != "new":  # only what the harness wrote (its manifest) is cleaned
-        _clear(run_dir, keep_for_resume=resume is not None, owned=folder.owned)
-    if resume is not None:
-        dropped = truncate_metrics(run_dir / "metrics.jsonl", resume.step)
-        log.info("%s: resuming after step %d (attempt %d; %d metric rows after it dropped)", run_dir, resume.step,
-                 int(attempt.previous.get("attempt", 1)) + 1, dropped)
-    elif attempt.kind == "restart":
-        log.info("%s: earlier attempt %s (%s); starting over", run_dir, attempt.previous.get("status", "unreadable"),
-                 attempt.previous.get("error") or "no checkpoint to continue from")
     record = RunRecord(run_dir)
     resolved = to_dict(c)
     fields = dict(
@@ -322,20 +387,19 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     stop = _StopRequest()
     old_handler = _install_sigterm(stop)
     try:  # from the first write on, a failure leaves run.json "failed" and error.txt
-        if not attempt.previous:
-            record.start(**fields)
-        else:
-            record.restart(attempt.previous, resumed_from=resume.step if resume else None, **fields)
-        write_json_atomic(run_dir / "config.json", resolved)
-        jsonl = JsonlLogger(run_dir / "metrics.jsonl")
+        _begin_attempt(record, folder, attempt, fields)
+        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        jsonl = JsonlLogger(run_dir / METRICS_FILE)
         sinks: list[MetricLogger] = [jsonl]
         if c.tracking.wandb and c.tracking.mode != "disabled":
             wb = WandbLogger(c.tracking, run_dir, name=name or c.method.name, group=group, job_type=c.method.name,
                              config=resolved, run_id=attempt.previous.get("wandb_id") if resume else None,
                              tags=(c.task.name, c.model.name, *tags))
-            sinks.append(wb)
             if wb.run_id:
-                record.update(wandb_id=wb.run_id)
+                sinks.append(wb)
+                record.update(wandb_id=wb.run_id, wandb={"status": "on", "mode": c.tracking.mode})
+            else:  # the run goes on with its local records; the record says why W&B has none
+                record.update(wandb={"status": "failed", "mode": c.tracking.mode, "error": wb.error})
         logger = MultiLogger(sinks)
 
         def save_checkpoint(step: int, tree: dict[str, Any]) -> None:
@@ -351,7 +415,7 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
         log.error("run failed: %s", reason)
         try:
             record.failed(reason)
-            write_text_atomic(run_dir / "error.txt", traceback.format_exc())
+            write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc())
         except OSError as e2:  # e.g. the disk is still full: the record then reads as crashed
             log.error("could not record the failure in %s: %s", run_dir, e2)
         logger.close(exit_code=1)
@@ -417,6 +481,30 @@ def forgetting(start: dict[str, float], end: dict[str, float]) -> dict[str, floa
     return out
 
 
+def _begin_attempt(record: RunRecord, folder: RunFolder, attempt: Attempt, fields: dict[str, Any]) -> None:
+    """Write this attempt's record. Another attempt in a used folder first says ``replacing`` (before anything
+    is deleted, so an interruption leaves a record no reader takes for a result), then removes the earlier
+    attempt's outputs (only manifest entries, never through a link), cuts metrics back to the checkpoint it
+    resumes from, and only then says ``running``."""
+    run_dir, resume = folder.run_dir, attempt.checkpoint
+    if attempt.kind == "new":
+        record.start(**fields)
+        return
+    if attempt.previous:
+        record.restart(attempt.previous, resumed_from=resume.step if resume else None, status=REPLACING, **fields)
+    else:
+        record.start(status=REPLACING, **fields)
+    _clear(run_dir, keep_for_resume=resume is not None, owned=folder.owned - {RUN_FILE})
+    if resume is not None:
+        dropped = truncate_metrics(run_dir / METRICS_FILE, resume.step)
+        log.info("%s: resuming after step %d (attempt %d; %d metric rows after it dropped)", run_dir, resume.step,
+                 int(attempt.previous.get("attempt", 1)) + 1, dropped)
+    else:
+        log.info("%s: earlier attempt %s (%s); starting over", run_dir, attempt.previous.get("status", "unreadable"),
+                 attempt.previous.get("error") or "no checkpoint to continue from")
+    record.running()
+
+
 def _install_sigterm(handler: Any) -> Any:
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -426,18 +514,18 @@ def _install_sigterm(handler: Any) -> Any:
 
 def _save_atomic(method: Method, model: torch.nn.Module, out: Path) -> None:
     """``method.save`` into a temporary folder, then renamed into place: no half-saved adapter/model."""
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    run_dir = out.parent
+    tmp, old = temp_name(out), temp_name(out, "old")
+    remove_entry(run_dir, tmp.name)
     try:
         method.save(model, tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_entry(run_dir, tmp.name)
         raise
-    if out.exists():
+    if os.path.lexists(out):
         os.replace(out, old)
     os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_entry(run_dir, old.name)
 
 
 def speed_up(model: torch.nn.Module, t: Any, family: Family, device: torch.device, *, adapters: bool) -> None:
@@ -542,6 +630,6 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         **extra,
         **(snapshots.summary() if snapshots is not None else {}),
     }
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
     return summary
 

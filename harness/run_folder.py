@@ -11,6 +11,11 @@ there], "contents": [files inside those of them that are folders, as listed at t
 "contents_complete": bool}``. Entries are added *before* the harness creates them (a kill in between leaves a
 listed name that does not exist, which is harmless). Cleaning (``train.force=true``, a re-run) removes only
 entries; a folder that is neither empty nor a harness run folder is refused before anything is written.
+
+Removal (:func:`remove_entry`): every deletion the harness makes in a run folder (cleaning, checkpoint pruning,
+temporaries) goes through it. It never follows a link: a link is removed as a link, a folder on the way that
+is a link or a mount point stops it, and nothing outside the run folder is reached. A harness name that is a
+link at the top of the run folder is refused at claim (the harness writes only real files and folders).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,15 +34,18 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from harness.errors import ConfigError, HarnessError
-from harness.run_record import write_json_atomic
+from harness.record import (LOCK_FILE, MANIFEST_FILE, PID_MAX, RECORD_FILES, RUN_FILE, alive, temp_owner,
+                            write_json_atomic)
 
 log = logging.getLogger(__name__)
 
-LOCK = ".lock"
-MANIFEST = ".harness_manifest.json"
+LOCK = LOCK_FILE
+MANIFEST = MANIFEST_FILE
+#: the empty folders :func:`folder_problem` creates for a moment to see whether a folder is writable
+PROBE_PREFIX = ".harness-probe-"
 #: what a run folder written before manifests existed may hold (all of it the harness's)
-LEGACY_ENTRIES = ("run.json", "config.json", "metrics.jsonl", "summary.json", "error.txt", "snapshots", "checkpoints",
-                  "adalora_ranks.jsonl", "adalora_scores", "adapter", "model", "wandb")
+LEGACY_ENTRIES = (*RECORD_FILES, "snapshots", "checkpoints", "adalora_ranks.jsonl", "adalora_scores", "adapter",
+                  "model", "wandb")
 
 
 class RunBusy(HarnessError):
@@ -102,6 +111,21 @@ class RunLock:
         self.fd = fd
         return True
 
+    def busy(self) -> Optional[str]:
+        """Without taking it or writing anything: the line :meth:`acquire` would refuse with while a live
+        process holds the lock, else None."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return self._busy_message(_read_holder(fd))
+        finally:
+            os.close(fd)  # closing drops a lock this probe took
+        return None
+
     def _is_current(self, fd: int) -> bool:
         """Whether ``fd`` is still the file at the lock's path."""
         try:
@@ -137,8 +161,14 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def _describe(holder: dict[str, Any]) -> str:
-    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
-            if holder else "another process")
+    """``pid P on HOST since T`` from a lock file's content; a value that is not what the harness writes shows
+    as ``?`` (the flock, not the file, decides who holds the lock)."""
+    if not holder:
+        return "another process"
+    pid = holder.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 1 <= pid <= PID_MAX else "?"
+    host, since = (str(holder.get(k))[:80] if isinstance(holder.get(k), str) else "?" for k in ("host", "since"))
+    return f"pid {pid} on {host} since {since}"
 
 
 class Manifest:
@@ -159,12 +189,16 @@ class Manifest:
         if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-                return cls(run_dir, data["entries"], data.get("contents", ()), bool(data.get("contents_complete")))
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                entries, contents = data["entries"], data.get("contents", [])
+                if not all(isinstance(x, list) and all(isinstance(n, str) and _plain(n) for n in x)
+                           for x in (entries, contents)):
+                    raise ValueError("entries and contents must be lists of relative names inside the folder")
+                return cls(run_dir, entries, contents, bool(data.get("contents_complete")))
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
                 raise ConfigError(f"{path}: unreadable ({e}); choose a new hydra.run.dir, or delete the run "
                                   f"folder yourself") from None
-        if (run_dir / "run.json").is_file():
-            return cls(run_dir, [n for n in LEGACY_ENTRIES if (run_dir / n).exists()])
+        if (run_dir / RUN_FILE).is_file():
+            return cls(run_dir, [n for n in LEGACY_ENTRIES if os.path.lexists(run_dir / n)])
         return None
 
     def save(self) -> None:
@@ -177,16 +211,129 @@ class Manifest:
         if not self.complete:
             return []
         found = _files_inside(self.run_dir, self.entries)
-        return sorted(found - self.contents)
+        return sorted(f for f in found - self.contents if temp_owner(Path(f).name) is None)  # temps: reclaimed
+
+
+def _plain(name: str) -> bool:
+    """A relative name that stays inside the folder (no absolute path, no ``..``)."""
+    return bool(name) and not os.path.isabs(name) and ".." not in Path(name).parts
 
 
 def _files_inside(run_dir: Path, entries: Iterable[str]) -> set[str]:
+    """Files (and links, as themselves) inside the entries that are real folders; links are not followed."""
     out: set[str] = set()
     for name in entries:
         top = run_dir / name
         if top.is_dir() and not top.is_symlink():
-            out.update(str(p.relative_to(run_dir)) for p in top.rglob("*") if not p.is_dir())
+            for here, dirs, files in os.walk(top):  # followlinks=False: a link to a folder is listed, not entered
+                base = Path(here)
+                out.update(str((base / f).relative_to(run_dir)) for f in files)
+                out.update(str((base / d).relative_to(run_dir)) for d in dirs if (base / d).is_symlink())
     return out
+
+
+def _links(run_dir: Path, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that are symbolic links at the top of ``run_dir``."""
+    return sorted(n for n in names if (run_dir / n).is_symlink())
+
+
+def reclaim_temporaries(run_dir: Path, entries: Iterable[str]) -> list[str]:
+    """Remove the temporaries a killed writer of this folder left (names of :func:`harness.record.temp_name`
+    or a checkpoint being assembled, whose process is gone; never this process's), at the top and inside the
+    harness's folders;
+    called under the run's lock. Returns what was removed (relative names)."""
+    removed = []
+    places = [run_dir, *(run_dir / n for n in entries if (run_dir / n).is_dir() and not (run_dir / n).is_symlink())]
+    for place in places:
+        for here, dirs, files in os.walk(place):
+            for name in [*files, *dirs]:
+                pid = temp_owner(name)
+                if pid is not None and pid != os.getpid() and not alive(pid):
+                    rel = (Path(here) / name).relative_to(run_dir)
+                    if remove_entry(run_dir, rel):
+                        removed.append(str(rel))
+            dirs[:] = [d for d in dirs if temp_owner(d) is None and not (Path(here) / d).is_symlink()]
+            if place == run_dir:
+                break  # the top only: inside, only the harness's folders are searched
+    if removed:
+        log.info("%s: removed temporaries of a killed writer: %s", run_dir, ", ".join(sorted(removed)))
+    return removed
+
+
+def _mount_points() -> list[Path]:
+    """Mount points of this process's mount namespace (/proc/self/mountinfo; empty where unreadable)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 4:
+            out.append(Path(parts[4].encode().decode("unicode_escape")))
+    return out
+
+
+def remove_entry(run_dir: Path, rel: str | Path) -> bool:
+    """Remove ``run_dir/rel`` (a file, a link, or a folder with what it holds) without ever following a link:
+    a link is removed as a link, links inside a folder likewise. OSError, removing nothing, when a folder on
+    the way from ``run_dir`` is a link or not a folder, or when a mount point lies at or below it (its files
+    are not the run's). False when there is nothing at ``rel``."""
+    rel = Path(rel)
+    if not _plain(str(rel)):
+        raise ValueError(f"{rel}: not a name inside the run folder")
+    parent = Path(run_dir)
+    for part in rel.parts[:-1]:
+        parent = parent / part
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.ENOTDIR, "on the way is a link or a file, not a folder of the run; not removed "
+                          "through it", str(parent))
+    target = parent / rel.name
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(target)
+        return True
+    real = Path(os.path.realpath(target))
+    inside = [m for m in _mount_points() if m == real or real in m.parents]
+    if inside:
+        raise OSError(errno.EBUSY, f"holds the mount point {inside[0]}; not removed (its files are not the run's)",
+                      str(target))
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _clear_dir(fd, st.st_dev, target)
+    finally:
+        os.close(fd)
+    os.rmdir(target)
+    return True
+
+
+def _clear_dir(fd: int, dev: int, where: Path) -> None:
+    """Remove everything in the open folder ``fd`` (on device ``dev``), links as links, never leaving it."""
+    with os.scandir(fd) as it:
+        entries = list(it)
+    for e in entries:
+        st = e.stat(follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(e.name, dir_fd=fd)
+            continue
+        if st.st_dev != dev:
+            raise OSError(errno.EXDEV, "another file system mounted inside the run folder; not removed",
+                          str(where / e.name))
+        sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            if not os.path.samestat(st, os.fstat(sub)):
+                raise OSError(errno.EAGAIN, "changed while being removed", str(where / e.name))
+            _clear_dir(sub, dev, where / e.name)
+        finally:
+            os.close(sub)
+        os.rmdir(e.name, dir_fd=fd)
 
 
 def _shown(run_dir: Path, names: Iterable[str], limit: int = 6) -> str:
@@ -223,13 +370,18 @@ class RunFolder:
                 raise ConfigError(f"{run_dir}: cannot take the run's lock ({e}); choose a writable hydra.run.dir") \
                     from None
             manifest = Manifest.load(run_dir)
-            here = {n for n in os.listdir(run_dir)
-                    if n not in (LOCK, MANIFEST) and not n.startswith(f"{LOCK}.") and n not in set(ignore)}
+            here = {n for n in os.listdir(run_dir) if n not in (LOCK, MANIFEST) and not n.startswith(f"{LOCK}.")
+                    and not n.startswith(PROBE_PREFIX) and n not in set(ignore)}
             if manifest is None:
                 if here:
                     raise ConfigError(f"{run_dir}: not empty and not a harness run folder (found "
                                       f"{_shown(run_dir, here)}); choose an empty folder or a new hydra.run.dir")
                 manifest = Manifest(run_dir)
+            links = _links(run_dir, here & (set(planned) | manifest.entries))
+            if links:
+                raise ConfigError(f"{run_dir}: {links[0]} is a symbolic link (to {os.readlink(run_dir / links[0])}); "
+                                  f"the harness writes and removes only real files and folders of its run folder: "
+                                  f"replace the link by a folder or file, or choose a new hydra.run.dir")
             clash = (here & set(planned)) - manifest.entries
             if clash:
                 raise ConfigError(f"{run_dir}: holds {_shown(run_dir, clash)}, which the harness did not write and "
@@ -240,6 +392,7 @@ class RunFolder:
                                   f"inside its own folders (removed when the run is redone); move it out or choose "
                                   f"a new hydra.run.dir")
             folder = cls(run_dir, lock, manifest, created)
+            reclaim_temporaries(run_dir, manifest.entries)
             return folder
         finally:
             if folder is None:
@@ -312,7 +465,7 @@ def check_creatable(path: str, key: str) -> None:
     """Raise ConfigError unless the folder ``path`` (the part before any ``${...}``) exists or can be created
     (:func:`folder_problem`)."""
     text = path.split("${", 1)[0]
-    bad = folder_problem(Path(text or ".").expanduser().absolute(), ".harness-probe-")
+    bad = folder_problem(Path(text or ".").expanduser().absolute(), PROBE_PREFIX)
     if bad is None:
         return
     if bad.kind == "file":

@@ -1,9 +1,10 @@
-"""The run folder's record: ``run.json`` (status, environment, config hash) written atomically.
+"""The run's own record writer: ``run.json`` (status, environment, config hash), through harness.record.
 
-Status: ``running`` → ``done`` | ``failed`` (with the error). A ``running`` record whose process is gone
-reads as ``crashed`` (:func:`read_status`). A re-run of a crashed or failed run is a new *attempt* in the
-same folder: ``attempt`` counts them and ``resumed_from`` lists the checkpoint step each one continued
-from (None: started over); ``checkpoint`` names the latest checkpoint's step.
+Status: ``running`` → ``done`` | ``failed`` (with the error); ``replacing`` while an earlier attempt's outputs
+are removed (:meth:`RunRecord.replacing`, written before anything is deleted). A re-run of a crashed or failed
+run is a new *attempt* in the same folder: ``attempt`` counts them and ``resumed_from`` lists the checkpoint
+step each one continued from (None: started over); ``checkpoint`` names the latest checkpoint's step. Reading
+(validated, the derived ``crashed``) is :func:`harness.record.read_run`.
 """
 
 from __future__ import annotations
@@ -21,37 +22,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import harness
+from harness.record import (DONE, FAILED, RUN_FILE, RUNNING, SCHEMA_VERSION, proc_start,
+                            write_json_atomic)
 from harness.redact import redact, redact_obj
 
 log = logging.getLogger(__name__)
-
-#: A sweep folder's record of a two-stage selection (written by harness.sweeper, read by analysis and summaries).
-SELECTION_FILE = "selection.json"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file + fsync + rename, so a reader never sees half a file. A failed write
-    (a full disk) leaves no temporary behind."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """:func:`write_bytes_atomic` of UTF-8 text whose secret environment values are masked (harness.redact)."""
-    write_bytes_atomic(path, redact(text).encode("utf-8"))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file + rename, so a reader never sees half a file."""
-    write_text_atomic(path, json.dumps(redact_obj(obj), indent=2, default=str))
 
 
 def write_report(path: Optional[Path], report: Any) -> None:
@@ -106,22 +81,25 @@ class RunRecord:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.path = run_dir / "run.json"
+        self.path = run_dir / RUN_FILE
         self.data: dict[str, Any] = {}
 
-    def start(self, **fields: Any) -> None:
-        """A new run: status running, this process and host, attempt 1."""
-        self.data = {"status": "running", "started": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-                     "proc_start": _proc_start(os.getpid()), "attempt": 1, "resumed_from": [], **fields}
+    def start(self, status: str = RUNNING, **fields: Any) -> None:
+        """A new run: status running (``replacing``: written before an earlier attempt's outputs are removed),
+        this process and host, attempt 1."""
+        self.data = {"schema": SCHEMA_VERSION, "status": status, "started": time.time(), "pid": os.getpid(),
+                     "host": socket.gethostname(), "proc_start": proc_start(os.getpid()), "attempt": 1,
+                     "resumed_from": [], **fields}
         self.data.setdefault("git", git_info())
         write_json_atomic(self.path, self.data)
 
-    def restart(self, previous: dict[str, Any], *, resumed_from: int | None, **fields: Any) -> None:
+    def restart(self, previous: dict[str, Any], *, resumed_from: int | None, status: str = RUNNING,
+                **fields: Any) -> None:
         """Another attempt of the same run in this folder (after a kill or a failure), from a checkpoint's
         step or from scratch (``resumed_from=None``); the earlier attempt's end and error are kept."""
         prev = {k: previous.get(k) for k in ("status", "started", "ended", "error", "host", "pid")}
         history = list(previous.get("attempts", [])) + [prev]
-        self.start(**fields)
+        self.start(status, **fields)
         self.data.update(started=previous.get("started", self.data["started"]), attempt=len(history) + 1,
                          attempts=history, resumed_from=list(previous.get("resumed_from", [])) + [resumed_from],
                          restarted=time.time())
@@ -140,11 +118,15 @@ class RunRecord:
             _write_in_place(self.path, json.dumps(redact_obj(self.data), indent=2, default=str))
             log.warning("%s: disk full; run.json rewritten in place (no room for a temporary copy)", self.path)
 
+    def running(self) -> None:
+        """The earlier attempt's outputs are gone (the record said ``replacing`` meanwhile): this attempt runs."""
+        self.update(status=RUNNING)
+
     def done(self) -> None:
-        self.update(status="done", ended=time.time(), error=None)
+        self.update(status=DONE, ended=time.time(), error=None)
 
     def failed(self, error: str) -> None:
-        self.update(status="failed", ended=time.time(), error=error)
+        self.update(status=FAILED, ended=time.time(), error=error)
 
     def checkpointed(self, step: int) -> None:
         """The latest checkpoint is the one after ``step``."""
@@ -155,63 +137,10 @@ def _write_in_place(path: Path, text: str) -> None:
     """Overwrite ``path`` within its own blocks (a full disk has none for a new file): not atomic, so only the
     fallback of :meth:`RunRecord.update`."""
     data = redact(text).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)  # a link there is not written through
     try:
         os.write(fd, data)
         os.ftruncate(fd, len(data))
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run.json of a run folder; a ``running`` run whose process is gone on this host is ``crashed``."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return {"status": "missing"}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    if data.get("status") == "running" and data.get("host", socket.gethostname()) == socket.gethostname():
-        pid = data.get("pid")
-        if pid and not _alive(int(pid), data.get("proc_start")):
-            data["status"] = "crashed"
-            data["error"] = "the process ended without recording an end (killed or crashed)"
-    return data
-
-
-def recorded_budget(record: dict[str, Any]) -> Optional[int]:
-    """A run's budget (the LoRA rank it is matched with; None: a method without ranks) from its run.json:
-    the ``budget`` written there since it was recorded; for older records, migrated as it was read before —
-    the method's ``target_r``, else its ``r``, from the recorded config."""
-    if "budget" in record:
-        return record["budget"]
-    method = (record.get("config") or {}).get("method") or {}
-    for key in ("target_r", "r"):
-        if method.get(key) is not None:
-            return int(method[key])
-    return None
-
-
-def _proc_start(pid: int) -> str | None:
-    """Start time of a process (clock ticks after boot, from /proc), to tell it from a later one with its pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2 :].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int, started: str | None = None) -> bool:
-    if pid == os.getpid():
-        return False  # this process reads its own earlier (in-process) attempt: that one is over
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if started is not None:
-        now = _proc_start(pid)
-        return now is None or now == started
-    return True

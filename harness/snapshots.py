@@ -49,7 +49,7 @@ from harness.config import SnapshotConfig
 from harness.errors import ConfigError
 from harness.families import MATRIX_TYPES, MatrixRef
 from harness.methods.base import Method, SnapshotView
-from harness.run_record import write_bytes_atomic, write_json_atomic
+from harness.record import write_bytes_atomic, write_json_atomic
 from harness.snapshot_format import (DENSE, DENSE_SUMMARY, FORMAT_VERSION, INDEX_FILE, META_FILE, POWER_BLOCK, STATS,
                                      get_form, rebuild, summarize)
 from harness.tracking import MetricLogger
@@ -183,7 +183,7 @@ def find_tracked(model: nn.Module, refs: Sequence[MatrixRef], method: Method,
 
 
 def write_index_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The index as parquet, through :func:`~harness.run_record.write_bytes_atomic`."""
+    """The index as parquet, through :func:`~harness.record.write_bytes_atomic`."""
     buf = io.BytesIO()
     pd.DataFrame(rows).to_parquet(buf, index=False)
     write_bytes_atomic(path, buf.getvalue())

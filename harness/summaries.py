@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import sys
 import threading
@@ -23,8 +22,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.run_record import SELECTION_FILE, recorded_budget
+from harness.record import (DONE, ERROR_FILE, FAILED, RUN_FILE, RUNNING, SELECTION_FILE, BadRecord, read_config,
+                            read_json, read_run, read_summary, recorded_budget, write_text_atomic)
 
+log = logging.getLogger(__name__)
 
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"
@@ -83,10 +84,22 @@ def configure_output(verbose: bool) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of the sweep ({} when missing or unusable: these summaries are for reading)."""
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, BadRecord):
+        return {}
+
+
+def _read(reader: Any, run_dir: Path) -> dict[str, Any]:
+    """``reader(run_dir)`` (a validated record of harness.record); {} and one warning line for a bad one."""
+    try:
+        return reader(run_dir)
+    except FileNotFoundError:
+        return {}
+    except (OSError, BadRecord) as e:
+        log.warning("%s; left out of the sweep summary", e)
         return {}
 
 
@@ -118,10 +131,10 @@ def run_block(result: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = []
     if status != "done":
         rows += [("status", status), ("folder", str(run_dir)), ("reason", str(result.get("error")))]
-        if (run_dir / "error.txt").is_file():
-            rows.append(("traceback", str(run_dir / "error.txt")))
+        if (run_dir / ERROR_FILE).is_file():
+            rows.append(("traceback", str(run_dir / ERROR_FILE)))
         return _block(rows)
-    s = _read_json(run_dir / "summary.json")
+    s = _read(read_summary, run_dir)
     main = s.get("main_metric", "metric")
     done = "done before, skipped (train.force=true runs it again)" if result.get("skipped") else "done"
     rows += [("status", done), ("folder", str(run_dir)),
@@ -157,7 +170,7 @@ def _status(result: dict[str, Any], record: dict[str, Any]) -> str:
     status = str(result.get("status"))
     if status == "done":
         return "skipped: done before" if result.get("skipped") else "done"
-    if record.get("status") == "running":
+    if record.get("status") == RUNNING:
         return "skipped: running"  # another process holds the run (its run.json says running)
     return status
 
@@ -183,9 +196,9 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
     rows = []
     for i, r in enumerate(results):
         run_dir = Path(str(r.get("run_dir")))
-        record = _read_json(run_dir / "run.json")
-        s = _read_json(run_dir / "summary.json") if r.get("status") == "done" else {}
-        cfg = record.get("config") or _read_json(run_dir / "config.json")
+        record = _read(lambda d: read_run(d, derive=False), run_dir)
+        s = _read(read_summary, run_dir) if r.get("status") == DONE else {}
+        cfg = record.get("config") or (_read(read_config, run_dir) if record else {})
         main = s.get("main_metric")
         rows.append({
             "job": i, "method": s.get("method") or cfg.get("method", {}).get("name"), "budget": recorded_budget(record),
@@ -272,8 +285,8 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     if bad:
         lines += ["", "Not done:"]
         lines += [f"- job {r['job']} ({r['folder']}): {r['status']}: {r['error']}"
-                  + (f"; traceback in {sweep_dir / r['folder'] / 'error.txt'}"
-                     if (sweep_dir / r["folder"] / "error.txt").is_file() else "") for r in bad]
+                  + (f"; traceback in {sweep_dir / r['folder'] / ERROR_FILE}"
+                     if (sweep_dir / r["folder"] / ERROR_FILE).is_file() else "") for r in bad]
     if with_stage:
         lines += ["", "Two-stage selection (selection.json): rows of stage '1: candidate' and '1+2: chosen' are the "
                   "stage-1 selection candidates (first seed, each value, scored on validation); stage 2 runs the "
@@ -294,8 +307,6 @@ def write_sweep_summary(sweep_dir: Path, results: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["job"])
     writer.writeheader()
     writer.writerows(rows)
-    from harness.run_record import write_text_atomic
-
     write_text_atomic(sweep_dir / SUMMARY_MD, text)
     write_text_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue())
     return text
@@ -332,11 +343,12 @@ class SweepProgress:
     def _poll(self, sweep_dir: Path) -> None:
         while not self._stop.wait(2.0):
             n = 0
-            for f in sweep_dir.glob("*/run.json"):
+            for run_dir in (p for p in sweep_dir.iterdir() if p.is_dir()):
                 try:
-                    if f.stat().st_mtime >= self.started and _read_json(f).get("status") in ("done", "failed"):
+                    if (run_dir / RUN_FILE).stat().st_mtime >= self.started and \
+                            read_run(run_dir, derive=False).get("status") in (DONE, FAILED):
                         n += 1
-                except OSError:
+                except (OSError, BadRecord):
                     continue
             if n > self.bar.n:
                 self.bar.update(min(n, self.bar.total) - self.bar.n)

@@ -21,9 +21,9 @@ value with every seed (the stage-1 run of the first seed is the same configurati
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
 from harness import summaries
-from harness.run_record import SELECTION_FILE, write_json_atomic
+from harness.record import RUN_FILE, SELECTION_FILE, BadRecord, read_run, read_summary, write_json_atomic
 
 if TYPE_CHECKING:
     from harness.dry_run import Stage2Plan
@@ -170,7 +170,7 @@ class HarnessSweeper(BasicSweeper):
     def _prepare(self, jobs: List[List[str]], max_batch_size: Optional[int], first_num: int = 0) -> List[List[List[str]]]:
         """Validate and de-duplicate ``jobs`` (override lists), place them in their folders, cut into batches;
         job numbers start at ``first_num`` (a later stage continues the numbering of the earlier one)."""
-        from harness.run import plan
+        from harness.run import MIN_SELECTION_EXAMPLES, plan
 
         assert self.hydra_context is not None and self.config is not None
         self._existing = None
@@ -183,10 +183,16 @@ class HarnessSweeper(BasicSweeper):
             assert isinstance(with_hydra, dict)
             with_hydra.pop("hydra", None)
             try:
-                typed = plan(with_hydra).cfg
+                planned = plan(with_hydra)
+                typed = planned.cfg
                 if self._needs_validation and not typed.task.validation_fraction > 0:
                     raise ConfigError("hydra.sweeper.select: selection is on the validation split, and this job has "
                                       "none; set task.validation_fraction (e.g. 0.1)")
+                n_valid = len(planned.data.valid) if planned.data.valid is not None else 0
+                if self._needs_validation and n_valid < MIN_SELECTION_EXAMPLES:
+                    raise ConfigError(f"task.validation_fraction: the validation split has {n_valid} example(s); "
+                                      f"choosing a value on it needs at least {MIN_SELECTION_EXAMPLES} (raise "
+                                      f"task.validation_fraction or task.max_eval_samples)")
                 key = config_hash(typed)
             except HarnessError as e:
                 raise type(e)(f"{e} [sweep job: {' '.join(job) or '(no overrides)'}]") from None
@@ -196,17 +202,43 @@ class HarnessSweeper(BasicSweeper):
                 continue
             seen[key] = job
             kept.append(job)
-            configs.append((key, cfg))
+            configs.append((key, cfg, typed))
         if not kept:
             raise ConfigError("sweep: no job to run")
         log.info("sweep: %d jobs (%d identical configurations merged)", len(kept), len(jobs) - len(kept))
         self._pin_sweep_dir(sorted(seen))
         if self._progress is not None:
             self._progress.add(len(kept), Path(str(self.config.hydra.sweep.dir)))
-        kept = [job + self._job_folder(first_num + i, key, cfg) for i, (job, (key, cfg)) in enumerate(zip(kept, configs))]
+        kept = [job + self._job_folder(first_num + i, key, cfg) for i, (job, (key, cfg, _)) in enumerate(zip(kept, configs))]
+        self._check_folders(kept, configs, first_num)
         if max_batch_size is None or max_batch_size <= 0:
             return [kept]
         return [kept[i : i + max_batch_size] for i in range(0, len(kept), max_batch_size)]
+
+    def _check_folders(self, jobs: List[List[str]], configs: list[Any], first_num: int) -> None:
+        """Every job gets a folder of its own, and can write there (its W0 store too): ConfigError naming both
+        jobs' overrides when two go to one folder (e.g. ``hydra.sweep.subdir=same``), before any job starts."""
+        from harness.run import check_paths
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        owner: dict[str, list[str]] = {}
+        for num, (job, (_, cfg, typed)) in enumerate(zip(jobs, configs), start=first_num):
+            placed = [o.split("=", 1)[1].strip("'") for o in job if o.startswith("hydra.sweep.subdir=")]
+            with read_write(cfg.hydra), open_dict(cfg.hydra):
+                cfg.hydra.job.num = num
+            sub = placed[-1] if placed else str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+            folder = os.path.normpath(os.path.abspath(sweep_dir / sub))
+            mine = [o for o in job if not o.startswith("hydra.sweep.subdir=")]
+            if folder in owner:
+                first = owner[folder]
+                a, b = [o for o in first if o not in mine] or first, [o for o in mine if o not in first] or mine
+                raise ConfigError(f"hydra.sweep.subdir: the jobs '{' '.join(a) or '(no overrides)'}' and "
+                                  f"'{' '.join(b) or '(no overrides)'}' both go to {folder}, where one would "
+                                  f"overwrite the other; give each job its own folder (drop hydra.sweep.subdir=..., "
+                                  f"or make it differ per job, e.g. with ${{hydra.job.num}})")
+            owner[folder] = mine
+            check_paths(typed, Path(folder), "hydra.sweep.dir")
 
     def _pin_sweep_dir(self, hashes: list[str]) -> None:
         """Replace ``${now:...}`` in ``hydra.sweep.dir`` by ``<preset>_<hash of the job hashes>`` (unless the
@@ -233,16 +265,16 @@ class HarnessSweeper(BasicSweeper):
             return []
         if self._existing is None:
             self._existing = {}
-            for f in sorted(sweep_dir.glob("*/run.json")):
+            for f in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):
                 try:
-                    self._existing.setdefault(json.loads(f.read_text()).get("config_hash"), f.parent.name)
-                except (OSError, ValueError, AttributeError):
+                    self._existing.setdefault(read_run(f.parent, derive=False).get("config_hash"), f.parent.name)
+                except (OSError, BadRecord):
                     self._existing.setdefault(f"unreadable:{f.parent.name}", f.parent.name)
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.job.num = num
         default = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
         folder = self._existing.get(key)
-        if folder is None and (sweep_dir / default / "run.json").is_file():
+        if folder is None and (sweep_dir / default / RUN_FILE).is_file():
             folder = f"{default}_{key[:8]}"  # the default name holds another configuration (e.g. a grown grid)
         if folder is None or folder == default:
             return []
@@ -317,7 +349,7 @@ class HarnessSweeper(BasicSweeper):
             assert isinstance(plain, dict)
             plain.pop("hydra", None)
             shown = f" {show}={OmegaConf.select(cfg, show)}" if show else ""
-            rows.append(describe(plain, folder, name=run_name(plain) + shown))
+            rows.append(describe(plain, folder, name=run_name(plain) + shown, key="hydra.sweep.dir"))
         return rows
 
     def _stage2_plan(self, sel: Selection, points: dict[tuple[str, ...], list[list[str]]],
@@ -403,11 +435,11 @@ class HarnessSweeper(BasicSweeper):
         """Config hash -> run folder, for every run.json in the sweep dir."""
         assert self.config is not None
         out: dict[str, Path] = {}
-        for f in sorted(Path(str(self.config.hydra.sweep.dir)).glob("*/run.json")):
+        for f in sorted(Path(str(self.config.hydra.sweep.dir)).glob(f"*/{RUN_FILE}")):
             try:
-                out.setdefault(json.loads(f.read_text()).get("config_hash"), f.parent)
-            except (OSError, ValueError, AttributeError):
-                continue
+                out.setdefault(read_run(f.parent, derive=False).get("config_hash"), f.parent)
+            except (OSError, BadRecord) as e:
+                log.warning("%s; that run is left out of the selection", e)
         return out
 
     def _stage1(self, sel: Selection,
@@ -457,9 +489,10 @@ class HarnessSweeper(BasicSweeper):
             if run_dir is None:
                 continue
             try:
-                cand["status"] = json.loads((run_dir / "run.json").read_text()).get("status")
-                summary = json.loads((run_dir / "summary.json").read_text()) if cand["status"] == "done" else {}
-            except (OSError, ValueError):
+                cand["status"] = read_run(run_dir).get("status")
+                summary = read_summary(run_dir) if cand["status"] == "done" else {}
+            except (OSError, BadRecord) as e:
+                log.warning("%s; not a candidate", e)
                 summary = {}
             main = summary.get("main_metric")
             score = summary.get(SELECT_METRICS[sel.metric].format(main)) if main else None

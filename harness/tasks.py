@@ -24,7 +24,7 @@ import torch
 from harness.buckets import pad_length
 from harness.config import TaskConfig
 from harness.splits import carve_groups
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from harness.problems.base import ProblemType
@@ -299,7 +299,7 @@ def _load_custom(cfg: TaskConfig, kind: str, default_metrics: tuple[str, ...]) -
         train = _text_split(train_df, text_cols, cfg.label_column, Path(cfg.train_file))
         dev = _text_split(dev_df, text_cols, cfg.label_column, Path(cfg.dev_file))
         metrics = tuple(cfg.metrics or default_metrics)
-        return TaskData(cfg.name, train, dev, cfg.problem, 1, metrics, main_metric(metrics),
+        return TaskData(cfg.name, train, dev, task_problem(cfg), 1, metrics, main_metric(metrics),
                         f"{cfg.train_file}, {cfg.dev_file}")
     train = _split_from_frame(train_df, text_cols, cfg.label_column, labels, Path(cfg.train_file))
     dev = _split_from_frame(dev_df, text_cols, cfg.label_column, labels, Path(cfg.dev_file))
@@ -309,7 +309,7 @@ def _load_custom(cfg: TaskConfig, kind: str, default_metrics: tuple[str, ...]) -
     if labels is None:
         metrics = ("pearson", "spearman", "mse")
     metrics = tuple(cfg.metrics or metrics)
-    return TaskData(cfg.name, train, dev, cfg.problem, 1 if labels is None else len(labels), metrics,
+    return TaskData(cfg.name, train, dev, task_problem(cfg), 1 if labels is None else len(labels), metrics,
                     main_metric(metrics), f"{cfg.train_file}, {cfg.dev_file}")
 
 
@@ -381,7 +381,7 @@ def _load_rg(cfg: TaskConfig) -> TaskData:
         probes[key.dataset] = _rg_split(s.items, rg, s.rule, cfg.answer_marker, target="answer")
     probes["text"] = text_sample()
     metrics = tuple(cfg.metrics or ("exact_match",))
-    data = TaskData(cfg.name, train, dev, cfg.problem, 1, metrics, main_metric(metrics),
+    data = TaskData(cfg.name, train, dev, task_problem(cfg), 1, metrics, main_metric(metrics),
                     f"reasoning_gym:{rg.dataset} ({train_set.source}, {dev_set.source})", probes=probes)
     data.split["shared_questions_dropped"] = len(train_set.items) - len(kept)
     return data
@@ -406,10 +406,11 @@ def text_sample(path: Path = TEXT_SAMPLE) -> Split:
 
 
 def task_problem(cfg: TaskConfig) -> str:
-    """The problem type of a task: a built-in GLUE task's own (STS-B: regression), else ``task.problem``."""
+    """The problem type of a task: a built-in GLUE task's own (STS-B: regression), else ``task.problem``
+    (null: classification)."""
     if cfg.name in GLUE and cfg.folder is None:
         return GLUE[cfg.name].problem
-    return cfg.problem
+    return cfg.problem or "classification"
 
 
 def _label_key(v: str) -> tuple[int, Any]:
@@ -430,7 +431,7 @@ def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] =
     that seed); ``max_eval_samples`` keeps the first examples of dev, and of the validation rows (in the
     split's random order, so a random subset of them; the rows held out stay out of training either way).
     """
-    kind = problem.label_kind if problem is not None else ("number" if cfg.problem == "regression" else "class")
+    kind = problem.label_kind if problem is not None else ("number" if task_problem(cfg) == "regression" else "class")
     defaults = problem.default_metrics if problem is not None else ()
     if cfg.rg is not None:
         data = _load_rg(cfg)
@@ -438,6 +439,9 @@ def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] =
         data = _load_custom(cfg, kind, defaults)
     elif cfg.name in GLUE or cfg.folder is not None:
         spec = GLUE[cfg.name] if cfg.folder is None else _glue_like(cfg, kind, defaults)
+        if cfg.folder is None and cfg.problem not in (None, spec.problem):
+            raise ConfigError(f"task.problem: {cfg.name} is a {spec.problem} task, so {cfg.problem} does not apply; "
+                              f"drop task.problem=... (it chooses the problem of a custom or GLUE-like task only)")
         root = glue_dir(cfg)
         if root is not None:
             if not root.is_dir():
@@ -450,7 +454,7 @@ def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] =
         else:
             train, dev = _load_glue_hub(spec)
             source = f"hf:glue/{spec.hf_config}"
-        problem_name = spec.problem if cfg.folder is None else cfg.problem
+        problem_name = spec.problem if cfg.folder is None else task_problem(cfg)
         data = TaskData(spec.name, train, dev, problem_name, spec.num_labels, spec.metrics, spec.main_metric, source)
     else:
         raise DataError(f"task.name: unknown task '{cfg.name}'; GLUE tasks {sorted(GLUE)}, 'custom' with "

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from harness.config import TrackingConfig
 from harness.metrics import METRICS
-from harness.run_record import write_text_atomic
+from harness.record import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ class WandbLogger:
         """``run_id``: the W&B id of an earlier attempt of this run (a resumed run continues that W&B run);
         ``tags``: besides ``cfg.tags`` (e.g. task, model, preset)."""
         self.run: Any = None
+        self.error: Optional[str] = None  # why W&B stopped (run.json ``wandb.error`` when it never started)
         self.config = config
         self._defined: set[str] = set()
         try:
@@ -184,8 +185,8 @@ class WandbLogger:
 
     def _disable(self, what: str, e: Exception) -> None:
         first = " ".join(str(e).split())[:300]
-        log.warning("wandb failed to %s (%s: %s); continuing with local records only (metrics.jsonl)", what,
-                    type(e).__name__, first)
+        self.error = f"failed to {what}: {type(e).__name__}: {first}"
+        log.warning("wandb %s; continuing with local records only (metrics.jsonl; run.json notes it)", self.error)
         self.run = None
 
     def _define(self, key: str) -> None:

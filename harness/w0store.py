@@ -17,9 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from harness.record import alive, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +83,10 @@ def publish(store: Path, data: bytes, digest: str) -> tuple[Path, bool]:
     """
     store.mkdir(parents=True, exist_ok=True)
     path = store_path(store, digest)
+    reclaim(store)
     if _intact(path, digest):
         return path, False
-    fd, name = tempfile.mkstemp(dir=store, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=store, prefix=f".{path.name}.", suffix=f".{socket.gethostname()}.tmp{os.getpid()}")
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -104,10 +109,39 @@ def publish(store: Path, data: bytes, digest: str) -> tuple[Path, bool]:
         tmp.unlink(missing_ok=True)
 
 
+#: a temporary of :func:`publish`: ``.<hex>.safetensors.<random>.<host>.tmp<pid>``
+_TEMP = re.compile(r"^\.[0-9a-f]{64}\.safetensors\.[^.]+\.(?P<host>.+)\.tmp(?P<pid>\d+)$")
+
+
+def reclaim(store: Path) -> list[str]:
+    """Remove the temporaries that writers on this host left in the store when they were killed (their
+    process is gone); only names of :func:`publish`'s pattern, only files. Returns their names."""
+    removed = []
+    host = socket.gethostname()
+    try:
+        names = os.listdir(store)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP.match(name)
+        pid = int(m["pid"]) if m else 0
+        if m is None or m["host"] != host or pid == os.getpid() or alive(pid) or not (store / name).is_file() \
+                or (store / name).is_symlink():  # this process's own: another thread may be writing it
+            continue
+        try:
+            (store / name).unlink()
+            removed.append(name)
+        except OSError as e:
+            log.debug("%s: not removed (%s)", store / name, e)
+    if removed:
+        log.info("%s: removed %d temporary file(s) of killed writers", store, len(removed))
+    return removed
+
+
 def link_into(src: Path, dest: Path) -> bool:
     """Hard-link ``src`` as ``dest`` (replacing any earlier ``dest``); False, with ``dest`` removed, where
     the file system refuses (``src`` on another device, no hard links)."""
-    tmp = dest.with_name(f".{dest.name}.link{os.getpid()}")
+    tmp = temp_name(dest, "link")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)

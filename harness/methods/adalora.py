@@ -37,7 +37,7 @@ from harness.families import MatrixRef
 from harness.kernels import fast_path_available
 from harness.methods import register
 from harness.methods.base import Method, SnapshotView, peft_layer, trainable_parameters
-from harness.run_record import write_bytes_atomic
+from harness.record import write_bytes_atomic
 from harness.schedules import budget_formula
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,7 @@ class AdaLora(Method):
     """PEFT AdaLoRA; ``total_step`` is set from the run; allocation enforced and recorded."""
 
     step_cost = 1.7
+    rank_key = "init_r"
     label = "AdaLoRA"
     color = "#2ca02c"
     trains = ("lora_A", "lora_B", "lora_E")

@@ -62,6 +62,9 @@ class Method:
     step_cost: ClassVar[float] = 1.0
     #: the method's loss terms are added to the model's own loss (``outputs.loss``) by PEFT: AdaLoRA's
     adds_to_model_loss: ClassVar[bool] = False
+    #: the config key holding the rank of the update of each adapted matrix (checked against min(d_in, d_out)
+    #: before any weight loads); None: the method has no such per-matrix rank (full FT, VeRA's shared projections)
+    rank_key: ClassVar[Optional[str]] = None
 
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg

@@ -43,6 +43,7 @@ class Lora(Method):
     """PEFT LoRA on the selected matrices; the task head is trained in full (``modules_to_save``)."""
 
     step_cost = 1.1
+    rank_key = "r"
     label = "LoRA"
     color = "#1f77b4"
     trains = ("lora_A", "lora_B")

@@ -18,7 +18,7 @@ from tests.conftest import compose_cfg
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
 
-def write_task(tmp: Path, n_train: int = 80, n_dev: int = 16) -> list[str]:
+def write_task(tmp: Path, n_train: int = 400, n_dev: int = 16) -> list[str]:
     """A custom CSV task with unique sentences; overrides selecting it."""
     rng = np.random.default_rng(0)
 
@@ -37,7 +37,7 @@ def write_task(tmp: Path, n_train: int = 80, n_dev: int = 16) -> list[str]:
 def args(tmp: Path, *extra: str) -> list[str]:
     return ["-m", "compare", "model=tiny_bert", "tracking=none", "snapshot=none", "train.progress=false",
             "train.save_model=false", "train.max_steps=3", "train.eval_every=2", "train.log_every=1",
-            "train.batch_size=8", "task.max_eval_samples=16", "task=custom", "hydra.sweeper.params.task=custom",
+            "train.batch_size=8", "task.max_eval_samples=32", "task=custom", "hydra.sweeper.params.task=custom",
             "hydra.sweeper.params.method='lora,full'", "hydra.sweeper.select.values=[1.0,4.0]",
             "hydra.sweeper.select.seeds=[0,1]", f"hydra.sweep.dir={tmp / 'sweep'}", *write_task(tmp), *extra]
 
@@ -97,7 +97,7 @@ def test_two_stage_selection_end_to_end(tmp_path: Path, one_thread: Any) -> None
         assert data.valid is not None and index_hash(data.valid_index) in hashes
         assert not set(data.train.texts) & set(data.valid.texts)
         assert not set(data.train_index) & set(data.valid_index)
-        assert r["_summary"]["split"]["train_size"] == len(data.train) == 72
+        assert r["_summary"]["split"]["train_size"] == len(data.train) == 360  # 400 rows, 40 held out
 
     # the same command again: every job found done, the same choice
     before = {r["_dir"]: r["attempt"] for r in recs}

@@ -68,5 +68,7 @@ def test_a_method_that_saves_elsewhere(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(RuntimeError, match="boom"):
         run(compose_cfg([*overrides, "train.force=true"]), tmp_path)
     assert not (tmp_path / "weights").exists()
-    with pytest.raises(ConfigError, match="holds no saved adapter or model"):
+    with pytest.raises(ConfigError, match=r"the run is failed \(RuntimeError: boom\).*pass --allow-failed"):
         evaluate_saved(tmp_path, [])
+    with pytest.raises(ConfigError, match="holds no saved adapter or model"):
+        evaluate_saved(tmp_path, [], allow_failed=True)

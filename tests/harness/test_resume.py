@@ -245,9 +245,9 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Pat
     assert proc.returncode == -signal.SIGKILL and killed_at < 40, f"the run ended before the kill ({killed_at})"
     rec = read(tmp_path / "res" / "run.json")
     assert rec["status"] == "running"  # a SIGKILL leaves no chance to record anything...
-    from harness.run_record import read_status
+    from harness.record import read_run
 
-    assert read_status(tmp_path / "res")["status"] == "crashed"  # ...but the dead process is noticed
+    assert read_run(tmp_path / "res")["status"] == "crashed"  # ...but the dead process is noticed
     ckpt_step = rec.get("checkpoint", {}).get("step")
     # the newest complete checkpoint on disk: it can be one newer than run.json says when the kill landed
     # between renaming the checkpoint into place and recording it (the resume takes the newest on disk)
@@ -326,9 +326,9 @@ def test_a_live_run_is_not_started_twice(tmp_path: Path) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         rec = read(tmp_path / "run.json")
-        from harness.run_record import _proc_start
+        from harness.record import proc_start
 
-        rec.update(status="running", pid=sleeper.pid, proc_start=_proc_start(sleeper.pid))
+        rec.update(status="running", pid=sleeper.pid, proc_start=proc_start(sleeper.pid))
         (tmp_path / "run.json").write_text(json.dumps(rec))
         with pytest.raises(ConfigError, match=f"process {sleeper.pid} on this host is running this run"):
             run(cfg, tmp_path)
