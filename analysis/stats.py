@@ -329,7 +329,7 @@ def decide(a: Iterable[float], b: Optional[Iterable[float]] = None, *, margin: f
     ref = float(reference) if b is None else 0.0
     est, sd, se, df, n = _moments(x, y, paired and y is not None, ref)
     delta = est - ref  # distance from the null value
-    if math.isfinite(se) and se > 0:
+    if math.isfinite(se) and se > 1e-12 * max(1.0, abs(est)):  # s = 0 up to rounding: no test, undetermined
         t0 = delta / se
         p = float(2 * _st.t.sf(abs(t0), df))
         p_equiv = float(max(_st.t.sf((delta + margin) / se, df), _st.t.cdf((delta - margin) / se, df)))
@@ -337,7 +337,7 @@ def decide(a: Iterable[float], b: Optional[Iterable[float]] = None, *, margin: f
         low, high, low_eq, high_eq = est - q * se, est + q * se, est - q_eq * se, est + q_eq * se
     else:
         p = p_equiv = math.nan
-        low = high = low_eq = high_eq = (est if se == 0 else math.nan)
+        low = high = low_eq = high_eq = (est if math.isfinite(se) else math.nan)
     needed = seeds_needed(sd, delta, margin=margin, alpha=alpha, paired=paired or y is None) \
         if math.isfinite(sd) and sd > 0 else 0
     word = decision_word(est - ref, p, p_equiv, alpha=alpha, higher_is_better=higher_is_better, n=n, se=se)
@@ -460,7 +460,7 @@ def claim(values: Iterable[float], expected_sign: float, *, paper: float = math.
     iv = t_interval(z, confidence=1 - alpha)
     n = iv.n
     p = p_val = math.nan
-    if n > 1 and iv.std > 0:
+    if n > 1 and iv.std > 1e-12 * max(1.0, abs(iv.mean)):  # every seed the same value (up to rounding): no test
         se = iv.std / math.sqrt(n)
         p = float(2 * _st.t.sf(abs(iv.mean) / se, n - 1))
         if math.isfinite(paper):

@@ -288,3 +288,16 @@ def test_claim_sign_and_value() -> None:
     assert [f.p_adj for f in fam] == pytest.approx(list(stats.holm([c.p, near.p, fam[2].p])))
     assert fam[2].sign == "inconclusive" and fam[2].value == "no paper value"
     assert stats.claim([0.3], 1.0, paper=0.2).sign == "descriptive"
+
+
+def test_identical_differences_up_to_rounding_give_no_p_value() -> None:
+    """RTE: DoRA one example below LoRA in every seed; the differences agree to the last bits, s ≈ 1e-18: no test
+    (NaN p), undetermined / inconclusive, never p < 0.001."""
+    from analysis import stats as S
+
+    a = np.array([0.5933, 0.6011, 0.5855])
+    b = a + 0.0036101083032490794
+    d = S.decide(a, b, margin=0.01, paired=True)
+    assert math.isnan(d.p) and math.isnan(d.p_equiv) and d.verdict == "undetermined"
+    c = S.claim(a - b, 1.0)
+    assert math.isnan(c.p) and c.sign == "inconclusive"
