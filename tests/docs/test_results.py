@@ -41,3 +41,10 @@ def test_adalora_peft_re_derives(tmp_path: Path) -> None:
     assert main(["figures", "adalora", "--from-peft-json", str(src), "-o", str(tmp_path)]) == 0
     for f in sorted((RESULTS / "adalora_peft").glob("*.csv")):
         _same_csv(f, tmp_path / f.name)
+
+
+def test_compare_re_derives_from_its_runs(tmp_path: Path) -> None:
+    folder = RESULTS / "compare"
+    out = tmp_path / "table_long.csv"
+    assert main(["table", str(folder / "runs.csv"), "--layout", "long", "--format", "csv", "-o", str(out)]) == 0
+    _same_csv(folder / "table_long.csv", out)
