@@ -20,6 +20,16 @@ from analysis.plots.style import first, plain_ticks, scaled_label
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
+def _claim_line(s: Any) -> str:
+    """The two answers to the paper's claim: its sign (verdict, p, Holm p) and its value (inside the interval
+    or not, p)."""
+    def p(v: Any) -> str:
+        return "–" if v is None or not math.isfinite(float(v)) else ("<0.001" if float(v) < 0.001 else f"{float(v):.3f}")
+
+    return (f"sign {s.get('verdict', '')} (p {p(s.get('p'))}, Holm {p(s.get('p_holm'))}) · value "
+            f"{s.get('value', '')} the CI (p {p(s.get('p_value'))})")
+
+
 def _fmt_iv(v: float, lo: float, hi: float, fmt: str) -> str:
     if not math.isfinite(v):
         return "n/a"
@@ -96,9 +106,10 @@ def plot_panel(points: pd.DataFrame, *, axis: str = "out", stats: Optional[Mappi
     if n is not None:
         last.append(f"{int(n)} seed{'s' if n != 1 else ''}" + (": descriptive" if n == 1 else ", mean [95% CI]"))
     if paper is not None and math.isfinite(paper):
-        last.append(f"paper r = {paper:+.2f} → {s.get('verdict', '')}")
+        last.append(f"paper r = {paper:+.2f}")
+        lines.append(_claim_line(s))
     if last:
-        lines.append(" · ".join(last))
+        lines.insert(1, " · ".join(last))
     name = title if title is not None else panel_title(points, panel)
     # the statistics go over the panel (as its title's second and third lines), never over the points
     ax.set_title(name + "\n" + "\n".join(lines), fontsize=8)

@@ -48,3 +48,12 @@ def test_compare_re_derives_from_its_runs(tmp_path: Path) -> None:
     out = tmp_path / "table_long.csv"
     assert main(["table", str(folder / "runs.csv"), "--layout", "long", "--format", "csv", "-o", str(out)]) == 0
     _same_csv(folder / "table_long.csv", out)
+
+
+@pytest.mark.parametrize("matrix", ["Wq", "Wv"])
+def test_dora_fig2_statistics_re_derive_from_its_points(matrix: str, tmp_path: Path) -> None:
+    folder = RESULTS / "dora_fig2"
+    assert main(["figures", "dora", "--from-points", str(folder / f"dora_fig2_{matrix}_points.csv"), "--type", matrix,
+                 "-o", str(tmp_path)]) == 0
+    for name in (f"dora_fig2_{matrix}_stats.csv", f"dora_fig2_{matrix}_per_seed.csv"):
+        _same_csv(folder / name, tmp_path / name)

@@ -73,3 +73,11 @@ def test_one_fit_line_per_seed_and_no_band(n: int) -> None:
         assert not any(isinstance(c, PolyCollection) for c in ax.collections)
         assert len(ax.get_lines()) == n  # one least-squares line per seed
     plt.close(fig)
+
+
+def test_a_panel_states_both_answers_to_the_paper_claim() -> None:
+    from analysis.plots.dora import _claim_line
+
+    line = _claim_line({"verdict": "disagrees", "p": 0.0037, "p_holm": 0.0075, "value": "outside", "p_value": 0.0016})
+    assert line == "sign disagrees (p 0.004, Holm 0.007) · value outside the CI (p 0.002)"
+    assert "(p –, Holm –)" in _claim_line({"verdict": "inconclusive", "p": float("nan"), "value": "inside"})
