@@ -122,7 +122,7 @@ def edge_choices(run_dirs: Iterable[str | Path]) -> list[str]:
         if not f.is_file():
             continue
         try:
-            sel = _read_json(f)
+            sel = read_json(f)
             for pt in sel["points"]:
                 if pt.get("at_grid_edge"):
                     tried = sorted(float(c["value"]) for c in pt.get("candidates", []))

@@ -35,6 +35,7 @@ from harness.families import MATRIX_TYPES, family_for, resolve_targets
 from harness.loop import LoopData, make_optimizer, train
 from harness.methods import METHODS, get_method
 from harness.models import load_model, model_config
+from harness.problems import get_problem
 from harness.run import speed_up
 from harness.run_record import write_report
 from harness.speed import COMPILE_CHOICES
@@ -189,7 +190,7 @@ def harness_step_ms(model: nn.Module, method: Any, enc: Encoded, *, cfg: TrainCo
     tiny_dev = Encoded(enc.input_ids[:1], None, enc.labels[:1])
     method.total_steps = warmup + steps
     try:
-        train(model, method, LoopData(enc, tiny_dev, 0, "classification", ("accuracy",), "accuracy"), cfg,
+        train(model, method, LoopData(enc, tiny_dev, 0, get_problem("classification"), ("accuracy",), "accuracy"), cfg,
               total_steps=warmup + steps, lr=1e-4, seed=0, device=device, logger=cap)
     except _Enough:
         pass
