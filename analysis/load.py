@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -86,24 +86,32 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
     return Runs(pd.DataFrame(rows), skipped)
 
 
-def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
-    """Config hash → why it is left out, for the stage-1 runs of a selection sweep (the ``compare`` preset)
-    whose value was not chosen: they served to choose the learning rate on the validation split and are
-    not results. Read from ``selection.json`` in each run's sweep folder; runs of the chosen value (stage 2,
-    including the stage-1 run that is also seed 0) are kept."""
-    out: dict[str, str] = {}
+def selections(run_dirs: Iterable[str | Path], unreadable: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(file, its content) of the ``selection.json`` of each sweep holding one of ``run_dirs`` (the ``compare``
+    preset's record); an unreadable one is one warning ending with ``unreadable`` (what follows from it)."""
     for sweep in sorted({Path(d).parent for d in run_dirs}):
         f = sweep / SELECTION_FILE
         if not f.is_file():
             continue
         try:
             sel = read_json(f)
-            points = sel["points"]
-            key = sel.get("key", "value")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("%s: unreadable (%s); every run of that sweep is used", f, e)
+            if not isinstance(sel, dict) or not isinstance(sel.get("points"), list):
+                raise ValueError("no list of points")
+        except (OSError, ValueError, BadRecord) as e:
+            log.warning("%s: unreadable (%s); %s", f, e, unreadable)
             continue
-        for pt in points:
+        yield f, sel
+
+
+def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
+    """Config hash → why it is left out, for the stage-1 runs of a selection sweep (the ``compare`` preset)
+    whose value was not chosen: they served to choose the learning rate on the validation split and are
+    not results. Read from ``selection.json`` in each run's sweep folder; runs of the chosen value (stage 2,
+    including the stage-1 run that is also seed 0) are kept."""
+    out: dict[str, str] = {}
+    for f, sel in selections(run_dirs, "every run of that sweep is used"):
+        key = sel.get("key", "value")
+        for pt in sel["points"]:
             kept = {c.get("config_hash") for c in pt.get("stage2", [])}
             for cand in pt.get("candidates", []):
                 h = cand.get("config_hash")
@@ -117,19 +125,12 @@ def edge_choices(run_dirs: Iterable[str | Path]) -> list[str]:
     """One line per grid point of a selection sweep whose chosen value is still at an edge of the values
     tried (after the sweeper's extension, ``selection.json``'s ``at_grid_edge``): the optimum may lie beyond."""
     out: list[str] = []
-    for sweep in sorted({Path(d).parent for d in run_dirs}):
-        f = sweep / SELECTION_FILE
-        if not f.is_file():
-            continue
-        try:
-            sel = read_json(f)
-            for pt in sel["points"]:
-                if pt.get("at_grid_edge"):
-                    tried = sorted(float(c["value"]) for c in pt.get("candidates", []))
-                    out.append(f"{pt.get('point')}: {sel.get('key')}={pt.get('chosen')} chosen at the edge of the "
-                               f"values tried {tried} ({f})")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("%s: unreadable (%s); its grid edges are not checked", f, e)
+    for f, sel in selections(run_dirs, "its grid edges are not checked"):
+        for pt in sel["points"]:
+            if isinstance(pt, dict) and pt.get("at_grid_edge"):
+                tried = sorted(float(c["value"]) for c in pt.get("candidates", []) if isinstance(c, dict))
+                out.append(f"{pt.get('point')}: {sel.get('key')}={pt.get('chosen')} chosen at the edge of the "
+                           f"values tried {tried} ({f})")
     return out
 
 
