@@ -668,6 +668,7 @@ sys.exit(main(sys.argv[4:]))
 """
 
 
+@pytest.mark.slow  # five killed and re-run trainings in subprocesses (~50 s): -m slow or -m faults
 @pytest.mark.parametrize("stage", list(KILL_AT))
 def test_sigkill_at_a_stage_leaves_no_false_record_and_the_rerun_finishes(stage: str, tmp_path: Path,
                                                                           outside: Path) -> None:
@@ -694,6 +695,7 @@ def test_sigkill_at_a_stage_leaves_no_false_record_and_the_rerun_finishes(stage:
     assert snapshot_tree(outside) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_with_a_true_record_and_the_rerun_finishes(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a size-limited tmpfs needs root")
