@@ -1,6 +1,7 @@
 """``python -m analysis runs FOLDER…``: a row per run folder at or below the folders — status, steps (done /
-total), method, task, budget, seed, the main metric, age — whatever its status (running, replacing, crashed, failed, done); a run whose
-record is damaged is listed ``unreadable``, with one warning line naming the file and the key."""
+total), method, task, budget, seed, the main metric, age — whatever its status (running, replacing, crashed,
+failed, done); a run whose record is damaged is listed ``unreadable``, with one warning line naming the file
+and the key."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ def test_a_row_per_run_with_status_metric_and_age(tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert "0.9100" in out and "4 run(s): 2 done, 1 failed, 1 unreadable" in out
     assert main(["runs", str(tmp_path / "sweep"), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("status,steps,total_steps,method,task,budget,seed,metric,value,age,folder\n")
+    header = "status,steps,total_steps,method,task,budget,seed,metric,value,age,folder\n"
+    assert capsys.readouterr().out.startswith(header)
 
 
 def test_age_units() -> None:
