@@ -217,8 +217,8 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
 def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
     """Per task, the best configurations (method, budget, lr_scale): chosen on the validation split when every
     run has a validation score (``valid/<main>``), else on the final dev value — the reported set, said so as
-    not a fair selection. A set, not one winner: every configuration whose 95% t-interval over seeds overlaps
-    the top one's (:func:`analysis.stats.top_group`); with one seed per configuration only the top is named,
+    not a fair selection. A set, not one winner: every configuration whose 95% t-interval over seeds (kept inside
+    a bounded metric's range) overlaps the top one's (:func:`analysis.stats.top_group`); with one seed per configuration only the top is named,
     as descriptive. Stage-1 selection candidates are left out."""
     from analysis import stats
     from harness import metrics as metric_fns
@@ -237,7 +237,8 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
             groups.setdefault((r["method"], r["budget"], r["lr_scale"]), []).append(r)
         m = metric_fns.METRICS.get(runs[0]["main_metric"])
         higher = m is None or m.higher_is_better
-        names, ivs = list(groups), [stats.t_interval([r[key] for r in g]) for g in groups.values()]
+        bounds = metric_fns.metric_range(str(runs[0]["main_metric"]))
+        names, ivs = list(groups), [stats.interval([r[key] for r in g], bounds=bounds) for g in groups.values()]
         top = stats.top_group([iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs],
                               higher_is_better=higher)
         order = sorted(range(len(names)), key=lambda i: -ivs[i].mean if higher else ivs[i].mean)
