@@ -273,8 +273,21 @@ def _table(rows: list[dict[str, Any]], with_stage: bool, with_lr: bool) -> list[
     return [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(fmt(b) for b in body)]
 
 
-def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
-    """The Markdown text: table, failures, selection stages, best configuration per task, next commands."""
+def write_overview(sweep_dir: Path) -> Optional[Path]:
+    """The sweep's one-page figure, ``<sweep>/summary.png`` (:func:`analysis.overview.write_overview`; None when
+    no run finished). A figure that cannot be drawn is one warning line: it never fails the sweep."""
+    from analysis.overview import write_overview as draw
+
+    try:
+        return draw(sweep_dir)
+    except Exception as e:  # noqa: BLE001 - a figure is a convenience; the sweep's results stand without it
+        log.warning("%s: no summary figure (%s: %s)", sweep_dir, type(e).__name__, e)
+        return None
+
+
+def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]], figure: Optional[Path] = None) -> str:
+    """The Markdown text: table, failures, selection stages, best configuration per task, the figure (when
+    ``figure`` was written), next commands."""
     with_stage = any(r["stage"] for r in rows)
     with_lr = len({r["lr_scale"] for r in rows}) > 1
     counts: dict[str, int] = {}
@@ -292,7 +305,11 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
         lines += ["", "Two-stage selection (selection.json): rows of stage '1: candidate' and '1+2: chosen' are the "
                   "stage-1 selection candidates (first seed, each value, scored on validation); stage 2 runs the "
                   "chosen value with every seed. The best configuration below uses stage-2 runs only."]
-    lines += ["", "Best configurations per task (a set where intervals over seeds overlap):", *best_per_task(rows), "", "Next:", "",
+    lines += ["", "Best configurations per task (a set where intervals over seeds overlap):", *best_per_task(rows)]
+    if figure is not None:
+        lines += ["", f"Figure: {figure} (metric per configuration with its interval over seeds, parameters "
+                      f"trained, train time)"]
+    lines += ["", "Next:", "",
               f"    python -m analysis table {sweep_dir}",
               f"    python -m analysis report {sweep_dir} -o {sweep_dir}/report"]
     if any(sweep_dir.glob("*/wandb/offline-run-*")):
@@ -301,9 +318,11 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def write_sweep_summary(sweep_dir: Path, results: list[dict[str, Any]]) -> str:
-    """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir``; returns the Markdown text."""
+    """Write ``summary.md``, ``summary.csv`` and the one-page figure ``summary.png`` (:func:`write_overview`)
+    into ``sweep_dir``; returns the Markdown text."""
     rows = sweep_rows(sweep_dir, results)
-    text = sweep_summary(sweep_dir, rows)
+    figure = write_overview(sweep_dir)
+    text = sweep_summary(sweep_dir, rows, figure)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["job"])
     writer.writeheader()
