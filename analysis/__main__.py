@@ -21,7 +21,7 @@ COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interva
 COMMANDS.append((("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"))
 COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
 COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
-COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, method, task, budget, seed, main metric, age"))
+COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, steps, method, task, budget, seed, main metric, age"))
 COMMANDS.append((("diff",), "analysis.diff", "what differs between two runs: configuration keys and summary metrics"))
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.labels import COSTS, METHOD_LABELS, METHOD_ORDER, higher_is_better, method_label, task_order_key
+from harness.metrics import metric_range
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
     """The long table: one row per (model, task, method, budget, variant).
 
     Columns: the keys; ``metric`` (its name) and ``higher_is_better``; ``mean, low, high, std, n`` of the
-    metric over seeds (``low``/``high`` NaN for one seed); ``seeds`` (sorted, comma-separated); the cost
+    metric over seeds (``low``/``high`` NaN for one seed; a bounded metric's interval kept inside its range,
+    :func:`analysis.stats.bounded_t_interval`); ``seeds`` (sorted, comma-separated); the cost
     columns of :data:`COSTS` (means over seeds); ``peak_memory_kind``; ``interval`` (which interval);
     ``not_learned``: how many of the runs did not learn (:func:`not_learned`).
     ``metric=None`` takes each task's main metric; ``which="best"`` the best eval instead of the final one.
@@ -224,8 +226,9 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
         return empty
     rows = []
     for key, g in r.groupby(KEYS + ["metric"], dropna=False, sort=False):
-        iv = stats.interval(g["_value"], kind=kind, confidence=confidence, n_resamples=n_resamples)
         row: dict[str, Any] = dict(zip(KEYS + ["metric"], key))
+        iv = stats.interval(g["_value"], kind=kind, confidence=confidence, n_resamples=n_resamples,
+                            bounds=metric_range(str(row["metric"])))
         row["budget"] = None if row["budget"] is None or pd.isna(row["budget"]) else int(row["budget"])
         row.update(higher_is_better=higher_is_better(row["metric"]), mean=iv.mean, low=iv.low, high=iv.high,
                    std=iv.std, n=iv.n, interval=iv.method,
@@ -530,7 +533,9 @@ def curves(runs: pd.DataFrame, metrics: Mapping[str, pd.DataFrame], *, metric: O
     if allpts.empty:
         return pd.DataFrame(columns=cols)
     allpts["budget"] = allpts["budget"].where(allpts["budget"].notna(), -1)
-    agg = stats.aggregate(allpts, KEYS + ["metric", "step"], ["value"], kind=kind, confidence=confidence)
+    agg = pd.concat([stats.aggregate(g, KEYS + ["metric", "step"], ["value"], kind=kind, confidence=confidence,
+                                     bounds={"value": b} if (b := metric_range(str(m))) else None)
+                     for m, g in allpts.groupby("metric", sort=True)], ignore_index=True)
     agg = agg.rename(columns={"value": "mean", "value_low": "low", "value_high": "high", "value_n": "n"})
     agg["budget"] = _int_or_none(agg["budget"].map(lambda b: None if b == -1 else b))
     return agg[cols].sort_values(KEYS + ["step"], key=lambda s: s.astype(str) if s.name != "step" else s,

@@ -58,13 +58,14 @@ def fmt_num(v: Any, digits: int = 1) -> str:
 
 
 def fmt_estimate(mean: float, low: float, high: float, *, kind: str = "t", digits: int = 4, scale: float = 1.0) -> str:
-    """``0.4784 ± 0.0123`` (t: symmetric), ``0.4784 [0.4600, 0.4900]`` (bootstrap), ``0.4784`` (no interval)."""
+    """``0.4784 ± 0.0123`` (t: symmetric), ``0.4784 [0.4600, 0.4900]`` (bootstrap, or a bounded metric's t-interval,
+    asymmetric inside its range), ``0.4784`` (no interval)."""
     if mean is None or pd.isna(mean):
         return "–"
     m = f"{mean * scale:.{digits}f}"
     if low is None or pd.isna(low) or high is None or pd.isna(high):
         return m
-    if kind == "t":
+    if kind == "t" and math.isclose(high - mean, mean - low, rel_tol=1e-6, abs_tol=1e-12):
         return f"{m} ± {(high - low) / 2 * scale:.{digits}f}"
     return f"{m} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
@@ -174,6 +175,9 @@ def notes(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, layo
             out.append("Avg: mean of the task means (rows with every task only; no interval).")
     else:
         out.append(f"Interval: {stats.describe(kind, confidence=confidence, n_resamples=n_resamples)}.")
+    if "interval" in long and long["interval"].astype(str).str.startswith("t on ").any():
+        out.append("Bounded metrics (accuracy, F1 in [0, 1]; Matthews, Pearson, Spearman in [−1, 1]): the t-interval "
+                   "of the mean on the logit scale (Fisher z for [−1, 1]), kept inside the range, shown as [low, high].")
     ns = sorted({int(n) for n in long["n"]}) if not long.empty else []
     if ns:
         out.append(f"Seeds per cell: {ns[0]}" if len(ns) == 1 else f"Seeds per cell: {ns[0]}–{ns[-1]}")

@@ -1,6 +1,8 @@
 """``python -m analysis report RUNS… -o DIR``: one self-contained HTML page comparing methods, fit to send.
 
-Sections: **Setup** (what every run shares, what varies), **Runs** (each run: name, status, method, task,
+Sections: **Overview** (the one-page figure a sweep writes as its summary.png: metric per configuration with
+its interval, parameters trained, train time; :mod:`analysis.overview`), **Setup** (what every run shares, what
+varies), **Runs** (each run: name, status, method, task,
 seed, steps, score, folder; the runs left out and why), **Comparison** (the paper-layout table with intervals
 over seeds, the papers' method-vs-method claims with verdicts, the long table with costs), **Pareto plots**
 and **Learning curves**, **DoRA: magnitude vs direction** and **AdaLoRA: rank allocation** where the runs
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: The sections of every report, in page order (ids are HTML anchors). DoRA / AdaLoRA follow when present.
 SECTIONS: tuple[tuple[str, str], ...] = (
-    ("setup", "Setup"), ("runs", "Runs"), ("comparison", "Comparison"), ("pareto", "Pareto plots"),
+    ("overview", "Overview"), ("setup", "Setup"), ("runs", "Runs"), ("comparison", "Comparison"), ("pareto", "Pareto plots"),
     ("curves", "Learning curves"),
 )
 METHOD_SECTIONS = (("dora", "DoRA: magnitude vs direction (Figure 2)"), ("adalora", "AdaLoRA: rank allocation"))
@@ -597,6 +599,21 @@ def spectra_section(data: ReportData, *, keep: bool) -> Optional[Section]:
 
 # --------------------------------------------------------------------------------------------- sections
 
+def overview_section(runs: pd.DataFrame, long: pd.DataFrame, *, metric: Optional[str], which: str,
+                     confidence: float, keep: bool) -> Section:
+    """The page opens on the sweep's one-page figure (:func:`analysis.overview.overview_figure`)."""
+    from analysis.overview import overview_figure
+
+    sec = Section("overview", "Overview")
+    fig, frame = overview_figure(runs, metric=metric, which=which, confidence=confidence)
+    sec.add("figure", _figure(
+        fig, "overview", "Overview: metric per configuration, parameters trained, train time",
+        f"{len(runs)} runs, {len(long)} configurations, {seeds_text(long['n'])}: per task the metric of each "
+        f"configuration (mean over seeds with its {confidence * 100:g}% interval; below 3 seeds each seed), the "
+        f"parameters trained and the train time per run — the figure a sweep writes as summary.png", keep, frame))
+    return sec
+
+
 def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str = "final", kind: str = "t",
                    confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
                    keep_figures: bool = False, margin: Optional[float] = None) -> list[Section]:
@@ -605,6 +622,7 @@ def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str
     runs = with_steps(data.runs)
     opts = dict(metric=metric, which=which, kind=kind, confidence=confidence)
     long = compare.compare(runs, **opts)
+    overview = overview_section(runs, long, metric=metric, which=which, confidence=confidence, keep=keep_figures)
 
     setup = Section("setup", "Setup")
     common, varying = setup_tables(runs, data.configs)
@@ -660,7 +678,7 @@ def build_sections(data: ReportData, *, metric: Optional[str] = None, which: str
 
     par, cur = comparison_figures(data, metric=metric, which=which, kind=kind, confidence=confidence,
                                   keep=keep_figures)
-    sections = [setup, run_sec, comp, par, cur]
+    sections = [overview, setup, run_sec, comp, par, cur]
     for extra in (dora_section(data, confidence=confidence, keep=keep_figures),
                   adalora_section(data, keep=keep_figures), spectra_section(data, keep=keep_figures)):
         if extra is not None:

@@ -2,7 +2,8 @@
 needed) and the two answers to a paper's claim (sign and value).
 
 Seeds are the unit: every interval here is over independent runs (one value per run). Student-t is the
-default; a percentile bootstrap over seeds is offered. With one seed there is no interval: ``low``/``high``
+default (for a bounded metric kept inside its range: :func:`bounded_t_interval`); a percentile bootstrap over
+seeds is offered. With one seed there is no interval: ``low``/``high``
 are NaN, ``method`` says so, and a verdict is ``descriptive``. Numbers only, no drawing (rliable's split):
 every function maps values to an :class:`Interval`, a verdict word or a DataFrame of them.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Literal, Optional, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,37 @@ def correlation_interval(values: Iterable[float], *, confidence: float = 0.95) -
                     "t on Fisher z")
 
 
+def bounded_t_interval(values: Iterable[float], bounds: tuple[float, float], *,
+                       confidence: float = 0.95) -> Interval:
+    """Mean of values bounded to ``bounds`` = (lo, hi) with an interval kept inside: the Student-t interval of
+    the mean on the logit scale of u = (x − lo)/(hi − lo), by the delta method, mapped back:
+    logit(ū) ± t_{(1+c)/2, n-1} · (s/√n)/(hi − lo) / (ū(1 − ū)). On [−1, 1] this is Fisher's z of the mean,
+    atanh(m) ± t·(s/√n)/(1 − m²). ``mean`` and ``std`` are the plain ones (as the tables' means and contrasts).
+
+    Coverage: asymptotically the confidence; with 3–10 seeds near a bound (Beta-distributed seeds, a model it
+    does not assume) 93–97% of the true mean for a nominal 95% (tests/analysis/test_stats.py), where the plain
+    t-interval leaves the range. All seeds equal: no width; a value outside ``bounds`` (e.g. percent scale): the
+    plain t-interval, with ``method`` saying so. None for n < 2.
+    """
+    check_confidence(confidence)
+    lo, hi = bounds
+    a, degenerate = _values_or_degenerate(values)
+    if degenerate is not None:
+        return degenerate
+    scale = "Fisher z" if (lo, hi) == (-1.0, 1.0) else "logit"
+    if ((a < lo) | (a > hi)).any():
+        plain = t_interval(a, confidence=confidence)
+        return replace(plain, method=f"t (values outside [{lo:g}, {hi:g}])")
+    n, mean, std = len(a), float(a.mean()), float(a.std(ddof=1))
+    if std == 0:
+        return Interval(mean, mean, mean, n, std, f"t on {scale}")
+    u = (mean - lo) / (hi - lo)
+    half = float(_st.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n) / (hi - lo) / (u * (1 - u))
+    centre = math.log(u / (1 - u))
+    back = lambda z: lo + (hi - lo) / (1 + math.exp(-z))  # noqa: E731
+    return Interval(mean, back(centre - half), back(centre + half), n, std, f"t on {scale}")
+
+
 def bootstrap_interval(values: Iterable[float], *, confidence: float = 0.95, n_resamples: int = 10_000,
                        seed: int = 0) -> Interval:
     """Percentile bootstrap interval of the mean (resampling seeds with replacement; ``scipy.stats.bootstrap``
@@ -116,9 +148,12 @@ def bootstrap_interval(values: Iterable[float], *, confidence: float = 0.95, n_r
 
 
 def interval(values: Iterable[float], *, kind: IntervalKind = "t", confidence: float = 0.95,
-             n_resamples: int = 10_000, seed: int = 0) -> Interval:
-    """The interval of ``kind``: ``t`` (default), ``bootstrap`` or ``none`` (mean and std only)."""
+             n_resamples: int = 10_000, seed: int = 0, bounds: Optional[tuple[float, float]] = None) -> Interval:
+    """The interval of ``kind``: ``t`` (default; :func:`bounded_t_interval` for values bounded to ``bounds``),
+    ``bootstrap`` (inside any bounds by construction: means of resampled values) or ``none`` (mean and std only)."""
     if kind == "t":
+        if bounds is not None:
+            return bounded_t_interval(values, bounds, confidence=confidence)
         return t_interval(values, confidence=confidence)
     if kind == "bootstrap":
         return bootstrap_interval(values, confidence=confidence, n_resamples=n_resamples, seed=seed)
@@ -138,16 +173,19 @@ def describe(kind: IntervalKind, *, confidence: float = 0.95, n_resamples: int =
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], *, kind: IntervalKind = "t",
-              confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
+              confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0,
+              bounds: Optional[Mapping[str, tuple[float, float]]] = None) -> pd.DataFrame:
     """One row per group of ``by``: for each column ``c`` of ``columns`` the fields
-    ``c`` (mean), ``c_low``, ``c_high``, ``c_std`` and ``c_n`` (values that entered)."""
+    ``c`` (mean), ``c_low``, ``c_high``, ``c_std`` and ``c_n`` (values that entered). ``bounds``: the range of
+    a bounded column (its interval is kept inside: :func:`interval`)."""
+    bounds = bounds or {}
     rows = []
     for key, g in df.groupby(list(by), dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         for c in columns:
             iv = interval(g[c] if c in g else [], kind=kind, confidence=confidence,
-                          n_resamples=n_resamples, seed=seed)
+                          n_resamples=n_resamples, seed=seed, bounds=bounds.get(c))
             row.update({c: iv.mean, f"{c}_low": iv.low, f"{c}_high": iv.high, f"{c}_std": iv.std,
                         f"{c}_n": iv.n})
         rows.append(row)

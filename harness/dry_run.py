@@ -6,7 +6,10 @@ job; a bad value exits 2), then its folder's lock and record decide, as :func:`h
 a real run: ``run`` (new), ``skip (done)``, ``resume from step N`` (a checkpoint), ``run again`` (an earlier
 attempt without a checkpoint, or ``train.force=true``), or ``blocked: <why>`` (another configuration's record, a
 damaged record, or a live process running it). The dry run exits with the status the real command would:
-:func:`exit_status`.
+:func:`exit_status`. Each job also shows its optimizer steps, the examples it trains on (steps × batch ×
+grad_accum) and an estimated time from a measured step time of its model, task, method and batch on this kind
+of device (harness/estimates.py; none where nothing comparable was measured); the total sums the jobs that would
+run, one after another, and every estimate names the measurement it comes from.
 
 A two-stage sweep (``hydra.sweeper.select``, the ``compare`` preset) lists its stage-1 jobs so, then states
 stage 2 (:class:`Stage2Plan`): its jobs per grid point, and, for the grid points whose stage-1 runs are all
@@ -22,6 +25,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from harness.errors import ConfigError
+from harness.estimates import duration
 
 
 BUSY = "blocked (running): "
@@ -34,7 +38,8 @@ def describe(job: dict[str, Any], folder: Path, *, name: str, key: str = "hydra.
     from harness.run import attempt_for, check_paths, plan
     from harness.run_folder import RunLock
 
-    typed = plan(job).cfg
+    planned = plan(job)
+    typed = planned.cfg
     check_paths(typed, folder, key)
     busy = RunLock(folder).busy() if folder.is_dir() else None
     try:
@@ -48,7 +53,27 @@ def describe(job: dict[str, Any], folder: Path, *, name: str, key: str = "hydra.
             action = f"resume from step {attempt.checkpoint.step}"
         else:
             action = {"new": "run", "skip": "skip (done)", "restart": "run again"}.get(attempt.kind, attempt.kind)
-    return {"name": name, "folder": str(folder), "action": action}
+    return {"name": name, "folder": str(folder), "action": action, **cost(typed, planned.total_steps, action)}
+
+
+def cost(typed: Any, total: int, action: str) -> dict[str, str]:
+    """``steps`` (the run's optimizer steps), ``examples`` (steps × batch × grad_accum), ``seconds`` (the
+    estimated time of what ``action`` leaves to run: all steps, those after a resume's checkpoint, none for a
+    skipped or blocked job; empty without a measurement) and ``estimate`` (the measurement's label, or empty),
+    as text. ``typed``: the job's RunConfig."""
+    from harness.estimates import device_kind, lookup
+
+    t = typed.train
+    measured = lookup(typed.model.name, typed.task.name, typed.method.name, t.batch_size, device_kind(t.device))
+    if action in ("run", "run again"):
+        left = total
+    elif action.startswith("resume from step "):
+        left = max(0, total - int(action.rsplit(" ", 1)[1]))
+    else:
+        left = 0
+    seconds = "" if measured is None else f"{left * t.grad_accum * measured.seconds:.3f}"
+    return {"steps": str(total), "examples": str(total * t.batch_size * t.grad_accum), "seconds": seconds,
+            "estimate": "" if measured is None else measured.label()}
 
 
 def single(overrides: list[str]) -> list[dict[str, str]]:
@@ -68,12 +93,50 @@ def single(overrides: list[str]) -> list[dict[str, str]]:
     return [describe(job, folder, name=run_name(job))]
 
 
-def _job_lines(rows: list[dict[str, str]], first: int = 0) -> list[str]:
-    """The jobs as aligned text under a header line, numbered from ``first``."""
-    head = ("#", "name", "action", "folder")
-    body = [(str(i), r["name"], r["action"], r["folder"]) for i, r in enumerate(rows, start=first)]
-    widths = [max(len(x[i]) for x in (head, *body)) for i in range(3)]
-    return ["  ".join(f"{c:<{w}}" for c, w in zip(x[:3], widths)) + "  " + x[3] for x in (head, *body)]
+def _sources(rows: list[dict[str, str]]) -> dict[str, int]:
+    """Each distinct estimate label of the rows that cost time, numbered from 1 in order of appearance."""
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.get("estimate") and r.get("seconds") and float(r["seconds"]) > 0:
+            out.setdefault(r["estimate"], len(out) + 1)
+    return out
+
+
+def _time_cell(r: dict[str, str], sources: dict[str, int]) -> str:
+    """``≈ 3m00s [1]``; ``-`` for a job that runs nothing; ``no estimate`` without a measurement."""
+    if r.get("seconds") and float(r["seconds"]) == 0:
+        return "-"
+    if not r.get("estimate"):
+        return "-" if r["action"].startswith(("skip", BUSY, BLOCKED)) else "no estimate"
+    return f"≈ {duration(float(r['seconds']))} [{sources[r['estimate']]}]"
+
+
+def _job_lines(rows: list[dict[str, str]], first: int = 0, sources: Optional[dict[str, int]] = None) -> list[str]:
+    """The jobs as aligned text under a header line, numbered from ``first``: name, action, steps, examples,
+    estimated time (``[n]``: the n-th of ``sources``), folder."""
+    sources = _sources(rows) if sources is None else sources
+    head = ("#", "name", "action", "steps", "examples", "time", "folder")
+    body = [(str(i), r["name"], r["action"], r.get("steps", ""),
+             f"{int(r['examples']):,}" if r.get("examples") else "", _time_cell(r, sources), r["folder"])
+            for i, r in enumerate(rows, start=first)]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(6)]
+    return ["  ".join(f"{c:<{w}}" for c, w in zip(x[:6], widths)) + "  " + x[6] for x in (head, *body)]
+
+
+def estimate_lines(rows: list[dict[str, str]], sources: Optional[dict[str, int]] = None) -> list[str]:
+    """The estimated total of the jobs that would run (one after another) and the measurements behind it."""
+    sources = _sources(rows) if sources is None else sources
+    running = [r for r in rows if _time_cell(r, sources) != "-"]
+    if not running:
+        return []
+    known = [float(r["seconds"]) for r in running if r.get("estimate")]
+    unknown = len(running) - len(known)
+    head = (f"estimated time: ≈ {duration(sum(known))} for {len(known)} job(s) run one after another"
+            if known else "estimated time: no estimate")
+    head += f"; {unknown} job(s) with no estimate (no measured step time of their setup)" if unknown else ""
+    lines = [head + (" — estimates from measured step times, not a promise: another machine or load changes them"
+                     if known else "")]
+    return lines + [f"  [{n}] {label}" for label, n in sources.items()]
 
 
 def _counts(rows: list[dict[str, str]], of: Optional[int] = None) -> str:
@@ -87,8 +150,8 @@ def _counts(rows: list[dict[str, str]], of: Optional[int] = None) -> str:
 
 
 def table(rows: list[dict[str, str]]) -> str:
-    """The jobs as aligned text, with a count per action."""
-    return "\n".join([*_job_lines(rows), f"dry run: {_counts(rows)}; nothing was written"])
+    """The jobs as aligned text, with a count per action and the estimated time."""
+    return "\n".join([*_job_lines(rows), *estimate_lines(rows), f"dry run: {_counts(rows)}; nothing was written"])
 
 
 def exit_status(rows: list[dict[str, str]], *, multirun: bool) -> int:
@@ -123,8 +186,10 @@ def two_stage(stage1: list[dict[str, str]], plan: Stage2Plan) -> str:
     """Stage 1's jobs as :func:`table` lists them, then the plan of stage 2."""
     metric = plan.metric.format("<main metric>")
     per_point, n = len(plan.seeds), len(plan.points)
+    sources = _sources(stage1 + plan.rows)
     lines = [f"stage 1: every grid point at {plan.key} = {', '.join(map(str, plan.values))}, seed "
-             f"{plan.seeds[0]}; the value with the best {metric} is chosen per grid point", *_job_lines(stage1),
+             f"{plan.seeds[0]}; the value with the best {metric} is chosen per grid point",
+             *_job_lines(stage1, sources=sources),
              f"stage 2: the chosen {plan.key} with seeds {', '.join(map(str, plan.seeds))}: {per_point} job(s) per "
              f"grid point, {per_point * n} for the {n} grid point(s), the seed-{plan.seeds[0]} one being the stage-1 "
              f"run of the chosen value (found done, skipped)"]
@@ -136,8 +201,12 @@ def two_stage(stage1: list[dict[str, str]], plan: Stage2Plan) -> str:
         lines.append(f"  {'the other ' if plan.chosen else ''}{waiting} grid point(s): {plan.key} is chosen when "
                      f"their stage-1 jobs have run; their stage-2 folders are known then")
     if plan.rows:
-        lines += _job_lines(plan.rows, first=len(stage1))
+        lines += _job_lines(plan.rows, first=len(stage1), sources=sources)
     known = (f", known so far: {_counts(plan.rows, of=per_point * n)}" if plan.chosen
              else f": {per_point * n} job(s) after stage 1")
+    estimates = estimate_lines(stage1 + plan.rows, sources)
+    lines += estimates
+    if waiting and estimates:
+        lines.append(f"  (stage 2 of the {waiting} grid point(s) still waiting for stage 1 is not in the estimate)")
     lines.append(f"dry run: stage 1: {_counts(stage1)}; stage 2{known}; nothing was written")
     return "\n".join(lines)

@@ -1,13 +1,15 @@
-"""``python -m harness.eval FOLDER [task=<task>] [key=value ...]``: score a saved adapter (or fully fine-tuned
-model) on a task's dev set and print its metrics.
+"""``python -m harness.eval FOLDER [--allow-failed] [--task-mismatch-ok] [--verbose] [task=<task>] [key=value ...]``:
+score a saved adapter (or fully fine-tuned model) on a task's dev set and print its metrics.
 
 FOLDER is a run folder or the folder its method saves into (``Method.save_dir``: ``adapter/``, or ``model/``
 when the base model trains); the run's recorded config (run.json) gives the base model, the seed (tiny models
 built from a config are re-created from it) and, unless ``task=`` is given, the task. Overrides:
 ``task=<option>`` (conf/task/), ``task.<key>=…``, ``model.max_length=…``, ``train.eval_batch_size=…``,
-``train.device=…``. The task must have the label space the head was trained for (same number of labels). A run
-whose record is not ``done`` (failed, crashed, running) is refused unless ``--allow-failed`` is given. Bad input
-exits 2 with one line naming the argument and the fix.
+``train.device=…``. A task other than the one the run trained on is refused unless ``--task-mismatch-ok`` is
+given (then one warning line says so), and it must have the label space the head was trained for (same number of
+labels). A run whose record is not ``done`` (failed, crashed, running) is refused unless ``--allow-failed`` is
+given. The log is quiet (no transformers load reports or bars) unless ``--verbose``. Bad input exits 2 with one
+line naming the argument and the fix.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: override prefixes ``python -m harness.eval`` accepts (the rest of the config is the run's)
 EVAL_KEYS = ("task.", "model.max_length", "train.eval_batch_size", "train.device")
+#: the flags of ``python -m harness.eval`` (each on its own, anywhere on the line)
+FLAGS = ("--allow-failed", "--task-mismatch-ok", "--verbose")
 
 
 def locate(folder: Path, *, allow_failed: bool = False) -> tuple[Path, Path, dict[str, Any]]:
@@ -92,9 +96,22 @@ def eval_config(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def evaluate_saved(folder: Path, overrides: list[str], *, allow_failed: bool = False) -> dict[str, Any]:
+def check_task(trained: str, asked: str, *, mismatch_ok: bool) -> None:
+    """``task=<asked>`` for a run trained on ``trained``: ConfigError when they differ, unless ``mismatch_ok``
+    (then one warning)."""
+    if asked == trained:
+        return
+    what = f"task={asked}: the run was trained on {trained}, so this scores transfer to another task, not the run"
+    if not mismatch_ok:
+        raise ConfigError(f"{what}; pass --task-mismatch-ok to score it anyway, or drop task= to use {trained}")
+    log.warning("%s (--task-mismatch-ok)", what)
+
+
+def evaluate_saved(folder: Path, overrides: list[str], *, allow_failed: bool = False,
+                   task_mismatch_ok: bool = False) -> dict[str, Any]:
     """Metrics of the saved adapter/model of ``folder`` on the (overridden) task's dev set, with the task, the
-    main metric and the number of examples (``allow_failed``: :func:`locate`)."""
+    main metric and the number of examples (``allow_failed``: :func:`locate`; ``task_mismatch_ok``:
+    :func:`check_task`)."""
     import torch
 
     from harness.config import to_typed, validate
@@ -108,6 +125,7 @@ def evaluate_saved(folder: Path, overrides: list[str], *, allow_failed: bool = F
     recorded = to_typed(config)
     c = to_typed(eval_config(config, overrides))
     validate(c)
+    check_task(recorded.task.name, c.task.name, mismatch_ok=task_mismatch_ok)
     problem = get_problem(task_problem(c.task))
     data = load_task(c.task, seed=c.seed, problem=problem)
     trained = load_task(recorded.task, seed=recorded.seed, problem=get_problem(task_problem(recorded.task))) \
@@ -141,20 +159,25 @@ def evaluate_saved(folder: Path, overrides: list[str], *, allow_failed: bool = F
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input)."""
     from harness.redact import redact
+    from harness.summaries import configure_output
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
-    allow_failed = "--allow-failed" in argv
-    argv = [a for a in argv if a != "--allow-failed"]
+    flags = {f: f in argv for f in FLAGS}
+    argv = [a for a in argv if a not in FLAGS]
     if not argv or "=" in argv[0]:
-        print("error: FOLDER: missing; usage: python -m harness.eval FOLDER [--allow-failed] [task=<task>] "
+        print(f"error: FOLDER: missing; usage: python -m harness.eval FOLDER [{'] ['.join(FLAGS)}] [task=<task>] "
               "[key=value ...]", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    configure_output(flags["--verbose"])
     try:
-        result = evaluate_saved(Path(argv[0]), argv[1:], allow_failed=allow_failed)
+        result = evaluate_saved(Path(argv[0]), argv[1:], allow_failed=flags["--allow-failed"],
+                                task_mismatch_ok=flags["--task-mismatch-ok"])
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
         return 2

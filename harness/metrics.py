@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from scipy import stats
@@ -55,26 +55,43 @@ def spearman(pred: np.ndarray, ref: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric with its direction (every table says whether higher is better)."""
+    """A metric with its direction (every table says whether higher is better) and, for a bounded one, the range
+    its formula can reach (intervals over seeds are kept inside it: analysis.stats.bounded_t_interval)."""
 
     name: str
     fn: Callable[[np.ndarray, np.ndarray], float]
     higher_is_better: bool = True
+    bounds: Optional[tuple[float, float]] = None
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("accuracy", accuracy),
-        Metric("f1", f1_binary),
-        Metric("matthews", matthews),
-        Metric("pearson", pearson),
-        Metric("spearman", spearman),
+        Metric("accuracy", accuracy, bounds=(0.0, 1.0)),
+        Metric("f1", f1_binary, bounds=(0.0, 1.0)),
+        Metric("matthews", matthews, bounds=(-1.0, 1.0)),
+        Metric("pearson", pearson, bounds=(-1.0, 1.0)),
+        Metric("spearman", spearman, bounds=(-1.0, 1.0)),
         Metric("mse", lambda p, r: float(np.mean((p - r) ** 2)), higher_is_better=False),
         # generation: the share of answers scored correct (pred: the scores 1/0, ref: ones; harness/rgdata.py)
-        Metric("exact_match", accuracy),
+        Metric("exact_match", accuracy, bounds=(0.0, 1.0)),
     )
 }
+
+
+#: prefixes of a metric's name in summary.json / metrics.jsonl (``eval/accuracy``, ``best_valid/f1``)
+PREFIXES = ("eval/", "valid/", "best/", "best_valid/", "test/")
+
+
+def metric_range(name: str) -> Optional[tuple[float, float]]:
+    """The range of metric ``name`` (bare or with a summary prefix), None for an unbounded or unknown one;
+    ``pearson_spearman``, the mean of two correlations, has theirs."""
+    base = name
+    for prefix in PREFIXES:
+        base = base.removeprefix(prefix)
+    if base == "pearson_spearman":
+        base = "pearson"
+    return METRICS[base].bounds if base in METRICS else None
 
 
 def compute(names: tuple[str, ...], pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:

@@ -217,8 +217,8 @@ def sweep_rows(sweep_dir: Path, results: list[dict[str, Any]]) -> list[dict[str,
 def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
     """Per task, the best configurations (method, budget, lr_scale): chosen on the validation split when every
     run has a validation score (``valid/<main>``), else on the final dev value — the reported set, said so as
-    not a fair selection. A set, not one winner: every configuration whose 95% t-interval over seeds overlaps
-    the top one's (:func:`analysis.stats.top_group`); with one seed per configuration only the top is named,
+    not a fair selection. A set, not one winner: every configuration whose 95% t-interval over seeds (kept inside
+    a bounded metric's range) overlaps the top one's (:func:`analysis.stats.top_group`); with one seed per configuration only the top is named,
     as descriptive. Stage-1 selection candidates are left out."""
     from analysis import stats
     from harness import metrics as metric_fns
@@ -237,7 +237,8 @@ def best_per_task(rows: list[dict[str, Any]]) -> list[str]:
             groups.setdefault((r["method"], r["budget"], r["lr_scale"]), []).append(r)
         m = metric_fns.METRICS.get(runs[0]["main_metric"])
         higher = m is None or m.higher_is_better
-        names, ivs = list(groups), [stats.t_interval([r[key] for r in g]) for g in groups.values()]
+        bounds = metric_fns.metric_range(str(runs[0]["main_metric"]))
+        names, ivs = list(groups), [stats.interval([r[key] for r in g], bounds=bounds) for g in groups.values()]
         top = stats.top_group([iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs],
                               higher_is_better=higher)
         order = sorted(range(len(names)), key=lambda i: -ivs[i].mean if higher else ivs[i].mean)
@@ -272,8 +273,21 @@ def _table(rows: list[dict[str, Any]], with_stage: bool, with_lr: bool) -> list[
     return [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(fmt(b) for b in body)]
 
 
-def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
-    """The Markdown text: table, failures, selection stages, best configuration per task, next commands."""
+def write_overview(sweep_dir: Path) -> Optional[Path]:
+    """The sweep's one-page figure, ``<sweep>/summary.png`` (:func:`analysis.overview.write_overview`; None when
+    no run finished). A figure that cannot be drawn is one warning line: it never fails the sweep."""
+    from analysis.overview import write_overview as draw
+
+    try:
+        return draw(sweep_dir)
+    except Exception as e:  # noqa: BLE001 - a figure is a convenience; the sweep's results stand without it
+        log.warning("%s: no summary figure (%s: %s)", sweep_dir, type(e).__name__, e)
+        return None
+
+
+def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]], figure: Optional[Path] = None) -> str:
+    """The Markdown text: table, failures, selection stages, best configuration per task, the figure (when
+    ``figure`` was written), next commands."""
     with_stage = any(r["stage"] for r in rows)
     with_lr = len({r["lr_scale"] for r in rows}) > 1
     counts: dict[str, int] = {}
@@ -291,7 +305,11 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
         lines += ["", "Two-stage selection (selection.json): rows of stage '1: candidate' and '1+2: chosen' are the "
                   "stage-1 selection candidates (first seed, each value, scored on validation); stage 2 runs the "
                   "chosen value with every seed. The best configuration below uses stage-2 runs only."]
-    lines += ["", "Best configurations per task (a set where intervals over seeds overlap):", *best_per_task(rows), "", "Next:", "",
+    lines += ["", "Best configurations per task (a set where intervals over seeds overlap):", *best_per_task(rows)]
+    if figure is not None:
+        lines += ["", f"Figure: {figure} (metric per configuration with its interval over seeds, parameters "
+                      f"trained, train time)"]
+    lines += ["", "Next:", "",
               f"    python -m analysis table {sweep_dir}",
               f"    python -m analysis report {sweep_dir} -o {sweep_dir}/report"]
     if any(sweep_dir.glob("*/wandb/offline-run-*")):
@@ -300,9 +318,11 @@ def sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def write_sweep_summary(sweep_dir: Path, results: list[dict[str, Any]]) -> str:
-    """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir``; returns the Markdown text."""
+    """Write ``summary.md``, ``summary.csv`` and the one-page figure ``summary.png`` (:func:`write_overview`)
+    into ``sweep_dir``; returns the Markdown text."""
     rows = sweep_rows(sweep_dir, results)
-    text = sweep_summary(sweep_dir, rows)
+    figure = write_overview(sweep_dir)
+    text = sweep_summary(sweep_dir, rows, figure)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["job"])
     writer.writeheader()

@@ -243,21 +243,55 @@ def _load_glue_local(spec: TaskSpec, root: Path) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
+#: how long the HF hub may take to accept a TCP connection before the harness calls it unreachable (seconds)
+HUB_TIMEOUT = 1.0
+#: the environment variables under which HF libraries stay offline
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def hub_unreachable(timeout: float = HUB_TIMEOUT) -> Optional[str]:
+    """Why the HF hub cannot be used now, or None when it can: an offline variable set (``HF_HUB_OFFLINE`` /
+    ``HF_DATASETS_OFFLINE`` = 1, true, yes or on), or no TCP connection to the hub (``$HF_ENDPOINT``, default
+    huggingface.co, port 443) within ``timeout`` seconds. Asked before HF ``datasets``, which retries for about
+    25 s before failing offline."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for var in OFFLINE_VARS:
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]}"
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port} unreachable: {type(e).__name__}"
+    return None
+
+
+def no_glue_message(spec: TaskSpec, why: str) -> str:
+    """One line: no GLUE folder and why the hub fallback cannot serve; how to make the folder."""
+    return (f"task {spec.name}: no GLUE folder given and {why}; set GLUE_DIR (or task.glue_dir) to a folder laid "
+            f"out as GLUE's download script makes it: <dir>/{spec.folder}/train.tsv and <dir>/{spec.folder}/dev.tsv "
+            f"(python download_glue_data.py --data_dir <dir> --tasks all; here GLUE_DIR=../shared/data/glue)")
+
+
 def _load_glue_hub(spec: TaskSpec) -> tuple[Split, Split]:
+    """train and validation of ``spec`` from HF ``datasets`` (glue/<config>), after checking the hub can be
+    reached (:func:`hub_unreachable`); DataError with :func:`no_glue_message` otherwise."""
     try:
         import datasets
     except ImportError:
-        raise DataError(
-            f"task {spec.name}: no GLUE folder given; set GLUE_DIR (or task.glue_dir) to a folder holding "
-            f"{spec.folder}/train.tsv and dev.tsv, or install 'datasets' (pip install -e '.[hf]') when online"
-        ) from None
+        raise DataError(no_glue_message(
+            spec, "HF datasets is not installed (pip install -e '.[hf]', when online)")) from None
+    why = hub_unreachable()
+    if why is not None:
+        raise DataError(no_glue_message(spec, f"the HF hub is offline ({why})"))
     try:
         ds = datasets.load_dataset("glue", spec.hf_config)
     except Exception as e:  # noqa: BLE001 - any hub/network failure becomes one clear message
-        raise DataError(
-            f"task {spec.name}: no GLUE folder given and HF datasets could not load glue/{spec.hf_config} "
-            f"({type(e).__name__}); set GLUE_DIR to a local GLUE folder"
-        ) from None
+        raise DataError(no_glue_message(
+            spec, f"HF datasets could not load glue/{spec.hf_config} ({type(e).__name__})")) from None
     out = []
     for split in ("train", "validation"):
         d = ds[split]

@@ -49,6 +49,21 @@ def _glue_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CLI run earlier in this process leaves Hydra's job logging behind: loggers that existed then disabled,
+    console handlers on streams pytest has closed since (a later warning would print a logging error). Every
+    test starts without them."""
+    import logging
+
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith(("harness", "analysis")) and isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers
+                                           if not getattr(getattr(h, "stream", None), "closed", False)])
+
+
 @pytest.fixture
 def one_thread() -> Any:
     """Tiny models on a shared 2-core machine: one torch thread is several times faster than two."""

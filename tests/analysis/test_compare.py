@@ -101,6 +101,14 @@ def sweep(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ long table
 
+def bounded_by_hand(vals: list[float]) -> tuple[float, float]:
+    """The 95% t-interval of an accuracy mean on the logit scale (delta method), by hand with scipy."""
+    from scipy.special import expit, logit
+
+    m, half = np.mean(vals), st.t.ppf(0.975, len(vals) - 1) * st.sem(vals) / (np.mean(vals) * (1 - np.mean(vals)))
+    return float(expit(logit(m) - half)), float(expit(logit(m) + half))
+
+
 def test_long_table_means_and_t_intervals(sweep: Path) -> None:
     runs, skipped, _ = inputs.load_inputs([sweep])
     assert len(runs) == 24
@@ -110,15 +118,32 @@ def test_long_table_means_and_t_intervals(sweep: Path) -> None:
     for (method, budget), per_task in VALUES.items():
         for task, vals in per_task.items():
             row = long[(long.method == method) & (long.task == task)].iloc[0]
-            lo, hi = st.t.interval(0.95, 2, loc=np.mean(vals), scale=st.sem(vals))
+            lo, hi = bounded_by_hand(vals)  # accuracy: bounded, the t-interval on the logit scale
             assert row["mean"] == pytest.approx(np.mean(vals))
             assert row["low"] == pytest.approx(lo) and row["high"] == pytest.approx(hi)
-            assert row["n"] == 3 and row["seeds"] == "0,1,2" and row["interval"] == "t"
+            assert row["n"] == 3 and row["seeds"] == "0,1,2" and row["interval"] == "t on logit"
             assert row["budget"] == budget and row["metric"] == "accuracy" and row["higher_is_better"]
             assert row["train_seconds"] == pytest.approx(11.0 + (30 if method == "full" else 0))
             assert row["trainable_params"] == PARAMS[method]
     # rows ordered full, lora, dora, adalora within a task
     assert list(long[long.task == "sst2"].method) == ["full", "lora", "dora", "adalora"]
+
+
+def test_bounded_metrics_keep_their_intervals_inside(tmp_path: Path) -> None:
+    """Accuracy at 0.99 and 1.0 over 2 seeds: the plain t-interval reaches past 1, the table's stays in [0, 1];
+    an unbounded metric (mse) keeps the plain t-interval; curves use the bounded one too."""
+    for seed, v in enumerate((0.99, 1.0)):
+        write_run(tmp_path / "s", f"a{seed}", seed=seed, value=v)
+        write_run(tmp_path / "s", f"m{seed}", seed=seed, value=[0.2, 0.5][seed], metric="mse", task="stsb")
+    runs, _, metrics = inputs.load_inputs([tmp_path / "s"])
+    long = compare.compare(runs).set_index("task")
+    assert st.t.interval(0.95, 1, loc=0.995, scale=st.sem([0.99, 1.0]))[1] > 1
+    assert 0 <= long.loc["sst2", "low"] <= long.loc["sst2", "high"] <= 1
+    assert long.loc["sst2", "interval"] == "t on logit"
+    assert (long.loc["stsb", "low"], long.loc["stsb", "high"]) == pytest.approx(
+        st.t.interval(0.95, 1, loc=0.35, scale=st.sem([0.2, 0.5]))) and long.loc["stsb", "interval"] == "t"
+    cur = compare.curves(runs, metrics)
+    assert (cur["high"].dropna()[cur["metric"] == "accuracy"] <= 1).all()
 
 
 def test_bootstrap_and_best_eval(sweep: Path) -> None:
@@ -290,9 +315,11 @@ def test_wide_layout_paper_table(sweep: Path) -> None:
     assert lines[0].startswith("| Method | Params trained / effective |") and "SST-2 (Acc ↑)" in lines[0]
     assert "RTE (Acc ↑)" in lines[0] and "Avg ↑" in lines[0]
     dora_line = next(line for line in lines if line.startswith("| DoRA r=8"))
-    assert "**0.9233 ± " in dora_line and "**0.7000 ± " in dora_line  # best sst2 and rte and avg
+    # best sst2 and rte; accuracy's interval is asymmetric inside [0, 1], so printed as [low, high]
+    lo, hi = bounded_by_hand([0.92, 0.92, 0.93])
+    assert f"**0.9233 [{lo:.4f}, {hi:.4f}]**" in dora_line and "**0.7000 [" in dora_line
     assert "AdaLoRA b=8 | 502K / 400K" in md
-    assert "Student-t" in md and "Seeds per cell: 3" in md
+    assert "Student-t" in md and "Seeds per cell: 3" in md and "on the logit scale (Fisher z for [−1, 1])" in md
 
 
 def test_average_needs_every_task(tmp_path: Path) -> None:
@@ -307,7 +334,7 @@ def test_average_needs_every_task(tmp_path: Path) -> None:
 def test_formats(sweep: Path) -> None:
     runs, _, _ = inputs.load_inputs([sweep])
     tex = render.table_text(runs, fmt="latex")
-    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\textbf{" in tex and "$\\pm$" in tex
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\textbf{" in tex and "[0.9077, 0.9365]" in tex
     assert "$\\uparrow$" in tex
     csv = render.table_text(runs, fmt="csv", layout="long")
     from io import StringIO
@@ -329,7 +356,7 @@ def test_formats(sweep: Path) -> None:
         assert col in header
     assert "**Contrasts (Holm over the 12 contrasts of this table)**" in long_md and "| Holm TOST p |" in long_md
     pct = render.table_text(runs, scale=100.0, digits=2)
-    assert "92.33 ±" in pct
+    assert "92.33 [90.77, 93.65]" in pct
 
 
 def test_variants_split_configurations(tmp_path: Path) -> None:
@@ -384,7 +411,7 @@ def test_curves_mean_over_seeds(sweep: Path) -> None:
     c = cur[(cur.method == "dora") & (cur.task == "rte")].set_index("step")
     assert list(c.index) == [10, 20] and set(c["n"]) == {3}
     assert c.loc[20, "mean"] == pytest.approx(0.70) and c.loc[10, "mean"] == pytest.approx(0.60)
-    lo, hi = st.t.interval(0.95, 2, loc=0.70, scale=st.sem([0.69, 0.70, 0.71]))
+    lo, hi = bounded_by_hand([0.69, 0.70, 0.71])
     assert c.loc[20, "low"] == pytest.approx(lo) and c.loc[20, "high"] == pytest.approx(hi)
 
 

@@ -16,7 +16,7 @@ from tests.analysis.browser import check_page, find_chromium
 from tests.analysis.test_compare import make_sweep, write_run
 
 PEFT_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "peft-method-comparison"
-SECTIONS = ["setup", "runs", "comparison", "pareto", "curves", "environment"]
+SECTIONS = ["overview", "setup", "runs", "comparison", "pareto", "curves", "environment"]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,11 @@ def test_every_figure_has_a_caption_saying_what_which_runs_and_seeds(built: Path
     page = (built / "index.html").read_text()
     figs = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"><figcaption>([^<]*)</figcaption>',
                       page)
-    assert len(figs) == 4  # Pareto + curves for each task
-    for alt, data, caption in figs:
+    assert len(figs) == 5  # the overview first (the sweep's summary.png), then Pareto + curves for each task
+    alt, data, caption = figs[0]
+    assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" and alt.startswith("Overview")
+    assert "24 runs" in caption and "3 seeds each" in caption and "parameters trained" in caption, caption
+    for alt, data, caption in figs[1:]:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
         assert "3 seeds each" in caption and "minilm, 20 steps" in caption and "12 runs" in caption, caption
         assert not re.search(r"\.(png|pdf)\b", caption + alt)
@@ -67,7 +70,7 @@ def test_every_figure_has_a_caption_saying_what_which_runs_and_seeds(built: Path
 
 def test_files_beside_the_page(built: Path) -> None:
     names = {p.name for p in (built / "figures").iterdir()}
-    for stem in ("pareto_minilm_sst2_20steps", "pareto_minilm_rte_20steps", "curves_minilm_sst2_20steps",
+    for stem in ("overview", "pareto_minilm_sst2_20steps", "pareto_minilm_rte_20steps", "curves_minilm_sst2_20steps",
                  "curves_minilm_rte_20steps"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names and f"{stem}.csv" in names
     pareto = pd.read_csv(built / "figures" / "pareto_minilm_sst2_20steps.csv")

@@ -28,7 +28,8 @@ def test_a_row_per_run_with_status_metric_and_age(tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert "0.9100" in out and "4 run(s): 2 done, 1 failed, 1 unreadable" in out
     assert main(["runs", str(tmp_path / "sweep"), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("status,method,task,budget,seed,metric,value,age,folder\n")
+    header = "status,steps,total_steps,method,task,budget,seed,metric,value,age,folder\n"
+    assert capsys.readouterr().out.startswith(header)
 
 
 def test_age_units() -> None:
@@ -44,3 +45,23 @@ def test_no_runs_exits_2_with_one_line(make: bool, expect: str, tmp_path: Path,
     assert main(["runs", str(folder)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and expect in err[0]
+
+
+def test_steps_column_done_and_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``steps``: steps done / total — summary.json's for a finished run, the last logged step of metrics.jsonl for
+    one still running or stopped (its run.json's total_steps as the total)."""
+    import json
+
+    write_run(tmp_path / "sweep", "a", steps=(100, 300))
+    b = write_run(tmp_path / "sweep", "b", steps=(100, 300), status="failed")
+    with open(b / "metrics.jsonl", "w") as f:
+        for step in (10, 20, 40):
+            f.write(json.dumps({"step": step, "train/loss": 0.5}) + "\n")
+        f.write('{"step": 5')  # a torn last line is skipped
+    write_run(tmp_path / "sweep", "c", steps=(100, 300), status="failed")  # nothing logged yet
+    rows = run_rows([str(tmp_path / "sweep")])
+    assert list(rows["steps"]) == [300, 40, 0] and list(rows["total_steps"]) == [300, 300, 300]
+    assert main(["runs", str(tmp_path / "sweep")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["status", "steps"]
+    assert [ln.split()[:2] for ln in lines[1:4]] == [["done", "300/300"], ["failed", "40/300"], ["failed", "0/300"]]

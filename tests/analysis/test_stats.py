@@ -301,3 +301,89 @@ def test_identical_differences_up_to_rounding_give_no_p_value() -> None:
     assert math.isnan(d.p) and math.isnan(d.p_equiv) and d.verdict == "undetermined"
     c = S.claim(a - b, 1.0)
     assert math.isnan(c.p) and c.sign == "inconclusive"
+# ------------------------------------------------------------------------------------ bounded metrics
+
+
+def test_bounded_interval_by_hand_logit_and_fisher_z() -> None:
+    """[0, 1]: logit(m) ± t·se/(m(1−m)) mapped back with the logistic; [−1, 1]: Fisher's z of the mean,
+    atanh(m) ± t·se/(1−m²) mapped back with tanh — computed here independently with scipy."""
+    from scipy.special import expit, logit
+
+    acc = [0.97, 0.99, 0.995]
+    n, m, s = len(acc), float(np.mean(acc)), float(np.std(acc, ddof=1))
+    h = st.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    iv = stats.bounded_t_interval(acc, (0.0, 1.0))
+    assert iv.mean == pytest.approx(m) and iv.n == 3 and iv.std == pytest.approx(s)
+    d = h / (m * (1 - m))
+    assert (iv.low, iv.high) == pytest.approx((expit(logit(m) - d), expit(logit(m) + d)))
+    r = [-0.97, -0.92, -0.99, -0.95]
+    n, m, s = len(r), float(np.mean(r)), float(np.std(r, ddof=1))
+    h = st.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    iv = stats.bounded_t_interval(r, (-1.0, 1.0))
+    assert (iv.low, iv.high) == pytest.approx((math.tanh(math.atanh(m) - h / (1 - m * m)),
+                                               math.tanh(math.atanh(m) + h / (1 - m * m))))
+    assert "logit" in stats.bounded_t_interval(acc, (0.0, 1.0)).method and "Fisher z" in iv.method
+
+
+@pytest.mark.parametrize(("values", "bounds"), [([0.99, 1.0], (0.0, 1.0)), ([0.0, 0.02, 0.01], (0.0, 1.0)),
+                                                ([-0.99, -0.93], (-1.0, 1.0)), ([0.98, 0.999, 0.95], (-1.0, 1.0))])
+def test_bounded_interval_stays_inside_where_the_t_interval_does_not(values: list[float],
+                                                                     bounds: tuple[float, float]) -> None:
+    plain = stats.t_interval(values)
+    assert plain.low < bounds[0] or plain.high > bounds[1]
+    iv = stats.bounded_t_interval(values, bounds)
+    assert bounds[0] <= iv.low <= iv.mean <= iv.high <= bounds[1]
+
+
+def test_bounded_interval_edges() -> None:
+    """All seeds equal (also at a bound): no width, as the t-interval; one seed: none; a value outside the
+    range (e.g. a percent-scale file): the plain t-interval, said so."""
+    for v in ([1.0, 1.0, 1.0], [0.9, 0.9]):
+        iv = stats.bounded_t_interval(v, (0.0, 1.0))
+        assert iv.low == iv.high == iv.mean == v[0]
+    assert math.isnan(stats.bounded_t_interval([0.9], (0.0, 1.0)).low)
+    out = stats.bounded_t_interval([90.0, 95.0], (0.0, 1.0))
+    plain = stats.t_interval([90.0, 95.0])
+    assert (out.low, out.high) == pytest.approx((plain.low, plain.high))
+    assert "outside" in out.method
+
+
+def _beta(rng: np.random.Generator, mean: float, sd: float, size: tuple[int, int]) -> np.ndarray:
+    """Beta draws on (0, 1) with this mean and standard deviation."""
+    k = mean * (1 - mean) / sd**2 - 1
+    return rng.beta(mean * k, (1 - mean) * k, size=size)
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize(("mean", "sd", "bounds"), [
+    (0.98, 0.01, (0.0, 1.0)),     # accuracy near 1 (skewed away from it)
+    (0.95, 0.02, (0.0, 1.0)),
+    (0.03, 0.015, (0.0, 1.0)),    # an F1 near 0
+    (0.95, 0.02, (-1.0, 1.0)),    # a correlation near 1
+    (-0.90, 0.05, (-1.0, 1.0)),   # near −1
+])
+def test_bounded_interval_covers_near_the_bounds(n: int, mean: float, sd: float, bounds: tuple[float, float]) -> None:
+    """2000 simulated studies of n seeds drawn from a (scaled) Beta — not the logit-normal the method assumes —
+    with a known mean: the 95% bounded interval covers it 93–97% of the time and never leaves the range; the
+    plain t-interval leaves the range in a share of the same studies (the reason for the bounded one)."""
+    lo, hi = bounds
+    rng = np.random.default_rng(29)
+    u_mean, u_sd = (mean - lo) / (hi - lo), sd / (hi - lo)
+    draws = lo + (hi - lo) * _beta(rng, u_mean, u_sd, (2000, n))
+    ivs = [stats.bounded_t_interval(d, bounds) for d in draws]
+    covered = np.mean([iv.low <= mean <= iv.high for iv in ivs])
+    assert 0.93 <= covered <= 0.97, covered
+    assert all(lo <= iv.low and iv.high <= hi for iv in ivs)
+    if n == 3:
+        outside = np.mean([not (lo <= t.low and t.high <= hi) for t in map(stats.t_interval, draws)])
+        assert outside > 0.05
+
+
+def test_interval_and_aggregate_take_bounds() -> None:
+    v = [0.99, 1.0]
+    assert stats.interval(v, bounds=(0.0, 1.0)) == stats.bounded_t_interval(v, (0.0, 1.0))
+    assert stats.interval(v, kind="bootstrap", bounds=(0.0, 1.0)).high <= 1.0  # resampled means stay inside
+    df = pd.DataFrame({"g": ["a", "a"], "acc": v, "loss": [0.1, 0.3]})
+    agg = stats.aggregate(df, ["g"], ["acc", "loss"], bounds={"acc": (0.0, 1.0)})
+    assert agg.loc[0, "acc_high"] == pytest.approx(stats.bounded_t_interval(v, (0.0, 1.0)).high)
+    assert agg.loc[0, "loss_high"] == pytest.approx(stats.t_interval([0.1, 0.3]).high)

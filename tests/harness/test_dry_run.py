@@ -3,6 +3,7 @@ written; bad input exits 2 with one line as a real run does."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,45 @@ def test_two_stage_dry_run_lists_stage_1_and_plans_stage_2(tmp_path: Path, capsy
     assert lora["chosen"] == chosen
     new = next(st["run_dir"] for st in lora["stage2"] if st["overrides"][-1] == "seed=1")
     assert new == planned["lora-b8-custom-s1"].split()[-1]
+
+
+def test_describe_gives_steps_examples_and_an_estimate(tmp_path: Path) -> None:
+    """steps = the run's optimizer steps, examples = steps × batch × grad_accum, the estimated seconds from the
+    measured step time of that model/task/method/batch on this device kind (× grad_accum), labelled with its
+    source; a model without a measurement gets none."""
+    from harness.dry_run import describe
+    from harness.estimates import lookup
+
+    job = compose_cfg(["method=dora", "train.device=cpu", "train.max_steps=300", "train.grad_accum=2",
+                       "tracking=none", "snapshot=none"])
+    row = describe(job, tmp_path / "new", name="x")
+    measured = lookup("minilm", "sst2", "dora", 32, "cpu")
+    assert measured is not None
+    assert row["steps"] == "300" and row["examples"] == str(300 * 32 * 2)
+    assert float(row["seconds"]) == pytest.approx(300 * 2 * measured.seconds)
+    assert row["estimate"] == measured.label()
+    tiny = describe(compose_cfg([*TINY, "train.device=cpu"]), tmp_path / "tiny", name="t")
+    assert tiny["steps"] == "6" and tiny["examples"] == str(6 * 8) and tiny["seconds"] == "" and tiny["estimate"] == ""
+
+
+def test_sweep_dry_run_prints_estimates_per_job_and_in_total(tmp_path: Path) -> None:
+    """The default sweep on the CPU: each job's steps, examples and ≈ time, a total, every estimate labelled with
+    the measurement it comes from; a job already done costs nothing."""
+    from harness.estimates import duration, lookup
+
+    sweep = tmp_path / "sweep"
+    r = cli("--dry-run", "-m", "sweep", "train.device=cpu", "method=full,lora",
+            "tracking=none", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:6] == ["#", "name", "action", "steps", "examples", "time"]
+    full, lora = (lookup("minilm", "sst2", m, 32, "cpu") for m in ("full", "lora"))
+    assert full is not None and lora is not None
+    jobs = [ln for ln in lines if re.match(r"^\d+ ", ln)]
+    assert len(jobs) == 3
+    assert jobs[0].split()[3:6] == ["300", "9,600", "≈"] and f"≈ {duration(300 * full.seconds)} [1]" in jobs[0]
+    assert f"≈ {duration(300 * lora.seconds)} [2]" in jobs[1]
+    total = 300 * full.seconds + 2 * 300 * lora.seconds
+    assert any(ln.startswith(f"estimated time: ≈ {duration(total)} for 3 job(s) run one after another")
+               for ln in lines), lines
+    assert f"  [1] {full.label()}" in lines and f"  [2] {lora.label()}" in lines

@@ -24,7 +24,7 @@ def test_saved_run_scores_its_final_eval(method: str, tmp_path: Path, one_thread
     assert result["eval/accuracy"] == summary["eval/accuracy"]
     assert result["eval/loss"] == pytest.approx(summary["eval/loss"], rel=1e-5)
     saved = next(p for p in (tmp_path / "adapter", tmp_path / "model") if p.is_dir())
-    other = evaluate_saved(saved, ["task=rte", "task.max_eval_samples=20"])
+    other = evaluate_saved(saved, ["task=rte", "task.max_eval_samples=20"], task_mismatch_ok=True)
     assert other["task"] == "rte" and other["examples"] == 20 and 0 <= other["eval/accuracy"] <= 1
 
 
@@ -36,7 +36,7 @@ def test_cli_prints_the_main_metric(tmp_path: Path, capsys: pytest.CaptureFixtur
     # bad input: each one line, exit 2
     (tmp_path / "plain").mkdir()
     for args, expect in (([str(tmp_path / "plain")], "not a run folder"),
-                         ([str(tmp_path / "run"), "task=stsb"], "task=stsb: 1 label(s)"),
+                         ([str(tmp_path / "run"), "task=stsb", "--task-mismatch-ok"], "task=stsb: 1 label(s)"),
                          ([str(tmp_path / "run"), "task=nosuch"], "task=nosuch: no such task"),
                          ([str(tmp_path / "run"), "train.lr=1"], "train.lr: cannot be changed"),
                          ([], "FOLDER: missing")):
@@ -72,3 +72,42 @@ def test_a_method_that_saves_elsewhere(tmp_path: Path, monkeypatch: pytest.Monke
         evaluate_saved(tmp_path, [])
     with pytest.raises(ConfigError, match="holds no saved adapter or model"):
         evaluate_saved(tmp_path, [], allow_failed=True)
+
+
+def test_another_task_is_refused_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              caplog: pytest.LogCaptureFixture, one_thread: None) -> None:
+    """A run trained on sst2 scored on rte: exit 2 with one line naming --task-mismatch-ok; with it, one
+    warning line and the score; the run's own task (also given as task=sst2) needs no flag."""
+    run(compose_cfg([*TINY, "method=lora", "snapshot=none"]), tmp_path / "run")
+    assert main([str(tmp_path / "run"), "task=rte"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert captured.out == "" and len(err) == 1 and err[0].startswith("error: task=rte:"), err
+    assert "trained on sst2" in err[0] and "--task-mismatch-ok" in err[0]
+    assert main([str(tmp_path / "run"), "task=rte", "task.max_eval_samples=20", "--task-mismatch-ok"]) == 0
+    warned = [r for r in caplog.records if "trained on sst2" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert capsys.readouterr().out.startswith("rte: accuracy ")
+    caplog.clear()
+    assert main([str(tmp_path / "run"), "task=sst2"]) == 0
+    assert not any("trained on" in r.getMessage() for r in caplog.records)
+
+
+def test_eval_log_is_quiet_unless_verbose(tmp_path: Path, one_thread: None) -> None:
+    """Loading a saved full model is where transformers talks (the weight-loading bar); harness.eval silences
+    it as runs do (harness.summaries.configure_output), and --verbose brings it back."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.harness.test_summaries import CHATTER
+
+    run(compose_cfg([*TINY, "method=full", "snapshot=none", "train.max_steps=2"]), tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "harness.eval", str(tmp_path / "run")]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout.startswith("sst2: accuracy "), quiet.stderr[-2000:]
+    assert quiet.stderr.strip() == "", quiet.stderr[-2000:]
+    loud = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert loud.returncode == 0 and any(text in loud.stderr for text in CHATTER), loud.stderr[-2000:]

@@ -39,18 +39,6 @@ DEAD_PID = PID_MAX - 7  # no process has it (pids stay far below 2**31 on Linux)
 # helpers
 
 
-@pytest.fixture(autouse=True)
-def _logging_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CLI run earlier in this process leaves Hydra's job logging behind: loggers that existed then disabled,
-    console handlers on streams pytest has closed since. The warnings these tests check come from those loggers."""
-    for name, logger in logging.root.manager.loggerDict.items():
-        if name.startswith(("harness", "analysis")) and isinstance(logger, logging.Logger):
-            monkeypatch.setattr(logger, "disabled", False)
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [h for h in root.handlers
-                                           if not getattr(getattr(h, "stream", None), "closed", False)])
-
-
 def snapshot_tree(root: Path) -> dict[str, Any]:
     """Everything under ``root`` as {relative path: (kind, content hash or link target)}, links not followed."""
     out: dict[str, Any] = {}

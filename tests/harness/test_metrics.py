@@ -53,3 +53,24 @@ def test_regression_metrics_match_the_formulas(seed: int) -> None:
 def test_every_metric_says_its_direction() -> None:
     assert all(isinstance(m.higher_is_better, bool) for m in metrics.METRICS.values())
     assert not metrics.METRICS["mse"].higher_is_better
+
+
+def test_metric_ranges() -> None:
+    """Each bounded metric knows its range (the one its formula can reach), looked up through the summary's
+    prefixes; unbounded ones have none."""
+    from harness.metrics import metric_range
+
+    for name in ("accuracy", "f1", "exact_match", "eval/accuracy", "best/f1", "valid/accuracy"):
+        assert metric_range(name) == (0.0, 1.0), name
+    for name in ("matthews", "pearson", "spearman", "pearson_spearman", "eval/matthews"):
+        assert metric_range(name) == (-1.0, 1.0), name
+    for name in ("mse", "loss", "eval/loss", "train_seconds"):
+        assert metric_range(name) is None, name
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # the formulas stay in their ranges on random predictions
+        pred, ref = rng.integers(0, 3, 40), rng.integers(0, 3, 40)
+        x, y = rng.normal(size=40), rng.normal(size=40)
+        for name in ("accuracy", "f1", "matthews", "pearson", "spearman"):
+            value = metrics.METRICS[name].fn(*((pred, ref) if name in ("accuracy", "f1", "matthews") else (x, y)))
+            low, high = metric_range(name)
+            assert low <= value <= high

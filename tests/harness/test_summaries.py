@@ -160,3 +160,26 @@ def test_run_block_names_the_offline_wandb_run_and_its_sync_line(tmp_path: Path)
     assert lines[-2].split() == ["W&B", str(run), "(offline)"] and lines[-1].split() == ["wandb", "sync", str(run)]
     (tmp_path / "wandb" / "offline-run-20261207_000000-abc").rmdir()
     assert "wandb sync" not in run_block({"status": "done", "run_dir": str(tmp_path)})
+
+
+def test_sweep_end_writes_the_overview_figure_beside_the_summary(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.png (analysis.overview) next to summary.md, named in it; a figure that cannot be drawn is one
+    warning and the summary is still written."""
+    from tests.analysis.test_compare import make_sweep
+
+    sweep = make_sweep(tmp_path, failed=False)
+    results = [{"status": "done", "run_dir": str(d)} for d in sorted(p for p in sweep.iterdir() if p.is_dir())]
+    md = write_sweep_summary(sweep, results)
+    assert (sweep / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Figure: {sweep / 'summary.png'} (metric per configuration" in md
+
+    import analysis.overview
+
+    def broken(sweep_dir: Path) -> None:
+        raise ValueError("no axes")
+
+    monkeypatch.setattr(analysis.overview, "write_overview", broken)
+    (sweep / "summary.png").unlink()
+    md = write_sweep_summary(sweep, results)
+    assert "Figure:" not in md and (sweep / "summary.md").is_file() and not (sweep / "summary.png").exists()

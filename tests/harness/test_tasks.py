@@ -112,3 +112,85 @@ def test_length_grouped_batches_cover_each_epoch_and_pad_little() -> None:
     random_share = padding_share(lengths, TrainBatches(1000, 16, seed=2), 62)
     grouped_share = padding_share(lengths, TrainBatches(1000, 16, seed=2, lengths=lengths), 62)
     assert random_share > 0.4 and grouped_share < 0.05
+
+
+class FakeDatasets:
+    """Stands in for HF ``datasets``: records each load_dataset call (the real one retries ~25 s offline)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def load_dataset(self, name: str, config: str) -> dict[str, dict[str, list]]:
+        self.calls.append((name, config))
+        rows = {"sentence": ["good", "bad", "fine"], "label": [1, 0, 1]}
+        return {"train": rows, "validation": rows}
+
+
+@pytest.fixture
+def no_glue_dir(monkeypatch: pytest.MonkeyPatch) -> FakeDatasets:
+    """No GLUE folder, no offline variables, a fake ``datasets`` installed."""
+    import sys
+
+    for var in ("GLUE_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    fake = FakeDatasets()
+    monkeypatch.setitem(sys.modules, "datasets", fake)  # type: ignore[arg-type]
+    return fake
+
+
+def _offline_error(cfg: TaskConfig) -> str:
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(DataError) as e:
+        load_task(cfg)
+    assert time.perf_counter() - start <= 2.0
+    msg = str(e.value)
+    assert "\n" not in msg and "GLUE_DIR" in msg and "SST-2/train.tsv" in msg and "download_glue_data.py" in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_offline_by_environment_fails_at_once_naming_glue_dir(var: str, no_glue_dir: FakeDatasets,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(var, "1")
+    assert var in _offline_error(TaskConfig(name="sst2"))
+    assert no_glue_dir.calls == []  # datasets never asked: it would retry for ~25 s
+
+
+def test_unreachable_hub_fails_at_once_naming_glue_dir(no_glue_dir: FakeDatasets,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    tried: list[tuple[tuple[str, int], float]] = []
+
+    def refuse(address: tuple[str, int], timeout: float) -> None:
+        tried.append((address, timeout))
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert "huggingface.co" in _offline_error(TaskConfig(name="sst2"))
+    assert no_glue_dir.calls == [] and tried[0][0] == ("huggingface.co", 443) and tried[0][1] <= 1.5
+
+
+def test_reachable_hub_loads_through_datasets(no_glue_dir: FakeDatasets, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    class Conn:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Conn())
+    data = load_task(TaskConfig(name="sst2"))
+    assert no_glue_dir.calls == [("glue", "sst2")] and len(data.train) == 3 and data.source == "hf:glue/sst2"
+
+
+def test_cli_without_glue_dir_offline_exits_2_with_one_line(no_glue_dir: FakeDatasets, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.__main__ import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert main(["model=tiny_bert", "tracking=none", "train.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and "GLUE_DIR" in err[0], err
