@@ -265,24 +265,25 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
     same seeds, else Welch: ``pairing`` says which), ``n_a``, ``n_b``, ``p`` (two-sided t-test of 0) and
     ``p_holm`` (Holm over the family's p's), ``verdict``: agrees / disagrees / inconclusive by the sign of the
     difference where ``p_holm`` < α (lower-is-better metrics flip the side), descriptive with fewer than two
-    seeds a side; ``decision`` / ``p_equiv`` / ``margin``: the four-way verdict at the margin
-    (:func:`analysis.stats.decide`, alone); ``not_learned``: runs of either side that did not learn
+    seeds a side; ``decision`` / ``p_equiv`` / ``p_equiv_holm`` / ``margin``: the four-way verdict at the margin
+    (:func:`analysis.stats.decide_family` over the same family); ``not_learned``: runs of either side that did not learn
     (:func:`not_learned`), ``low_n``: fewer seeds than the contrast needs (:func:`analysis.stats.seeds_needed`)."""
     cols = ["model", "task", "budget", "variant", "claim", "source", "metric", "a", "b", "diff", "low", "high",
-            "n_a", "n_b", "paired", "pairing", "p", "p_holm", "verdict", "margin", "p_equiv", "decision", "low_n",
-            "not_learned"]
+            "n_a", "n_b", "paired", "pairing", "p", "p_holm", "verdict", "margin", "p_equiv", "p_equiv_holm",
+            "decision", "low_n", "not_learned"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     r = per_run_values(runs, metric=metric, which=which)
     r = r.assign(_nl=not_learned(r))
     r = r[r["budget"].notna()]
-    rows, claims, signs = [], [], []
+    rows, claims, signs, decisions = [], [], [], []
     for key, g in r.groupby(["model", "task", "budget", "variant", "metric"], dropna=False, sort=False):
         for a, b, source in PAPER_CLAIMS:
             ga, gb = g[g["method"] == a], g[g["method"] == b]
             if ga.empty or gb.empty:
                 continue
             d = _decide_pair(ga, gb, key[4], margin, 1 - confidence)
+            decisions.append(d)
             sign = 1.0 if higher_is_better(key[4]) else -1.0
             diffs = (ga.set_index("seed")["_value"].sort_index() - gb.set_index("seed")["_value"].sort_index()
                      if d.paired else None)
@@ -297,8 +298,9 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
                          "pairing": "paired by seed" if d.paired else "Welch (unpaired)", "p": d.p,
                          "margin": d.margin, "p_equiv": d.p_equiv, "decision": d.verdict, "low_n": d.low_n,
                          "not_learned": int(ga["_nl"].sum() + gb["_nl"].sum())})
-    for row, c in zip(rows, stats.claim_family(claims, signs)):
-        row.update(p_holm=c.p_adj, verdict=c.sign)
+    family = stats.decide_family(decisions, alpha=1 - confidence) if decisions else []
+    for row, c, d in zip(rows, stats.claim_family(claims, signs), family):
+        row.update(p_holm=c.p_adj, verdict=c.sign, decision=d.verdict, p_equiv_holm=d.p_equiv_adj)
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["model", "task", "budget"], key=lambda c: c.map(task_order_key) if c.name == "task" else c,
                            kind="stable").reset_index(drop=True) if not out.empty else out

@@ -166,7 +166,8 @@ def notes(long: pd.DataFrame, *, kind: str = "t", confidence: float = 0.95, layo
     out = []
     if layout == "wide":
         if kind == "t":
-            out.append(f"Cells: mean over seeds ± half-width of the {stats.describe(kind, confidence=confidence)}.")
+            out.append(f"Cells: mean over seeds ± half-width of the {stats.describe(kind, confidence=confidence)} "
+                       f"([low, high] for bounded metrics, below).")
         elif kind == "bootstrap":
             out.append(f"Cells: mean over seeds [{stats.describe(kind, confidence=confidence, n_resamples=n_resamples)}].")
         else:
@@ -208,13 +209,15 @@ def verdict_lines(v: pd.DataFrame, *, confidence: float = 0.95, digits: int = 4,
         out.append(f"Claim {r.claim} ({r.source}), {task_label(r.task)}"
                    f"{'' if not r.model else ' ' + str(r.model)} budget {r.budget}{' ' + r.variant if r.variant else ''}: "
                    f"difference {r.diff * scale:+.{digits}f}{ci} ({how}), p = {fmt_p(r.p)}, Holm p = {fmt_p(r.p_holm)} "
-                   f"→ {r.verdict}; at ±{r.margin * scale:g}: {r.decision}{flags}")
+                   f"→ {r.verdict}; at ±{r.margin * scale:g}: {r.decision} (TOST p = {fmt_p(r.p_equiv)}, Holm "
+                   f"{fmt_p(getattr(r, 'p_equiv_holm', float('nan')))}){flags}")
     if out:
         out.insert(0, f"Verdicts (Holm over the {len(v)} claims of this table): the difference of means over seeds with "
                       f"its {confidence * 100:g}% t-interval and the p of the t-test of 0; agrees / disagrees when the "
                       "Holm-adjusted p is below 5%, by the sign; else inconclusive (also when every seed gives the same "
                       "difference: a zero-width interval is no evidence); descriptive with one seed. After it the "
-                      "four-way decision at the margin (better / worse / equivalent / undetermined; docs/comparing.md).")
+                      "four-way decision at the margin (better / worse / equivalent / undetermined), Holm over the "
+                      "same claims' p and TOST p (docs/comparing.md).")
     return out
 
 

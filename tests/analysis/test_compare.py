@@ -606,3 +606,21 @@ def test_unchosen_selection_candidates_are_not_results(tmp_path: Path, capsys: p
     assert sum("selection candidate not chosen" in why for _, why in skipped) == 2
     long = compare.compare(runs)
     assert len(long) == 1 and long.iloc[0]["n"] == 3 and long.iloc[0]["variant"] == ""
+
+
+def test_claim_decisions_are_holm_adjusted_in_the_claims_family(tmp_path: Path) -> None:
+    """DoRA − LoRA alone is 'equivalent' at ±0.01 (TOST p ≈ 0.04); in a family of 4 claims × 2 hypotheses its
+    Holm TOST p is above 5%, so the claim line's decision is undetermined, as the contrasts table says."""
+    from analysis.inputs import load_inputs
+
+    for task in ("sst2", "rte"):
+        for seed, (lo, do) in enumerate([(0.8000, 0.7990), (0.8100, 0.8160), (0.7900, 0.7860)]):
+            write_run(tmp_path / "s", f"{task}l{seed}", task=task, method="lora", seed=seed, value=lo)
+            write_run(tmp_path / "s", f"{task}d{seed}", task=task, method="dora", seed=seed, value=do)
+            write_run(tmp_path / "s", f"{task}a{seed}", task=task, method="adalora", seed=seed, value=lo - 0.02 * seed)
+    runs, _, _ = load_inputs([tmp_path / "s"])
+    v = compare.verdicts(runs)
+    assert len(v) == 4
+    assert (v["p_equiv_holm"] >= v["p_equiv"]).all()
+    assert ((v["decision"] == "equivalent") == (v["p_equiv_holm"] < 0.05)).all()
+    assert (v.loc[v["p_equiv"] < 0.05, "decision"] == "undetermined").any()
