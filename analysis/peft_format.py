@@ -276,23 +276,75 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     rec = read_run(run_dir)  # validated (BadRecord names a damaged key); a dead running run reads as crashed
     summary = read_summary(run_dir)
-    cfg = rec.get("config", {})
     env = rec.get("environment", {})
-    train_cfg = cfg.get("train", {})
+    train_cfg = rec.get("config", {}).get("train", {})
+    saved = run_dir / saved_folder(rec)
+    batch = int(train_cfg.get("batch_size", 0) or 0) * int(train_cfg.get("grad_accum", 1) or 1)
+    peak = summary.get("peak_memory_bytes")
+    started, ended = rec.get("started"), rec.get("ended")
+    return {
+        "run_info": {
+            "created_at": _iso(started),
+            "total_time": (ended - started) if started and ended else summary.get("wall_seconds"),
+            "experiment_name": experiment_name(rec),
+            "peft_branch": "n/a (lora-harness run)",
+            "train_config": _train_config(rec),
+            "peft_config": _peft_config(rec, saved),
+            "error_msg": rec.get("error") or "",
+        },
+        "train_info": {
+            "accelerator_memory_reserved_avg": peak,
+            "accelerator_memory_max": peak,
+            "accelerator_memory_reserved_99th": peak,
+            "train_time": summary.get("train_seconds"),
+            "file_size": _dir_size(saved),
+            "num_trainable_params": summary.get("trainable_params"),
+            "num_total_params": summary.get("total_params"),
+            "status": _status(rec),
+            "metrics": _metric_rows(run_dir, summary, batch),
+        },
+        "meta_info": _meta_info(rec, env),
+        "harness_info": {
+            "run_dir": str(run_dir),
+            "harness_version": env.get("harness"),
+            "git": rec.get("git"),
+            "config_hash": rec.get("config_hash"),
+            "budget": recorded_budget(rec),
+            "group": rec.get("group"),
+            "effective_params": summary.get("effective_params"),
+            "main_metric": summary.get("main_metric"),
+            "peak_memory_kind": summary.get("peak_memory_kind"),
+            "memory_note": "the harness records only the peak; reserved avg / 99th repeat it",
+            "test_split": "the task's evaluation split (GLUE dev)",
+        },
+    }
+
+
+def _status(rec: dict[str, Any]) -> str:
+    """PEFT's status of a run: success, canceled (still running, replaced, crashed, terminated) or failed."""
     status = {"done": "success", "running": "canceled", "replacing": "canceled",
               "crashed": "canceled"}.get(rec.get("status", ""), "failed")
-    if "terminated" in str(rec.get("error", "")):
-        status = "canceled"
+    return "canceled" if "terminated" in str(rec.get("error", "")) else status
 
-    saved = run_dir / saved_folder(rec)
+
+def _peft_config(rec: dict[str, Any], saved: Path) -> Optional[dict[str, Any]]:
+    """The saved adapter's adapter_config.json; without one, rebuilt from the run's method config (None for
+    full fine-tuning)."""
     adapter_cfg = saved / "adapter_config.json"
-    peft_config = json.loads(adapter_cfg.read_text()) if adapter_cfg.is_file() else None
-    if peft_config is None and rec.get("method") != "full":
-        peft_config = {"peft_type": {"dora": "LORA", "lora": "LORA", "adalora": "ADALORA"}.get(rec.get("method"), str(rec.get("method")).upper()),
-                       **{k: v for k, v in cfg.get("method", {}).items() if k not in ("name", "lr", "targets")},
-                       "use_dora": rec.get("method") == "dora"}
+    if adapter_cfg.is_file():
+        return json.loads(adapter_cfg.read_text())
+    if rec.get("method") == "full":
+        return None
+    cfg = rec.get("config", {})
+    return {"peft_type": {"dora": "LORA", "lora": "LORA", "adalora": "ADALORA"}.get(rec.get("method"),
+                                                                                  str(rec.get("method")).upper()),
+            **{k: v for k, v in cfg.get("method", {}).items() if k not in ("name", "lr", "targets")},
+            "use_dora": rec.get("method") == "dora"}
 
-    batch = int(train_cfg.get("batch_size", 0) or 0) * int(train_cfg.get("grad_accum", 1) or 1)
+
+def _metric_rows(run_dir: Path, summary: dict[str, Any], batch: int) -> list[dict[str, Any]]:
+    """PEFT's ``metrics``: a row per evaluation step of metrics.jsonl (``valid <metric>``, the last train loss,
+    samples, speed), then the final one from summary.json (``test <metric>``)."""
     try:
         m = load_metrics(run_dir)
     except OSError:
@@ -318,78 +370,52 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
                 row["tokens / sec"] = float(tps.iloc[-1])
             metrics.append(row)
     if summary:
-        final = {"step": summary.get("steps"),
-                 **{f"test {k[5:]}": v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"},
-                 "test loss": summary.get("eval/loss"), "train loss": last_loss,
-                 "train samples": int(summary.get("steps") or 0) * batch, "train total tokens": summary.get("tokens")}
-        metrics.append(final)
+        metrics.append({"step": summary.get("steps"),
+                        **{f"test {k[5:]}": v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"},
+                        "test loss": summary.get("eval/loss"), "train loss": last_loss,
+                        "train samples": int(summary.get("steps") or 0) * batch,
+                        "train total tokens": summary.get("tokens")})
+    return metrics
 
-    peak = summary.get("peak_memory_bytes")
-    started, ended = rec.get("started"), rec.get("ended")
+
+def _train_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """PEFT's ``train_config`` from the run's configuration."""
+    cfg, env = rec.get("config", {}), rec.get("environment", {})
+    train_cfg = cfg.get("train", {})
     return {
-        "run_info": {
-            "created_at": _iso(started),
-            "total_time": (ended - started) if started and ended else summary.get("wall_seconds"),
-            "experiment_name": experiment_name(rec),
-            "peft_branch": "n/a (lora-harness run)",
-            "train_config": {
-                "model_id": rec.get("model"),
-                "dtype": "bfloat16" if train_cfg.get("bf16") and str(env.get("device", "")).startswith("cuda") else "float32",
-                "max_seq_length": cfg.get("model", {}).get("max_length"),
-                "batch_size": train_cfg.get("batch_size"),
-                "batch_size_eval": train_cfg.get("eval_batch_size"),
-                "max_steps": rec.get("total_steps", train_cfg.get("max_steps")),
-                "eval_steps": train_cfg.get("eval_every"),
-                "seed": rec.get("seed"),
-                "grad_norm_clip": train_cfg.get("max_grad_norm"),
-                "optimizer_type": "AdamW",
-                "optimizer_kwargs": {"lr": train_cfg.get("lr") or cfg.get("method", {}).get("lr"),
-                                     "weight_decay": train_cfg.get("weight_decay")},
-                "lr_scheduler": "linear",
-                "task": rec.get("task"),
-            },
-            "peft_config": peft_config,
-            "error_msg": rec.get("error") or "",
+        "model_id": rec.get("model"),
+        "dtype": "bfloat16" if train_cfg.get("bf16") and str(env.get("device", "")).startswith("cuda") else "float32",
+        "max_seq_length": cfg.get("model", {}).get("max_length"),
+        "batch_size": train_cfg.get("batch_size"),
+        "batch_size_eval": train_cfg.get("eval_batch_size"),
+        "max_steps": rec.get("total_steps", train_cfg.get("max_steps")),
+        "eval_steps": train_cfg.get("eval_every"),
+        "seed": rec.get("seed"),
+        "grad_norm_clip": train_cfg.get("max_grad_norm"),
+        "optimizer_type": "AdamW",
+        "optimizer_kwargs": {"lr": train_cfg.get("lr") or cfg.get("method", {}).get("lr"),
+                             "weight_decay": train_cfg.get("weight_decay")},
+        "lr_scheduler": "linear",
+        "task": rec.get("task"),
+    }
+
+
+def _meta_info(rec: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """PEFT's ``meta_info``: the packages and the system the run used (what the harness records)."""
+    return {
+        "model_info": {"sha": None, "created_at": None},
+        "dataset_info": {str(rec.get("task")): {"sha": None, "created_at": None, "source": rec.get("data_source")}},
+        "package_info": {
+            "transformers-version": env.get("transformers"), "transformers-commit-hash": None,
+            "peft-version": env.get("peft"), "peft-commit-hash": None,
+            "datasets-version": None, "datasets-commit-hash": None,
+            "bitsandbytes-version": None, "bitsandbytes-commit-hash": None,
+            "torch-version": env.get("torch"), "torch-commit-hash": None,
         },
-        "train_info": {
-            "accelerator_memory_reserved_avg": peak,
-            "accelerator_memory_max": peak,
-            "accelerator_memory_reserved_99th": peak,
-            "train_time": summary.get("train_seconds"),
-            "file_size": _dir_size(saved),
-            "num_trainable_params": summary.get("trainable_params"),
-            "num_total_params": summary.get("total_params"),
-            "status": status,
-            "metrics": metrics,
-        },
-        "meta_info": {
-            "model_info": {"sha": None, "created_at": None},
-            "dataset_info": {str(rec.get("task")): {"sha": None, "created_at": None, "source": rec.get("data_source")}},
-            "package_info": {
-                "transformers-version": env.get("transformers"), "transformers-commit-hash": None,
-                "peft-version": env.get("peft"), "peft-commit-hash": None,
-                "datasets-version": None, "datasets-commit-hash": None,
-                "bitsandbytes-version": None, "bitsandbytes-commit-hash": None,
-                "torch-version": env.get("torch"), "torch-commit-hash": None,
-            },
-            "system_info": {"system": (env.get("platform") or "").split("-")[0] or None,
-                            "release": None, "version": None, "machine": None, "processor": None,
-                            "accelerator": env.get("gpu") or env.get("device")},
-            "pytorch_info": "",
-        },
-        "harness_info": {
-            "run_dir": str(run_dir),
-            "harness_version": env.get("harness"),
-            "git": rec.get("git"),
-            "config_hash": rec.get("config_hash"),
-            "budget": recorded_budget(rec),
-            "group": rec.get("group"),
-            "effective_params": summary.get("effective_params"),
-            "main_metric": summary.get("main_metric"),
-            "peak_memory_kind": summary.get("peak_memory_kind"),
-            "memory_note": "the harness records only the peak; reserved avg / 99th repeat it",
-            "test_split": "the task's evaluation split (GLUE dev)",
-        },
+        "system_info": {"system": (env.get("platform") or "").split("-")[0] or None,
+                        "release": None, "version": None, "machine": None, "processor": None,
+                        "accelerator": env.get("gpu") or env.get("device")},
+        "pytorch_info": "",
     }
 
 
