@@ -12,11 +12,17 @@ import shlex
 import sys
 from typing import NoReturn
 
+
+def _figure(module: str, help_text: str) -> tuple[tuple[str, ...], str, str]:
+    """A figure's command: ``figures <name>`` runs the module ``analysis.figures_<name>``."""
+    return ("figures", module.rpartition("figures_")[2]), module, help_text
+
+
 # (command words, module, help)
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"),
-    (("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"),
-    (("figures", "spectra"), "analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"),
+    _figure("analysis.figures_dora", "DoRA ΔM vs ΔD figure"),
+    _figure("analysis.figures_adalora", "AdaLoRA rank heatmaps"),
+    _figure("analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"),
     (("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"),
     (("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"),
     (("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"),

@@ -26,7 +26,8 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from analysis.load import Runs, load_metrics
-from harness.record import RECORD_FILES, find_run_files, read_run, read_summary, recorded_budget
+from harness.record import (LEGACY_METHODS, RECORD_FILES, find_run_files, legacy_method, read_run, read_summary,
+                            recorded_budget)
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +81,25 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def method_of(peft_config: Optional[dict[str, Any]]) -> str:
-    """Harness method name: ``full`` (no peft_config), ``dora`` (LoRA with use_dora), ``lora``,
-    ``adalora``, else PEFT's type in lower case (``ia3``, ``loha``, …)."""
+    """Harness method name of a PEFT config (:func:`harness.record.legacy_method`: no peft_config is full
+    fine-tuning, LoRA with use_dora is DoRA, …), else PEFT's type in lower case (``ia3``, ``loha``, …)."""
     if not peft_config:
-        return "full"
-    t = str(peft_config.get("peft_type", "unknown")).lower()
-    if t == "lora" and peft_config.get("use_dora"):
-        return "dora"
-    return t
+        return str(legacy_method(None))
+    t = str(peft_config.get("peft_type", "unknown"))
+    return legacy_method(t, bool(peft_config.get("use_dora"))) or t.lower()
+
+
+def _budget_keys(peft_config: dict[str, Any]) -> tuple[str, ...]:
+    """Where a PEFT config holds its budget: AdaLoRA's final mean rank ``target_r`` first (PEFT's own key
+    names), else ``r``."""
+    return ("target_r", "r") if "target_r" in peft_config else ("r",)
 
 
 def budget_of(peft_config: Optional[dict[str, Any]]) -> Optional[int]:
     """Mean final rank per matrix: AdaLoRA ``target_r``, else ``r`` where the method has one."""
     if not peft_config:
         return None
-    for key in (("target_r", "r") if method_of(peft_config) == "adalora" else ("r",)):
+    for key in _budget_keys(peft_config):
         v = peft_config.get(key)
         if isinstance(v, int) and not isinstance(v, bool):
             return v
@@ -168,7 +173,8 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
         "main_metric_value": tests.get(main) if main else None,
         **{f"eval/{k}": v for k, v in tests.items()},
         "trainable_params": trained,
-        "effective_params": hi.get("effective_params", None if method == "adalora" else trained),
+        # a rank-allocating config (target_r): the files hold its final ranks but not the matrix shapes
+        "effective_params": hi.get("effective_params", None if pc and "target_r" in pc else trained),
         "steps": final.get("step"),
         "train_seconds": train_time,
         "wall_seconds": ri.get("total_time"),
@@ -246,8 +252,9 @@ def _iso(ts: Optional[float]) -> Optional[str]:
 
 def saved_folder(rec: dict[str, Any]) -> str:
     """The run's adapter or model folder: recorded in run.json (``save_dir``, the method's own); records from
-    before it was recorded: ``model`` for full fine-tuning, else ``adapter``."""
-    return str(rec.get("save_dir") or ("model" if rec.get("method") == "full" else "adapter"))
+    before it was recorded: as the method saved then (:data:`harness.record.LEGACY_METHODS`), else ``adapter``."""
+    legacy = LEGACY_METHODS.get(str(rec.get("method")), {})
+    return str(rec.get("save_dir") or legacy.get("save_dir", "adapter"))
 
 
 def _dir_size(p: Path) -> int:
@@ -333,13 +340,13 @@ def _peft_config(rec: dict[str, Any], saved: Path) -> Optional[dict[str, Any]]:
     adapter_cfg = saved / "adapter_config.json"
     if adapter_cfg.is_file():
         return json.loads(adapter_cfg.read_text())
-    if rec.get("method") == "full":
+    legacy = LEGACY_METHODS.get(str(rec.get("method")), {})
+    if "peft_type" in legacy and legacy["peft_type"] is None:  # full fine-tuning: no PEFT config
         return None
     cfg = rec.get("config", {})
-    return {"peft_type": {"dora": "LORA", "lora": "LORA", "adalora": "ADALORA"}.get(rec.get("method"),
-                                                                                  str(rec.get("method")).upper()),
+    return {"peft_type": legacy.get("peft_type") or str(rec.get("method")).upper(),
             **{k: v for k, v in cfg.get("method", {}).items() if k not in ("name", "lr", "targets")},
-            "use_dora": rec.get("method") == "dora"}
+            "use_dora": bool(legacy.get("use_dora"))}
 
 
 def _metric_rows(run_dir: Path, summary: dict[str, Any], batch: int) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ subspace similarities of :func:`similarities`). Pure apart from reading the run 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from analysis.measures.effective_rank import ENERGY, effective_rank, stable_rank
 from analysis.measures.intruders import EPSILON, TOP_K, intruder_count
 from analysis.measures.linalg import SVD, device_for, numerical_rank, svd_dense, svd_factored
 from analysis.measures.subspace import subspace_similarity
+from harness.record import read_run
 from harness.snapshot_format import DENSE, rebuild
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ def _lr(run_dir: str, row: Mapping[str, Any]) -> float:
     if row.get("lr") is not None and not pd.isna(row.get("lr")):
         return float(row["lr"])
     try:
-        rec = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, ValueError):
+        rec = read_run(Path(run_dir), derive=False)
+    except (OSError, ValueError):  # BadRecord is a ValueError
         return math.nan
     cfg = rec.get("config") or {}
     lr = rec.get("lr") or (cfg.get("train") or {}).get("lr") or (cfg.get("method") or {}).get("lr")

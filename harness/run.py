@@ -377,8 +377,8 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     record = RunRecord(run_dir)
     resolved = to_dict(c)
     fields = dict(
-        name=name or c.method.name, group=group, method=c.method.name, method_label=p.method.label,
-        method_color=p.method.color, task=c.task.name, model=c.model.name,
+        name=name or c.method.name, group=group, method=c.method.name, **p.method.display(),
+        task=c.task.name, model=c.model.name,
         seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c), save_dir=p.method.save_dir(),
@@ -604,7 +604,7 @@ def _summary(p: Plan, model: torch.nn.Module, result: LoopResult, *, n_trainable
     c = p.cfg
     return {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
-        "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
+        "budget": c.method.budget(), **p.method.display(),
         "main_metric": p.data.main_metric, "save_dir": p.method.save_dir(),
         "main_metric_value": result.final_eval[p.data.main_metric],
         **_problem_entries(p, result),
