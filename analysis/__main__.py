@@ -12,17 +12,24 @@ import shlex
 import sys
 from typing import NoReturn
 
+
+def _figure(module: str, help_text: str) -> tuple[tuple[str, ...], str, str]:
+    """A figure's command: ``figures <name>`` runs the module ``analysis.figures_<name>``."""
+    return ("figures", module.rpartition("figures_")[2]), module, help_text
+
+
 # (command words, module, help)
-COMMANDS: list[tuple[tuple[str, ...], str, str]] = []
-COMMANDS.append((("figures", "dora"), "analysis.figures_dora", "DoRA ΔM vs ΔD figure"))
-COMMANDS.append((("figures", "adalora"), "analysis.figures_adalora", "AdaLoRA rank heatmaps"))
-COMMANDS.append((("figures", "spectra"), "analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"))
-COMMANDS.append((("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"))
-COMMANDS.append((("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"))
-COMMANDS.append((("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"))
-COMMANDS.append((("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"))
-COMMANDS.append((("runs",), "analysis.runs", "a row per run: status, steps, method, task, budget, seed, main metric, age"))
-COMMANDS.append((("diff",), "analysis.diff", "what differs between two runs: configuration keys and summary metrics"))
+COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    _figure("analysis.figures_dora", "DoRA ΔM vs ΔD figure"),
+    _figure("analysis.figures_adalora", "AdaLoRA rank heatmaps"),
+    _figure("analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"),
+    (("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"),
+    (("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"),
+    (("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"),
+    (("export-peft",), "analysis.export_peft", "write each run as a PEFT method_comparison result file"),
+    (("runs",), "analysis.runs", "a row per run: status, steps, method, task, budget, seed, main metric, age"),
+    (("diff",), "analysis.diff", "what differs between two runs: configuration keys and summary metrics"),
+)
 
 
 class OneLineParser(argparse.ArgumentParser):

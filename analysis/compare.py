@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from analysis import stats
-from analysis.labels import COSTS, METHOD_LABELS, METHOD_ORDER, higher_is_better, method_label, task_order_key
+from analysis.labels import COSTS, higher_is_better, method_display, method_label, method_order_key, task_order_key
+from harness.record import DISPLAY_KEYS
 from harness.metrics import metric_range
 
 log = logging.getLogger(__name__)
@@ -167,9 +170,9 @@ def _metric_column(runs: pd.DataFrame, metric: Optional[str], which: str) -> tup
 
 
 def _order_key(df: pd.DataFrame) -> pd.DataFrame:
-    """Sort rows: model, task, method (full, lora, dora, adalora, then a-z), budget (none first), variant."""
+    """Sort rows: model, task, method (by its recorded order, then a-z), budget (none first), variant."""
     d = df.copy()
-    d["_m"] = d["method"].map(lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), str(m)))
+    d["_m"] = d["method"].map(lambda m: method_order_key(m, df))
     d["_b"] = d["budget"].map(lambda b: -1 if b is None or pd.isna(b) else float(b))
     by = ["_m", "_b"] + (["variant"] if "variant" in d else [])
     if "task" in d:
@@ -236,7 +239,7 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
         for c in COSTS:
             row[c] = float(pd.to_numeric(g[c], errors="coerce").mean()) if c in g else math.nan
         row["not_learned"] = int(not_learned(g).fillna(False).sum())
-        for c in ("method_label", "method_color"):  # the record's own, where it has one
+        for c in DISPLAY_KEYS:  # the record's own, where it has one
             if c in g and g[c].notna().any():
                 row[c] = g[c].dropna().iloc[0]
         if "peak_memory_kind" in g:
@@ -248,16 +251,19 @@ def compare(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal[
     return _order_key(out)
 
 
-#: Directional claims of the papers, (a, b, source): "a scores higher than b at the same budget".
-PAPER_CLAIMS: tuple[tuple[str, str, str], ...] = (
-    ("dora", "lora", "DoRA paper"),
-    ("adalora", "lora", "AdaLoRA paper"),
-)
+#: Directional claims of the papers, (a, b, source): "a scores higher than b at the same budget" (claims/verdicts.yaml).
+CLAIMS_FILE = Path(__file__).resolve().parent.parent / "claims" / "verdicts.yaml"
+
+
+def paper_claims(path: Path = CLAIMS_FILE) -> tuple[tuple[str, str, str], ...]:
+    """The claims of ``path`` as (a, b, source)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return tuple((str(c["a"]), str(c["b"]), str(c["source"])) for c in data["claims"])
 
 
 def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal["final", "best"] = "final",
              confidence: float = 0.95, margin: Optional[float] = None) -> pd.DataFrame:
-    """The papers' method-vs-method claims (:data:`PAPER_CLAIMS`) checked on these runs, seeds as the unit;
+    """The papers' method-vs-method claims (:func:`paper_claims`, claims/verdicts.yaml) checked on these runs, seeds as the unit;
     the claims of one call are one Holm family.
 
     One row per (model, task, budget, variant, claim) where both methods ran: ``diff`` = mean(a) − mean(b)
@@ -278,7 +284,7 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
     r = r[r["budget"].notna()]
     rows, claims, signs, decisions = [], [], [], []
     for key, g in r.groupby(["model", "task", "budget", "variant", "metric"], dropna=False, sort=False):
-        for a, b, source in PAPER_CLAIMS:
+        for a, b, source in paper_claims():
             ga, gb = g[g["method"] == a], g[g["method"] == b]
             if ga.empty or gb.empty:
                 continue
@@ -292,7 +298,8 @@ def verdicts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Literal
                                       "no paper value", alpha=1 - confidence))
             signs.append(sign)
             rows.append({"model": key[0], "task": key[1], "budget": int(key[2]), "variant": key[3],
-                         "claim": f"{METHOD_LABELS.get(a, a)} > {METHOD_LABELS.get(b, b)}", "source": source,
+                         "claim": f"{method_display(a, r)['method_label']} > {method_display(b, r)['method_label']}",
+                         "source": source,
                          "metric": key[4], "a": a, "b": b, "diff": d.estimate, "low": d.low, "high": d.high,
                          "n_a": len(ga), "n_b": len(gb), "paired": d.paired,
                          "pairing": "paired by seed" if d.paired else "Welch (unpaired)", "p": d.p,
@@ -333,16 +340,17 @@ CONTRAST_COLUMNS = ["model", "task", "metric", "contrast", "a", "b", "difference
 def _config_label(g: pd.DataFrame) -> str:
     r = g.iloc[0]
     label = r.get("method_label") if "method_label" in g else None
-    return method_label(r["method"], r["budget"], r["variant"], label=label if isinstance(label, str) else None)
+    return method_label(r["method"], r["budget"], r["variant"], label=label if isinstance(label, str) else None, rows=g)
 
 
-def contrast_pairs(configs: Sequence[tuple[Any, ...]]) -> list[tuple[int, int]]:
+def contrast_pairs(configs: Sequence[tuple[Any, ...]], baseline: Sequence[Any] = ()) -> list[tuple[int, int]]:
     """Which configurations (method, budget, variant) of one (model, task) are compared, as (a, b) indices:
-    every other configuration against full FT (b), and every two non-full configurations of one budget
-    (a after b in :data:`METHOD_ORDER`, then by variant)."""
-    full = [i for i, c in enumerate(configs) if c[0] == "full"]
-    out = [(i, f) for f in full for i, c in enumerate(configs) if c[0] != "full"]
-    rest = [i for i, c in enumerate(configs) if c[0] != "full"]
+    every other configuration against those of a ``baseline`` method (b; full fine-tuning: the method that
+    records ``method_baseline``), and every two other configurations of one budget (a after b in the order
+    given: by method order, then by variant)."""
+    full = [i for i, c in enumerate(configs) if c[0] in baseline]
+    out = [(i, f) for f in full for i, c in enumerate(configs) if c[0] not in baseline]
+    rest = [i for i, c in enumerate(configs) if c[0] not in baseline]
     for x, i in enumerate(rest):
         for j in rest[x + 1:]:
             if configs[i][1] == configs[j][1]:
@@ -365,9 +373,10 @@ def contrasts(runs: pd.DataFrame, *, metric: Optional[str] = None, which: Litera
     rows, decisions = [], []
     for (model, task, name), g in r.groupby(["model", "task", "metric"], dropna=False, sort=False):
         parts = [(k, c) for k, c in g.groupby(["method", "budget", "variant"], dropna=False, sort=False)]
-        parts.sort(key=lambda kc: (METHOD_ORDER.index(kc[0][0]) if kc[0][0] in METHOD_ORDER else len(METHOD_ORDER),
-                                   str(kc[0][0]), -1 if pd.isna(kc[0][1]) else float(kc[0][1]), str(kc[0][2])))
-        for i, j in contrast_pairs([k for k, _ in parts]):
+        parts.sort(key=lambda kc: (*method_order_key(kc[0][0], g), -1 if pd.isna(kc[0][1]) else float(kc[0][1]),
+                                   str(kc[0][2])))
+        baseline = [m for m in dict.fromkeys(g["method"]) if method_display(m, g)["method_baseline"]]
+        for i, j in contrast_pairs([k for k, _ in parts], baseline):
             ga, gb = parts[i][1], parts[j][1]
             d = _decide_pair(ga, gb, name, margin, alpha, bound)
             decisions.append(d)
@@ -467,8 +476,8 @@ def wide(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
         t = r["task"]
         row.update({t: r["mean"], f"{t}_low": r["low"], f"{t}_high": r["high"], f"{t}_n": r["n"],
                     f"{t}_metric": r["metric"], f"{t}_hib": bool(r["higher_is_better"])})
-        for c in ("method_label", "method_color"):
-            if isinstance(r.get(c), str):
+        for c in DISPLAY_KEYS:
+            if c in r and not (r[c] is None or (isinstance(r[c], float) and math.isnan(r[c]))):
                 row[c] = r[c]
         for p in ("trainable_params", "effective_params"):
             row[p] = np.nanmax([row[p], r.get(p, math.nan)]) if not pd.isna(r.get(p, math.nan)) else row[p]

@@ -27,16 +27,19 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from safetensors.torch import load as st_load
 from scipy import stats as _st
 
 from analysis import stats as S
 from analysis.compare import with_variants
+from analysis.labels import method_display, method_order_key
 from harness.record import BadRecord, read_run
 from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
 from harness.w0store import read_w0
@@ -51,19 +54,20 @@ AXIS_LABELS: dict[str, str] = {
 }
 #: snapshot index names (torch layout) → analysis names (meaning)
 _RENAME: dict[str, str] = {"dM_row": "dM_out", "dD_row": "dD_out", "dM_col": "dM_in", "dD_col": "dD_in"}
+#: DoRA paper, Figure 2, as data (claims/dora_fig2.yaml): the matrix type and axis it is drawn for, and per
+#: method (by recorded name) its label in the figure, r and axis ranges
+PAPER_FILE = Path(__file__).resolve().parent.parent / "claims" / "dora_fig2.yaml"
+_PAPER = yaml.safe_load(PAPER_FILE.read_text(encoding="utf-8"))
 #: the paper's Figure 2 is drawn for this matrix type and this axis only; other types/axes have no anchor
-PAPER_TYPE, PAPER_AXIS = "Wq", "out"
-#: DoRA paper, Figure 2 (VL-BART, query matrices): Pearson correlation of ΔM with ΔD over the
-#: (layer, checkpoint) points of one fine-tuning run
-PAPER_CORRELATION: dict[str, float] = {"full": -0.62, "lora": 0.83, "dora": -0.31}
-#: DoRA paper, Figure 2: axis ranges (ΔD low, ΔD high, ΔM low, ΔM high)
-PAPER_RANGES: dict[str, tuple[float, float, float, float]] = {
-    "full": (0.014, 0.022, 0.05, 0.09),
-    "lora": (0.10, 0.16, 0.25, 0.45),
-    "dora": (0.16, 0.32, 0.7, 1.4),
-}
-METHOD_ORDER: tuple[str, ...] = ("full", "lora", "dora", "adalora")
-METHOD_LABELS: dict[str, str] = {"full": "FT", "lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
+PAPER_TYPE, PAPER_AXIS = str(_PAPER["matrix_type"]), str(_PAPER["axis"])
+#: Pearson correlation of ΔM with ΔD over the (layer, checkpoint) points of one fine-tuning run (VL-BART)
+PAPER_CORRELATION: Mapping[str, float] = MappingProxyType(
+    {m: float(v["pearson"]) for m, v in _PAPER["methods"].items()})
+#: axis ranges (ΔD low, ΔD high, ΔM low, ΔM high)
+PAPER_RANGES: Mapping[str, tuple[float, ...]] = MappingProxyType(
+    {m: tuple(float(x) for x in v["ranges"]) for m, v in _PAPER["methods"].items()})
+#: the figure's name for a method (else the method's recorded label)
+PAPER_LABELS: Mapping[str, str] = MappingProxyType({m: str(v["label"]) for m, v in _PAPER["methods"].items()})
 
 
 class SnapshotError(Exception):
@@ -497,13 +501,15 @@ def ordered_panels(points: pd.DataFrame) -> list[str]:
     """Panels in the paper's order (FT, LoRA, DoRA, AdaLoRA, then any other), by lr and steps within a method."""
     cols = [c for c in ("panel", "method", "lr", "total_steps") if c in points]
     first = points[cols].drop_duplicates("panel" if "panel" in points else "method")
-    key = first.apply(lambda r: (METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 99, r["method"],
+    key = first.apply(lambda r: (*method_order_key(r["method"], points),
                                  r.get("lr", 0) if pd.notna(r.get("lr", 0)) else 0,
                                  r.get("total_steps", 0) if pd.notna(r.get("total_steps", 0)) else 0), axis=1)
     return [str(p) for p in first.assign(_k=key).sort_values("_k")["panel" if "panel" in points else "method"]]
 
 
-def panel_label(panel: str) -> str:
-    """``full lr=0.0002`` -> ``FT lr=0.0002``; ``lora · method.lr=0.001`` -> ``LoRA · method.lr=0.001``."""
+def panel_label(panel: str, points: Optional[pd.DataFrame] = None) -> str:
+    """``full lr=0.0002`` -> ``FT lr=0.0002``; ``lora · method.lr=0.001`` -> ``LoRA · method.lr=0.001``: the
+    paper's name for the method (:data:`PAPER_LABELS`), else its recorded label (of ``points`` when given)."""
     method, _, rest = str(panel).partition(" ")
-    return METHOD_LABELS.get(method, method) + (" " + rest if rest else "")
+    name = PAPER_LABELS.get(method) or str(method_display(method, points)["method_label"])
+    return name + (" " + rest if rest else "")

@@ -42,6 +42,9 @@ from harness.families import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
 
+#: the figure's name, from this module's (figures_<name>): its command word, report section and file prefix
+NAME = __name__.rpartition("figures_")[2]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``figures adalora``."""
@@ -280,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         long = R.load_allocations(args.runs, include_unfinished=args.include_unfinished)
         headers = R.load_headers(args.runs)
         run_dirs = list(long["run_dir"].astype(str).unique())
-        for label, sub in R.conditions(long):
+        for label, sub in R.conditions(long, NAME):
             paths, line = draw_condition(sub, headers, out, label, steps)
             print(f"{label} ({sub['run_dir'].nunique()} runs): {line}")
             print("\n".join(f"  wrote {w}" for w in paths))

@@ -38,6 +38,9 @@ from analysis.table import BadOption, publish_to_sweeps
 
 log = logging.getLogger(__name__)
 
+#: the figure's name, from this module's (figures_<name>): its command word, report section and file prefix
+NAME = __name__.rpartition("figures_")[2]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``figures dora``."""

@@ -1,7 +1,8 @@
 """Names for display and the direction of every column: methods, tasks, metrics, costs.
 
-A method's display name comes from its run record (``method_label`` in run.json / summary.json, written by
-the method itself); :data:`METHOD_LABELS` is the fallback for records written before that field existed.
+A method's display (label, colour, marker, budget letter, order, whether it is the baseline) comes from its
+run record (``method_label`` … in run.json / summary.json, declared by the method's file):
+:func:`method_display`. This module names no method.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from harness.metrics import METRICS
+from harness.record import method_display as recorded_display
 
 #: Cost columns of the long table and their direction (True: higher is better).
 COSTS: dict[str, bool] = {
@@ -21,11 +23,6 @@ COSTS: dict[str, bool] = {
     "effective_params": False,
 }
 
-#: Fallbacks for records without ``method_label``: display name, and the letter of the budget axis.
-METHOD_LABELS = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
-BUDGET_SYMBOL = {"adalora": "b"}
-#: Rows of a table: these methods first, in this order (then the others a–z).
-METHOD_ORDER = ["full", "lora", "dora", "adalora"]
 TASK_ORDER = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
 TASK_LABELS = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B",
                "qnli": "QNLI", "qqp": "QQP", "mnli": "MNLI", "metamathqa": "MetaMathQA"}
@@ -60,13 +57,32 @@ def arrow(name: str) -> str:
     return "↑" if higher_is_better(name) else "↓"
 
 
-def method_label(method: Any, budget: Any = None, variant: Any = "", *, label: Optional[str] = None) -> str:
+def method_display(method: Any, rows: Optional[pd.DataFrame] = None) -> dict[str, Any]:
+    """How ``method`` is shown (:func:`harness.record.method_display`): what its runs recorded (the first
+    recorded value of each key among ``rows`` of that method, when given), else as older records had it,
+    else defaults (the name as label)."""
+    recorded: dict[str, Any] = {}
+    if rows is not None and "method" in rows:
+        mine = rows[rows["method"].astype(str) == str(method)]
+        for col in mine.columns:
+            if col.startswith("method_") and mine[col].notna().any():
+                recorded[col] = mine[col].dropna().iloc[0]
+    return recorded_display(method, recorded)
+
+
+def method_order_key(method: Any, rows: Optional[pd.DataFrame] = None) -> tuple[int, str]:
+    """Sort key of a method in tables and legends: its recorded order, then its name."""
+    return int(method_display(method, rows)["method_order"]), str(method)
+
+
+def method_label(method: Any, budget: Any = None, variant: Any = "", *, label: Optional[str] = None,
+                 rows: Optional[pd.DataFrame] = None) -> str:
     """``LoRA r=8``, ``AdaLoRA b=8``, ``Full FT`` (+ `` (variant)``). ``label``: the record's own
-    ``method_label`` (else :data:`METHOD_LABELS`, else the name)."""
-    has_label = isinstance(label, str) and label
-    name = label if has_label else METHOD_LABELS.get(str(method), str(method))
+    ``method_label``; else :func:`method_display` (of ``rows`` when given)."""
+    shown = method_display(method, rows)
+    name = label if isinstance(label, str) and label else str(shown["method_label"])
     if budget is not None and not pd.isna(budget):
-        name += f" {BUDGET_SYMBOL.get(str(method), 'r')}={int(budget)}"
+        name += f" {shown['method_budget_symbol']}={int(budget)}"
     if variant:
         name += f" ({variant})"
     return name

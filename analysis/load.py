@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-from harness.record import (METRICS_FILE, SELECTION_FILE, BadRecord, find_run_files, has_run, is_result, metrics_row,
+from harness.record import (DISPLAY_KEYS, METRICS_FILE, SELECTION_FILE, BadRecord, find_run_files, has_run, is_result, metrics_row,
                             read_json, read_run, read_summary, recorded_budget)
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,8 @@ def load_runs(paths: Iterable[str | Path], *, include_unfinished: bool = False) 
             "config_hash": rec.get("config_hash"),
             "group": rec.get("group"),
             "device": rec.get("environment", {}).get("device"),
-            # the method's own display name and colour (records from before they were written: None)
-            "method_label": rec.get("method_label"),
-            "method_color": rec.get("method_color"),
+            # how the method is shown, as its file declared it (records from before they were written: None)
+            **{k: rec.get(k) for k in DISPLAY_KEYS},
         }
         row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
         rows.append(row)

@@ -26,7 +26,8 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from analysis.load import Runs, load_metrics
-from harness.record import RECORD_FILES, find_run_files, read_run, read_summary, recorded_budget
+from harness.record import (LEGACY_METHODS, RECORD_FILES, find_run_files, legacy_method, read_run, read_summary,
+                            recorded_budget)
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +81,25 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def method_of(peft_config: Optional[dict[str, Any]]) -> str:
-    """Harness method name: ``full`` (no peft_config), ``dora`` (LoRA with use_dora), ``lora``,
-    ``adalora``, else PEFT's type in lower case (``ia3``, ``loha``, …)."""
+    """Harness method name of a PEFT config (:func:`harness.record.legacy_method`: no peft_config is full
+    fine-tuning, LoRA with use_dora is DoRA, …), else PEFT's type in lower case (``ia3``, ``loha``, …)."""
     if not peft_config:
-        return "full"
-    t = str(peft_config.get("peft_type", "unknown")).lower()
-    if t == "lora" and peft_config.get("use_dora"):
-        return "dora"
-    return t
+        return str(legacy_method(None))
+    t = str(peft_config.get("peft_type", "unknown"))
+    return legacy_method(t, bool(peft_config.get("use_dora"))) or t.lower()
+
+
+def _budget_keys(peft_config: dict[str, Any]) -> tuple[str, ...]:
+    """Where a PEFT config holds its budget: AdaLoRA's final mean rank ``target_r`` first (PEFT's own key
+    names), else ``r``."""
+    return ("target_r", "r") if "target_r" in peft_config else ("r",)
 
 
 def budget_of(peft_config: Optional[dict[str, Any]]) -> Optional[int]:
     """Mean final rank per matrix: AdaLoRA ``target_r``, else ``r`` where the method has one."""
     if not peft_config:
         return None
-    for key in (("target_r", "r") if method_of(peft_config) == "adalora" else ("r",)):
+    for key in _budget_keys(peft_config):
         v = peft_config.get(key)
         if isinstance(v, int) and not isinstance(v, bool):
             return v
@@ -168,7 +173,8 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
         "main_metric_value": tests.get(main) if main else None,
         **{f"eval/{k}": v for k, v in tests.items()},
         "trainable_params": trained,
-        "effective_params": hi.get("effective_params", None if method == "adalora" else trained),
+        # a rank-allocating config (target_r): the files hold its final ranks but not the matrix shapes
+        "effective_params": hi.get("effective_params", None if pc and "target_r" in pc else trained),
         "steps": final.get("step"),
         "train_seconds": train_time,
         "wall_seconds": ri.get("total_time"),
@@ -246,8 +252,9 @@ def _iso(ts: Optional[float]) -> Optional[str]:
 
 def saved_folder(rec: dict[str, Any]) -> str:
     """The run's adapter or model folder: recorded in run.json (``save_dir``, the method's own); records from
-    before it was recorded: ``model`` for full fine-tuning, else ``adapter``."""
-    return str(rec.get("save_dir") or ("model" if rec.get("method") == "full" else "adapter"))
+    before it was recorded: as the method saved then (:data:`harness.record.LEGACY_METHODS`), else ``adapter``."""
+    legacy = LEGACY_METHODS.get(str(rec.get("method")), {})
+    return str(rec.get("save_dir") or legacy.get("save_dir", "adapter"))
 
 
 def _dir_size(p: Path) -> int:
@@ -276,23 +283,75 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     rec = read_run(run_dir)  # validated (BadRecord names a damaged key); a dead running run reads as crashed
     summary = read_summary(run_dir)
-    cfg = rec.get("config", {})
     env = rec.get("environment", {})
-    train_cfg = cfg.get("train", {})
+    train_cfg = rec.get("config", {}).get("train", {})
+    saved = run_dir / saved_folder(rec)
+    batch = int(train_cfg.get("batch_size", 0) or 0) * int(train_cfg.get("grad_accum", 1) or 1)
+    peak = summary.get("peak_memory_bytes")
+    started, ended = rec.get("started"), rec.get("ended")
+    return {
+        "run_info": {
+            "created_at": _iso(started),
+            "total_time": (ended - started) if started and ended else summary.get("wall_seconds"),
+            "experiment_name": experiment_name(rec),
+            "peft_branch": "n/a (lora-harness run)",
+            "train_config": _train_config(rec),
+            "peft_config": _peft_config(rec, saved),
+            "error_msg": rec.get("error") or "",
+        },
+        "train_info": {
+            "accelerator_memory_reserved_avg": peak,
+            "accelerator_memory_max": peak,
+            "accelerator_memory_reserved_99th": peak,
+            "train_time": summary.get("train_seconds"),
+            "file_size": _dir_size(saved),
+            "num_trainable_params": summary.get("trainable_params"),
+            "num_total_params": summary.get("total_params"),
+            "status": _status(rec),
+            "metrics": _metric_rows(run_dir, summary, batch),
+        },
+        "meta_info": _meta_info(rec, env),
+        "harness_info": {
+            "run_dir": str(run_dir),
+            "harness_version": env.get("harness"),
+            "git": rec.get("git"),
+            "config_hash": rec.get("config_hash"),
+            "budget": recorded_budget(rec),
+            "group": rec.get("group"),
+            "effective_params": summary.get("effective_params"),
+            "main_metric": summary.get("main_metric"),
+            "peak_memory_kind": summary.get("peak_memory_kind"),
+            "memory_note": "the harness records only the peak; reserved avg / 99th repeat it",
+            "test_split": "the task's evaluation split (GLUE dev)",
+        },
+    }
+
+
+def _status(rec: dict[str, Any]) -> str:
+    """PEFT's status of a run: success, canceled (still running, replaced, crashed, terminated) or failed."""
     status = {"done": "success", "running": "canceled", "replacing": "canceled",
               "crashed": "canceled"}.get(rec.get("status", ""), "failed")
-    if "terminated" in str(rec.get("error", "")):
-        status = "canceled"
+    return "canceled" if "terminated" in str(rec.get("error", "")) else status
 
-    saved = run_dir / saved_folder(rec)
+
+def _peft_config(rec: dict[str, Any], saved: Path) -> Optional[dict[str, Any]]:
+    """The saved adapter's adapter_config.json; without one, rebuilt from the run's method config (None for
+    full fine-tuning)."""
     adapter_cfg = saved / "adapter_config.json"
-    peft_config = json.loads(adapter_cfg.read_text()) if adapter_cfg.is_file() else None
-    if peft_config is None and rec.get("method") != "full":
-        peft_config = {"peft_type": {"dora": "LORA", "lora": "LORA", "adalora": "ADALORA"}.get(rec.get("method"), str(rec.get("method")).upper()),
-                       **{k: v for k, v in cfg.get("method", {}).items() if k not in ("name", "lr", "targets")},
-                       "use_dora": rec.get("method") == "dora"}
+    if adapter_cfg.is_file():
+        return json.loads(adapter_cfg.read_text())
+    legacy = LEGACY_METHODS.get(str(rec.get("method")), {})
+    if "peft_type" in legacy and legacy["peft_type"] is None:  # full fine-tuning: no PEFT config
+        return None
+    cfg = rec.get("config", {})
+    return {"peft_type": legacy.get("peft_type") or str(rec.get("method")).upper(),
+            **{k: v for k, v in cfg.get("method", {}).items() if k not in ("name", "lr", "targets")},
+            "use_dora": bool(legacy.get("use_dora"))}
 
-    batch = int(train_cfg.get("batch_size", 0) or 0) * int(train_cfg.get("grad_accum", 1) or 1)
+
+def _metric_rows(run_dir: Path, summary: dict[str, Any], batch: int) -> list[dict[str, Any]]:
+    """PEFT's ``metrics``: a row per evaluation step of metrics.jsonl (``valid <metric>``, the last train loss,
+    samples, speed), then the final one from summary.json (``test <metric>``)."""
     try:
         m = load_metrics(run_dir)
     except OSError:
@@ -318,78 +377,52 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
                 row["tokens / sec"] = float(tps.iloc[-1])
             metrics.append(row)
     if summary:
-        final = {"step": summary.get("steps"),
-                 **{f"test {k[5:]}": v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"},
-                 "test loss": summary.get("eval/loss"), "train loss": last_loss,
-                 "train samples": int(summary.get("steps") or 0) * batch, "train total tokens": summary.get("tokens")}
-        metrics.append(final)
+        metrics.append({"step": summary.get("steps"),
+                        **{f"test {k[5:]}": v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"},
+                        "test loss": summary.get("eval/loss"), "train loss": last_loss,
+                        "train samples": int(summary.get("steps") or 0) * batch,
+                        "train total tokens": summary.get("tokens")})
+    return metrics
 
-    peak = summary.get("peak_memory_bytes")
-    started, ended = rec.get("started"), rec.get("ended")
+
+def _train_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """PEFT's ``train_config`` from the run's configuration."""
+    cfg, env = rec.get("config", {}), rec.get("environment", {})
+    train_cfg = cfg.get("train", {})
     return {
-        "run_info": {
-            "created_at": _iso(started),
-            "total_time": (ended - started) if started and ended else summary.get("wall_seconds"),
-            "experiment_name": experiment_name(rec),
-            "peft_branch": "n/a (lora-harness run)",
-            "train_config": {
-                "model_id": rec.get("model"),
-                "dtype": "bfloat16" if train_cfg.get("bf16") and str(env.get("device", "")).startswith("cuda") else "float32",
-                "max_seq_length": cfg.get("model", {}).get("max_length"),
-                "batch_size": train_cfg.get("batch_size"),
-                "batch_size_eval": train_cfg.get("eval_batch_size"),
-                "max_steps": rec.get("total_steps", train_cfg.get("max_steps")),
-                "eval_steps": train_cfg.get("eval_every"),
-                "seed": rec.get("seed"),
-                "grad_norm_clip": train_cfg.get("max_grad_norm"),
-                "optimizer_type": "AdamW",
-                "optimizer_kwargs": {"lr": train_cfg.get("lr") or cfg.get("method", {}).get("lr"),
-                                     "weight_decay": train_cfg.get("weight_decay")},
-                "lr_scheduler": "linear",
-                "task": rec.get("task"),
-            },
-            "peft_config": peft_config,
-            "error_msg": rec.get("error") or "",
+        "model_id": rec.get("model"),
+        "dtype": "bfloat16" if train_cfg.get("bf16") and str(env.get("device", "")).startswith("cuda") else "float32",
+        "max_seq_length": cfg.get("model", {}).get("max_length"),
+        "batch_size": train_cfg.get("batch_size"),
+        "batch_size_eval": train_cfg.get("eval_batch_size"),
+        "max_steps": rec.get("total_steps", train_cfg.get("max_steps")),
+        "eval_steps": train_cfg.get("eval_every"),
+        "seed": rec.get("seed"),
+        "grad_norm_clip": train_cfg.get("max_grad_norm"),
+        "optimizer_type": "AdamW",
+        "optimizer_kwargs": {"lr": train_cfg.get("lr") or cfg.get("method", {}).get("lr"),
+                             "weight_decay": train_cfg.get("weight_decay")},
+        "lr_scheduler": "linear",
+        "task": rec.get("task"),
+    }
+
+
+def _meta_info(rec: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """PEFT's ``meta_info``: the packages and the system the run used (what the harness records)."""
+    return {
+        "model_info": {"sha": None, "created_at": None},
+        "dataset_info": {str(rec.get("task")): {"sha": None, "created_at": None, "source": rec.get("data_source")}},
+        "package_info": {
+            "transformers-version": env.get("transformers"), "transformers-commit-hash": None,
+            "peft-version": env.get("peft"), "peft-commit-hash": None,
+            "datasets-version": None, "datasets-commit-hash": None,
+            "bitsandbytes-version": None, "bitsandbytes-commit-hash": None,
+            "torch-version": env.get("torch"), "torch-commit-hash": None,
         },
-        "train_info": {
-            "accelerator_memory_reserved_avg": peak,
-            "accelerator_memory_max": peak,
-            "accelerator_memory_reserved_99th": peak,
-            "train_time": summary.get("train_seconds"),
-            "file_size": _dir_size(saved),
-            "num_trainable_params": summary.get("trainable_params"),
-            "num_total_params": summary.get("total_params"),
-            "status": status,
-            "metrics": metrics,
-        },
-        "meta_info": {
-            "model_info": {"sha": None, "created_at": None},
-            "dataset_info": {str(rec.get("task")): {"sha": None, "created_at": None, "source": rec.get("data_source")}},
-            "package_info": {
-                "transformers-version": env.get("transformers"), "transformers-commit-hash": None,
-                "peft-version": env.get("peft"), "peft-commit-hash": None,
-                "datasets-version": None, "datasets-commit-hash": None,
-                "bitsandbytes-version": None, "bitsandbytes-commit-hash": None,
-                "torch-version": env.get("torch"), "torch-commit-hash": None,
-            },
-            "system_info": {"system": (env.get("platform") or "").split("-")[0] or None,
-                            "release": None, "version": None, "machine": None, "processor": None,
-                            "accelerator": env.get("gpu") or env.get("device")},
-            "pytorch_info": "",
-        },
-        "harness_info": {
-            "run_dir": str(run_dir),
-            "harness_version": env.get("harness"),
-            "git": rec.get("git"),
-            "config_hash": rec.get("config_hash"),
-            "budget": recorded_budget(rec),
-            "group": rec.get("group"),
-            "effective_params": summary.get("effective_params"),
-            "main_metric": summary.get("main_metric"),
-            "peak_memory_kind": summary.get("peak_memory_kind"),
-            "memory_note": "the harness records only the peak; reserved avg / 99th repeat it",
-            "test_split": "the task's evaluation split (GLUE dev)",
-        },
+        "system_info": {"system": (env.get("platform") or "").split("-")[0] or None,
+                        "release": None, "version": None, "machine": None, "processor": None,
+                        "accelerator": env.get("gpu") or env.get("device")},
+        "pytorch_info": "",
     }
 
 

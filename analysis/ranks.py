@@ -401,11 +401,12 @@ def budget_curve(long: pd.DataFrame,
     return measured, formula
 
 
-def conditions(long: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Split the long frame into conditions (task, model, target_r, init_r, total_steps): seeds are pooled."""
+def conditions(long: pd.DataFrame, default: str = "ranks") -> list[tuple[str, pd.DataFrame]]:
+    """Split the long frame into conditions (task, model, target_r, init_r, total_steps): seeds are pooled;
+    ``default``: the label of a condition without any of those keys."""
     keys = [k for k in CONDITION_KEYS if k in long.columns]
     if not keys:
-        return [("adalora", long)]
+        return [(default, long)]
     out = []
     for vals, sub in long.groupby(keys, dropna=False, sort=True):
         vals = vals if isinstance(vals, tuple) else (vals,)
@@ -415,5 +416,5 @@ def conditions(long: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             label += f"_b{int(d['target_r'])}"
         if d.get("total_steps") is not None and d.get("total_steps") == d.get("total_steps"):
             label += f"_T{int(d['total_steps'])}"
-        out.append((label or "adalora", sub))
+        out.append((label or default, sub))
     return out

@@ -35,7 +35,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from analysis import compare, render
-from analysis.labels import METHOD_ORDER, method_label, metric_label, task_label
+from analysis.figures_adalora import NAME as ADALORA_FIGURE
+from analysis.figures_dora import NAME as DORA_FIGURE
+from analysis.labels import method_label, method_order_key, metric_label, task_label
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("overview", "Overview"), ("setup", "Setup"), ("runs", "Runs"), ("comparison", "Comparison"), ("pareto", "Pareto plots"),
     ("curves", "Learning curves"),
 )
-METHOD_SECTIONS = (("dora", "DoRA: magnitude vs direction (Figure 2)"), ("adalora", "AdaLoRA: rank allocation"))
+#: the papers' figures (sections named after the figures: ``figures <name>``)
+METHOD_SECTIONS = ((DORA_FIGURE, "DoRA: magnitude vs direction (Figure 2)"), (ADALORA_FIGURE, "AdaLoRA: rank allocation"))
 #: A group of runs that may share a figure: same model, task and number of optimizer steps.
 GROUP_KEYS = ("model", "task", "steps")
 
@@ -181,10 +184,10 @@ def load_report_data(runs: pd.DataFrame, skipped: list[tuple[Path, str]], metric
             except (FileNotFoundError, ValueError) as e:
                 log.warning("AdaLoRA ranks: %s", e)
     peft = runs[(runs.get("source", pd.Series("harness", index=runs.index)) == "peft")]
-    for rd in peft.loc[peft["method"] == "adalora", "run_dir"] if not peft.empty else []:
+    for rd in peft["run_dir"] if not peft.empty else []:  # the files that hold a rank pattern
         try:
             data.adalora_final.append((rd, R.from_peft_json(rd)))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             log.info("%s: no rank pattern (%s)", rd, e)
     return data
 
@@ -370,8 +373,7 @@ def title_for(runs: pd.DataFrame) -> str:
     for m, g in runs.groupby("method", sort=False):
         methods.append((m, method_label(m, label=g["method_label"].dropna().iloc[0]
                                         if "method_label" in g and g["method_label"].notna().any() else None)))
-    order = METHOD_ORDER
-    methods.sort(key=lambda t: (order.index(t[0]) if t[0] in order else len(order), str(t[0])))
+    methods.sort(key=lambda t: method_order_key(t[0], runs))
     models = [str(m) for m in dict.fromkeys(runs["model"]) if m is not None and not pd.isna(m)]
     return f"{join_words([lbl for _, lbl in methods])} compared" + (f" on {join_words(models)}" if models else "")
 
@@ -449,7 +451,7 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
     pts = data.dora_points
     if pts.empty:
         return None
-    sec = Section("dora", "DoRA: magnitude vs direction (Figure 2)")
+    sec = Section(*METHOD_SECTIONS[0])
     sec.add("p", "ΔM (change of the column norms) against ΔD (change of direction, 1 − cosine) of the query "
                  "matrices at each snapshot, per layer, norms per output feature (the paper's ‖·‖_c); r and "
                  "slope are computed per run over its (layer, checkpoint) points, then averaged over seeds with a "
@@ -522,7 +524,7 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
 
     conds: list[tuple[str, str, pd.DataFrame]] = []
     if not data.adalora_ranks.empty:
-        for label, sub in R.conditions(data.adalora_ranks):
+        for label, sub in R.conditions(data.adalora_ranks, ADALORA_FIGURE):
             final = R.final_ranks(sub)
             d = sub.iloc[0]
             steps = int(final["step"].max())
@@ -536,7 +538,7 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
         return None
     import matplotlib.pyplot as plt
 
-    sec = Section("adalora", "AdaLoRA: rank allocation")
+    sec = Section(*METHOD_SECTIONS[1])
     sec.add("p", "Final rank of each adapted matrix (layer × matrix type, layers counted from 1 at the bottom), "
                  "as the AdaLoRA paper's Figure 3; cells: mean over seeds (± std where several). The table "
                  "below says where the budget went (per run, then the mean over seeds with its interval, beside "
@@ -552,7 +554,7 @@ def adalora_section(data: ReportData, *, keep: bool) -> Optional[Section]:
         P.rank_heatmap(mean, std if n_runs > 1 else None, n if n_runs > 1 else None, ax=ax,
                        title=f"AdaLoRA final ranks, {name}", vmax=float(final["init_r"].max()))
         seeds = f"{n_runs} seed{'s' if n_runs != 1 else ''}" + (" (descriptive: no interval)" if n_runs == 1 else "")
-        sec.add("figure", _figure(fig, _slug("adalora", label), f"AdaLoRA final ranks, {name}",
+        sec.add("figure", _figure(fig, _slug(ADALORA_FIGURE, label), f"AdaLoRA final ranks, {name}",
                                   f"Final rank per matrix; {name}; {seeds}; initial rank "
                                   f"{int(final['init_r'].max())}.", keep, final))
         sec.add("table", render.render(shares_table(R.summarize_shares(shares)), fmt="html",

@@ -40,7 +40,7 @@ from analysis.measures.effective_rank import ENERGY, effective_rank, stable_rank
 from analysis.measures.intruders import EPSILON, TOP_K, intruder_count
 from analysis.measures.linalg import SVD, device_for, numerical_rank, svd_dense, svd_factored
 from analysis.measures.subspace import subspace_similarity
-from harness.record import BadRecord, read_run
+from harness.record import read_run
 from harness.snapshot_format import DENSE, rebuild
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _lr(run_dir: str, row: Mapping[str, Any]) -> float:
         return float(row["lr"])
     try:
         rec = read_run(Path(run_dir), derive=False)
-    except (OSError, BadRecord):
+    except (OSError, ValueError):  # BadRecord is a ValueError
         return math.nan
     cfg = rec.get("config") or {}
     lr = rec.get("lr") or (cfg.get("train") or {}).get("lr") or (cfg.get("method") or {}).get("lr")

@@ -132,9 +132,8 @@ def flags_first(argv: list[str]) -> list[str]:
 
 def check_flags(argv: list[str]) -> None:
     """Hydra's own argument parser, but an error is one ConfigError line instead of a usage screen."""
-    from hydra._internal.utils import get_args_parser
-
     from harness.errors import ConfigError
+    from harness.hydra_compat import get_args_parser
 
     if "--version" in argv:
         return
@@ -225,17 +224,39 @@ def _one_line(e: BaseException) -> str:
     return re.sub(r"\s*Config search path:.*$", "", text) or type(e).__name__
 
 
-def print_end(runs: list[dict[str, Any]], sweep: list[dict[str, Any]], sweep_summary: list[str]) -> None:
-    """What a run or a sweep says when it ends (docs/output.md): the sweep's summary, else the run's block."""
-    from harness.redact import redact
+def end_text(outcome: Any) -> str:
+    """What a run or a sweep says when it ends (docs/output.md): a sweep's summary
+    (:class:`harness.sweeper.SweepOutcome`), else the run's block (from :func:`harness.app.job`'s dict)."""
     from harness.summaries import run_block
+    from harness.sweeper import SweepOutcome
 
-    if sweep:
-        text = sweep_summary[0] if sweep_summary else ""
-    else:
-        text = run_block(runs[-1]) if runs else ""
-    if text:
-        print(redact(text.rstrip("\n")), flush=True)
+    if isinstance(outcome, SweepOutcome):
+        return outcome.summary
+    return run_block(outcome) if isinstance(outcome, dict) else ""
+
+
+def job_results(outcome: Any) -> list[dict[str, Any]]:
+    """Each job's outcome dict: a sweep's jobs (some may have run in other processes), or the one run's."""
+    from harness.sweeper import SweepOutcome
+
+    if isinstance(outcome, SweepOutcome):
+        return outcome.jobs
+    return [outcome] if isinstance(outcome, dict) else []
+
+
+def exit_status(outcome: Any) -> int:
+    """Print the jobs not done to stderr; 0 when every job is done (or skipped: another process runs it
+    now), else 1."""
+    from harness.redact import redact
+
+    results = job_results(outcome)
+    for r in results:  # jobs another process runs now are not failures of this sweep
+        if r.get("status") == "skipped-running":
+            print(redact(f"skipped-running: {r.get('error')}"), file=sys.stderr)
+    bad = [r for r in results if r.get("status") not in ("done", "skipped-running")]
+    for r in bad:
+        print(redact(f"{r.get('status')}: {r.get('run_dir')}: {r.get('error')}"), file=sys.stderr)
+    return 1 if bad else 0
 
 
 def dry_run(argv: list[str]) -> int:
@@ -245,7 +266,7 @@ def dry_run(argv: list[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from harness import app, dry_run as dr, sweeper
+    from harness import app, dry_run as dr
     from harness.errors import ConfigError
 
     multirun = "-m" in argv or "--multirun" in argv
@@ -253,20 +274,16 @@ def dry_run(argv: list[str]) -> int:
     if other:
         raise ConfigError(f"--dry-run: cannot be combined with {other[0]}; use it alone or with -m")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    stage2 = None
     try:
         if not multirun:
             rows = dr.single(argv)
         else:
-            sweeper.DRY_RUN, sweeper.DRY_RUN_JOBS[:], sweeper.DRY_RUN_STAGE2[:] = True, [], []
-            sys.argv = [sys.argv[0] if sys.argv else "harness", *argv, "hydra/hydra_logging=disabled"]
-            try:
-                app.main()
-            finally:
-                sweeper.DRY_RUN = False
-            rows = list(sweeper.DRY_RUN_JOBS)
+            outcome = app.run_hydra([*argv, "hydra/hydra_logging=disabled", "hydra.sweeper.dry_run=true"]).value
+            rows, stage2 = outcome.dry_rows, outcome.stage2
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from None
-    print(dr.two_stage(rows, sweeper.DRY_RUN_STAGE2[0]) if multirun and sweeper.DRY_RUN_STAGE2 else dr.table(rows))
+    print(dr.two_stage(rows, stage2) if stage2 is not None else dr.table(rows))
     status = dr.exit_status(rows, multirun=multirun)
     if status == 2:
         blocked = next(r["action"] for r in rows if r["action"].startswith((dr.BUSY, dr.BLOCKED)))
@@ -312,16 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from harness import app, sweeper
-
+    from harness import app
     from harness.loop import Stopped
 
-    sys.argv = [sys.argv[0] if sys.argv else "harness", *argv]
-    app.USER_ERRORS.clear()
-    app.RESULTS.clear()
-    sweeper.LAST_SWEEP.clear()
     try:
-        app.main()
+        result = app.run_hydra(argv)
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
         return 2
@@ -336,21 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to continue from the last checkpoint", file=sys.stderr)
         return 130
-    if app.USER_ERRORS:
-        print(redact(f"error: {app.USER_ERRORS[0]}"), file=sys.stderr)
+    if result.mode == "run" and isinstance(result.value, dict) and \
+            result.value.get("status") in ("invalid", "skipped-running"):  # bad input, or a busy folder
+        print(redact(f"error: {result.value.get('error')}"), file=sys.stderr)
         return 2
-    if rank == 0:
-        print_end(app.RESULTS, sweeper.LAST_SWEEP, sweeper.LAST_SUMMARY)
-    results = sweeper.LAST_SWEEP or app.RESULTS  # a sweep's jobs may have run in other processes
-    for r in results:  # jobs another process runs now are not failures of this sweep
-        if r.get("status") == "skipped-running":
-            print(redact(f"skipped-running: {r.get('error')}"), file=sys.stderr)
-    bad = [r for r in results if r.get("status") not in ("done", "skipped-running")]
-    if bad:
-        for r in bad:
-            print(redact(f"{r.get('status')}: {r.get('run_dir')}: {r.get('error')}"), file=sys.stderr)
-        return 1
-    return 0
+    text = end_text(result.value).rstrip("\n")
+    if rank == 0 and text:
+        print(redact(text), flush=True)
+    return exit_status(result.value)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ class PackedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Run the jobs: sequentially here, or packed onto the GPUs in worker processes."""
-        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+        from harness.hydra_compat import BasicLauncher
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         slots = self._plan(n_jobs=len(job_overrides))

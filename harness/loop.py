@@ -1,8 +1,12 @@
 """The training loop, top to bottom: AdamW, warm-up + linear decay, accumulation, periodic eval.
 
-:func:`train` builds the optimizer, schedule and data stream, then per optimizer step: the step itself
-(forward/backward × ``grad_accum``, clipping, update, the method's and callbacks' hooks), the logging window
-every ``log_every`` steps, an evaluation every ``eval_every`` steps, a checkpoint when one is due.
+:func:`train` reads as the loop it runs (nanoGPT's and torchtune's recipes are the model): set up a
+:class:`Training` (optimizer, schedule, data stream, resume), start it, then per optimizer step: the next
+micro-batches, the step itself, its bookkeeping (window sums, divergence watch, schedule, the method's and
+callbacks' hooks), the logging window every ``log_every`` steps, an evaluation every ``eval_every`` steps, a
+checkpoint when one is due. The step's device work is ONE function, :meth:`Training.device_step` (zero the
+gradients, forward/backward × ``grad_accum``, clip, update), whichever way it is executed
+(:meth:`Training.execute`): eagerly, through a compiled or DDP-wrapped forward, or recorded in a CUDA graph.
 What carries from step to step is a :class:`LoopState`; where the time goes, a :class:`Clock` (evaluations and
 checkpoints are left out of train seconds and speed); divergence, a :class:`DivergenceWatch`.
 
@@ -346,138 +350,212 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
     metrics become ``best_eval``), else on dev itself (``best_selected_on="test"``).
 
     Callbacks see the model before the first step (step 0), after every optimizer step (after
-    ``method.after_optimizer_step``, before ``zero_grad``, so gradients are still there) and at the end.
-    With ``checkpointing.resume`` the loop continues after the checkpoint's step (callbacks get their state
+    ``method.after_optimizer_step``, before the gradients are released, so they are still there) and at the
+    end. With ``checkpointing.resume`` the loop continues after the checkpoint's step (callbacks get their state
     back through ``load_state_dict`` before ``on_train_start``).
 
-    ``speed``: how the step runs (default: ``cfg.compile`` resolved by :func:`plan_for`). On the static-shape
-    paths (``graphs``, ``model``) training batches are padded to the plan's bucket lengths, and the first step
-    of each new batch shape (compiling or capturing it) is timed apart: ``compile_seconds``, not train seconds.
+    ``speed``: how the step runs (default: ``cfg.compile`` resolved by :func:`plan_for`). Every path runs the
+    same step function (:meth:`Training.device_step`): eagerly, through a compiled or DDP-wrapped forward, or
+    recorded in a CUDA graph. On the static-shape paths (``graphs``, ``model``) training batches are padded to
+    the plan's bucket lengths, and the first step of each new batch shape (compiling or capturing it) is timed
+    apart: ``compile_seconds``, not train seconds.
     """
-    ctx, ck = dist_ctx, checkpointing
-    plan = speed if speed is not None else plan_for(model, method, data, cfg, device, total_steps, ctx.enabled)
-    graphed = plan.path == "graphs"
+    plan = speed if speed is not None else plan_for(model, method, data, cfg, device, total_steps,
+                                                    dist_ctx.enabled)
     log.info("step: %s (%s)%s", plan.path, plan.reason,
              f"; batches padded to {list(plan.buckets)}" if plan.buckets else "")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed)) \
-        if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext
-    optimizer = make_optimizer(model, lr, cfg.weight_decay, device, capturable=graphed)
-    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
-    lengths = [len(x) for x in data.train.input_ids] if cfg.group_by_length else None
-    batches = TrainBatches(len(data.train), cfg.batch_size, seed, lengths)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    state = LoopState.on(device)
-    if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
-        _restore_training(ck.resume, model, optimizer, scheduler, batches, method, callbacks)
-        state.load_state_dict(ck.resume["loop"], step=ck.resume["step"])
-    if graphed:
-        lr_on_device(optimizer, device)
-    fwd: Callable[..., Any] = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None) if ctx.enabled else model
-    if plan.path == "model":  # the training forward only: evaluation runs the eager model (no eval compiles)
-        fwd = torch.compile(fwd, dynamic=False, **({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
-    new_shapes: set[tuple] = set()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    watch = DivergenceWatch(device)
+    run = Training(model, method, data, cfg, plan, total_steps=total_steps, lr=lr, seed=seed, device=device,
+                   logger=logger, callbacks=callbacks, ctx=dist_ctx, ck=checkpointing)
+    run.start()
+    for step in range(run.state.step + 1, total_steps + 1):
+        out = run.execute(run.next_micro_batches())
+        run.finish_step(step, out)
+        if step % cfg.log_every == 0 or step == total_steps:
+            run.log_window(step)
+        run.progress.update(1)
+        if step % cfg.eval_every == 0 or step == total_steps:
+            with run.clock.paused():
+                run.evaluate_at(step)
+        run.maybe_checkpoint(step)
+    return run.finish()
 
-    for cb in callbacks:
-        cb.on_train_start(model, logger)
-    model.train()
-    if ck.resume is not None:
-        ckpt_io.set_rng_state(ck.resume["rng"])  # last: nothing from here to the first step draws
-        log.info("resumed after step %d of %d", state.step, total_steps)
-    clock = Clock.resumed(ck.resume["loop"]) if ck.resume is not None else Clock()
-    progress = _progress(total_steps, cfg.progress, initial=state.step)
 
-    def guarded(fn: Callable[[], Any]) -> Any:
-        """Run a method/callback hook; its error on diverged weights is reported as the divergence."""
-        try:
-            return fn()
-        except Exception:
-            watch.check()
-            raise
+class Training:
+    """One training run's objects (optimizer, schedule, data stream, loop state, clock) and the parts of its
+    step; :func:`train` drives it. The device work of a step is one function, :meth:`device_step`, whichever
+    way it runs (:meth:`execute`)."""
 
-    def next_batch() -> dict[str, torch.Tensor]:
-        """The next training batch, on the CPU, padded to the plan's buckets (or the longest example)."""
-        return data.problem.collate(data.train, ctx.shard(next(batches)), data.pad_id, cfg.pad_to_multiple,
-                                    buckets=plan.buckets)
+    def __init__(self, model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, plan: SpeedPlan, *,
+                 total_steps: int, lr: float, seed: int, device: torch.device, logger: MetricLogger,
+                 callbacks: Sequence[Callback], ctx: DistContext, ck: Checkpointing) -> None:
+        self.model, self.method, self.data, self.cfg, self.plan = model, method, data, cfg, plan
+        self.total_steps, self.device, self.logger, self.callbacks, self.ctx, self.ck = \
+            total_steps, device, logger, callbacks, ctx, ck
+        graphed = plan.path == "graphs"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed)) \
+            if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext
+        self.optimizer = make_optimizer(model, lr, cfg.weight_decay, device, capturable=graphed)
+        warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(total_steps, warmup))
+        lengths = [len(x) for x in data.train.input_ids] if cfg.group_by_length else None
+        self.batches = TrainBatches(len(data.train), cfg.batch_size, seed, lengths)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.state = LoopState.on(device)
+        if ck.resume is not None:  # before DDP wraps the model (DDP broadcasts rank 0's weights at construction)
+            _restore_training(ck.resume, model, self.optimizer, self.scheduler, self.batches, method, callbacks)
+            self.state.load_state_dict(ck.resume["loop"], step=ck.resume["step"])
+        if graphed:
+            lr_on_device(self.optimizer, device)
+        self.fwd: Callable[..., Any] = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
+        if plan.path == "model":  # the training forward only: evaluation runs the eager model (no eval compiles)
+            self.fwd = torch.compile(self.fwd, dynamic=False,
+                                     **({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
+        self.new_shapes: set[tuple] = set()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.watch = DivergenceWatch(device)
+        self.eval_perf: dict[str, float] = {}  # the latest dev evaluation's speed
+        self.graphs: Optional[StepGraphs] = None
+        self.clock = Clock()
+        self.progress: Any = None
 
-    def graph_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Zero the gradients in place, forward, backward, clip, update: what one CUDA graph records."""
-        optimizer.zero_grad(set_to_none=False)
-        outputs, loss, tl = forward_loss(model, data.problem, batch, autocast)
-        out = {"loss": tl, **{f"term:{k}": v for k, v in method.loss_terms(outputs, tl).items()}}
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
+    # -- start and end ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Callbacks' start, the RNG state of a resumed run, the clock and bar; at step 0 the base model's
+        score and the probes' (when the problem type or the probes ask for them)."""
+        ck, state, data = self.ck, self.state, self.data
+        for cb in self.callbacks:
+            cb.on_train_start(self.model, self.logger)
+        self.model.train()
+        if ck.resume is not None:
+            ckpt_io.set_rng_state(ck.resume["rng"])  # last: nothing from here to the first step draws
+            log.info("resumed after step %d of %d", state.step, self.total_steps)
+        self.clock = Clock.resumed(ck.resume["loop"]) if ck.resume is not None else Clock()
+        self.progress = _progress(self.total_steps, self.cfg.progress, initial=state.step)
+        if self.plan.path == "graphs":
+            self.graphs = StepGraphs(lambda batch: self.device_step([batch]), self.device)
+        if state.step == 0 and (data.problem.eval_at_start or data.probes):
+            with self.clock.paused():  # the base model: its score, and the probes' before any training
+                if data.problem.eval_at_start:
+                    self.evaluate_at(0)
+                state.probes_start = self.probe_at(0) if data.probes else {}
+
+    def finish(self) -> LoopResult:
+        """The probes after the last step, the callbacks' end; what the loop measured."""
+        self.progress.close()
+        probes_end = {}
+        if self.data.probes:
+            with self.clock.paused():
+                probes_end = self.probe_at(self.total_steps)
+        for cb in self.callbacks:
+            self.guarded(lambda: cb.on_train_end(self.model, self.total_steps, self.logger))
+        device, state, clock, graphs = self.device, self.state, self.clock, self.graphs
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
+        return LoopResult(state.final, state.best, clock.train_seconds(), state.tokens, self.total_steps, peak,
+                          resumed_from=self.ck.resume["step"] if self.ck.resume is not None else None,
+                          checkpoints=clock.checkpoints, checkpoint_seconds=clock.checkpoint_seconds,
+                          final_valid=state.final_valid, best_valid=state.best_valid, best_step=state.best_step,
+                          best_selected_on="validation" if self.data.valid is not None else "test",
+                          speed=self.plan, compile_seconds=clock.compile_seconds,
+                          graphs=graphs.graphs if graphs is not None else 0,
+                          graphs_failed=graphs.failed if graphs is not None else None,
+                          initial_eval=state.initial, probes_start=state.probes_start, probes_end=probes_end,
+                          eval_perf=self.eval_perf)
+
+    # -- the step -------------------------------------------------------------------------------------------
+
+    def next_micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        """The next ``grad_accum`` training batches, on the CPU, padded to the plan's buckets (or the longest
+        example); their tokens join the logging window."""
+        data, cfg = self.data, self.cfg
+        micro = [data.problem.collate(data.train, self.ctx.shard(next(self.batches)), data.pad_id,
+                                      cfg.pad_to_multiple, buckets=self.plan.buckets) for _ in range(cfg.grad_accum)]
+        self.state.tokens_dev += sum(int(b["attention_mask"].sum()) for b in micro)
+        return micro
+
+    def device_step(self, micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The step's device work, the same on every path: zero the gradients in place, forward and backward
+        each micro-batch (loss / len(micro)), clip, update. Returns tensors, nothing read on the host (a CUDA
+        graph records it): ``loss`` (the task loss, mean over the micro-batches), ``term:<name>`` (the method's
+        loss terms), ``grad_norm`` (when clipping). On the CPU a non-finite loss or gradient norm stops the run
+        here, before the update reaches the weights (a host read is free there)."""
+        self.optimizer.zero_grad(set_to_none=False)  # in place: a graph's gradients are allocated once
+        n, out = len(micro), {}
+        for batch in micro:
+            outputs, loss, tl = forward_loss(self.fwd, self.data.problem, batch, self.autocast)
+            parts = {"loss": tl, **{f"term:{k}": v for k, v in self.method.loss_terms(outputs, tl).items()}}
+            (loss if n == 1 else loss / n).backward()
+            for k, v in parts.items():
+                v = v if n == 1 else v / n
+                out[k] = out[k] + v if k in out else v
+        if self.cfg.max_grad_norm > 0:
+            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        if self.device.type == "cpu":
+            for k in ("loss", "grad_norm"):
+                if k in out:
+                    self.watch.see(out[k], self.state.step + 1)
+            self.watch.check()
+        self.optimizer.step()
         return out
 
-    graphs = StepGraphs(graph_step, device) if graphed else None
+    def execute(self, micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """:meth:`device_step` on ``micro`` (CPU batches) as the plan says: replayed from a CUDA graph per batch
+        shape (``graphs``), or run on the device's copies (eager, a compiled forward, DDP). Capturing and
+        compiling a new shape is left out of train seconds."""
+        if self.graphs is not None:
+            captured, spent = self.graphs.graphs, self.graphs.capture_seconds
+            out = self.graphs(micro[0])
+            if self.graphs.graphs > captured:
+                self.clock.exclude(self.graphs.capture_seconds - spent)
+            return out
+        keys = {shape_key(b) for b in micro} - self.new_shapes if self.plan.path == "model" else set()
+        if keys:  # a compiled model's first pass on these shapes
+            self.new_shapes |= keys
+            _sync(self.device)
+            t0 = time.perf_counter()
+        out = self.device_step([to_device(b, self.device) for b in micro])
+        if keys:
+            _sync(self.device)
+            self.clock.exclude(time.perf_counter() - t0)
+        return out
 
-    def graphed_step(step: int) -> None:
-        """One optimizer step through :class:`StepGraphs`; then the scheduler and the hooks (eager). The
-        gradients stay allocated (the graphs write into them): zeroed at the start of the next step."""
-        assert graphs is not None
-        batch = next_batch()
-        state.tokens_dev += int(batch["attention_mask"].sum())
-        captured, spent = graphs.graphs, graphs.capture_seconds
-        out = graphs(batch)
-        if graphs.graphs > captured:
-            clock.exclude(graphs.capture_seconds - spent)
+    def finish_step(self, step: int, out: dict[str, torch.Tensor]) -> None:
+        """After the update: the window's sums, the divergence watch, the schedule, the method's and callbacks'
+        hooks (AdaLoRA's update_and_allocate reads the gradients), then the gradients are released (kept
+        allocated under CUDA graphs, which write into them)."""
+        state = self.state
         state.loss_sum += out["loss"]
-        watch.see(out["loss"], step)
+        self.watch.see(out["loss"], step)
         for k, v in out.items():
             if k.startswith("term:"):
                 state.terms_sum[k[5:]] = state.terms_sum.get(k[5:], 0) + v
         if "grad_norm" in out:
-            watch.see(out["grad_norm"], step)
-        scheduler.step()
-        guarded(lambda: method.after_optimizer_step(model, step))
-        for cb in callbacks:
-            guarded(lambda: cb.on_step(model, step, logger))
+            self.watch.see(out["grad_norm"], step)
+        self.scheduler.step()
+        self.guarded(lambda: self.method.after_optimizer_step(self.model, step))
+        for cb in self.callbacks:
+            self.guarded(lambda: cb.on_step(self.model, step, self.logger))
+        if self.graphs is None:
+            self.optimizer.zero_grad(set_to_none=True)
         state.step = step
         state.n_in_window += 1
 
-    def optimizer_step(step: int) -> None:
-        """``grad_accum`` forward/backward passes, clipping, the update, the method's and callbacks' hooks."""
-        for _ in range(cfg.grad_accum):
-            batch = next_batch()
-            key = shape_key(batch) if plan.path == "model" else None
-            compiling = key is not None and key not in new_shapes  # a compiled model's first pass on this shape
-            if compiling:
-                new_shapes.add(key)
-                _sync(device)
-                t0 = time.perf_counter()
-            batch = to_device(batch, device)
-            state.tokens_dev += batch["attention_mask"].sum()
-            outputs, loss, tl = forward_loss(fwd, data.problem, batch, autocast)
-            for k, v in method.loss_terms(outputs, tl).items():
-                state.terms_sum[k] = state.terms_sum.get(k, 0) + v / cfg.grad_accum
-            (loss / cfg.grad_accum).backward()
-            state.loss_sum += tl / cfg.grad_accum
-            watch.see(tl, step)
-            if compiling:
-                _sync(device)
-                clock.exclude(time.perf_counter() - t0)
-        if cfg.max_grad_norm > 0:
-            watch.see(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm), step)
-        if device.type == "cpu":  # free here: stop before a non-finite update reaches the weights
-            watch.check()
-        optimizer.step()
-        scheduler.step()
-        guarded(lambda: method.after_optimizer_step(model, step))  # AdaLoRA: update_and_allocate, before zero_grad
-        for cb in callbacks:
-            guarded(lambda: cb.on_step(model, step, logger))
-        optimizer.zero_grad(set_to_none=True)
-        state.step = step
-        state.n_in_window += 1
+    def guarded(self, fn: Callable[[], Any]) -> Any:
+        """Run a method/callback hook; its error on diverged weights is reported as the divergence."""
+        try:
+            return fn()
+        except Exception:
+            self.watch.check()
+            raise
 
-    def log_window(step: int) -> None:
+    # -- logging, evaluation, checkpoints -------------------------------------------------------------------
+
+    def log_window(self, step: int) -> None:
         """The window's mean loss, lr, speed and the method's metrics, logged at ``step``; then a new window."""
-        watch.check()
+        state, ctx, clock = self.state, self.ctx, self.clock
+        self.watch.check()
         n = state.n_in_window
         mean_loss = float(ctx.mean(state.loss_sum)) / n
         if not math.isfinite(mean_loss):
@@ -485,106 +563,78 @@ def train(model: nn.Module, method: Method, data: LoopData, cfg: TrainConfig, *,
         elapsed = clock.window_seconds()
         window_tokens = int(ctx.sum(state.tokens_dev))
         state.tokens += window_tokens
-        row = {"train/loss": mean_loss, "train/lr": float(scheduler.get_last_lr()[0]),
+        row = {"train/loss": mean_loss, "train/lr": float(self.scheduler.get_last_lr()[0]),
                "perf/tokens_per_s": window_tokens / elapsed, "perf/s_per_step": elapsed / n}
         row.update({k: float(ctx.mean(torch.as_tensor(v))) / n for k, v in state.terms_sum.items()})
-        row.update(guarded(lambda: method.log_metrics(model)))
-        logger.log(row, step)
-        progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
+        row.update(self.guarded(lambda: self.method.log_metrics(self.model)))
+        self.logger.log(row, step)
+        self.progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
         state.reset_window()
         clock.new_window()
 
-    eval_perf: dict[str, float] = {}  # the latest dev evaluation's speed
-
-    def score(enc: Any, name: str, step: int) -> dict[str, float]:
+    def score(self, enc: Any, name: str, step: int) -> dict[str, float]:
         """An evaluation of one split (its per-example rows to ``data.on_rows``)."""
-        ev = evaluate(model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=device,
-                      problem=data.problem, metric_names=data.metric_names, autocast=autocast,
+        cfg, data = self.cfg, self.data
+        ev = evaluate(self.model, enc, batch_size=cfg.eval_batch_size, pad_id=data.pad_id, device=self.device,
+                      problem=data.problem, metric_names=data.metric_names, autocast=self.autocast,
                       pad_multiple=cfg.pad_to_multiple)
-        if ev.rows and data.on_rows is not None and ctx.main:
+        if ev.rows and data.on_rows is not None and self.ctx.main:
             data.on_rows(step, name, ev.rows)
         if ev.perf and name == "dev":
-            logger.log({f"perf/eval_{k}": v for k, v in ev.perf.items()}, step)
-            eval_perf.update(ev.perf)
+            self.logger.log({f"perf/eval_{k}": v for k, v in ev.perf.items()}, step)
+            self.eval_perf.update(ev.perf)
         return ev.metrics
 
-    def evaluate_at(step: int) -> None:
+    def evaluate_at(self, step: int) -> None:
         """Score dev (and validation) at ``step``, log eval/... and valid/..., and keep the best."""
-        dev = score(data.dev, "dev", step)
-        valid = score(data.valid, "valid", step) if data.valid is not None else {}
-        logger.log({**{f"eval/{k}": v for k, v in dev.items()}, **{f"valid/{k}": v for k, v in valid.items()}}, step)
+        data = self.data
+        dev = self.score(data.dev, "dev", step)
+        valid = self.score(data.valid, "valid", step) if data.valid is not None else {}
+        self.logger.log({**{f"eval/{k}": v for k, v in dev.items()},
+                         **{f"valid/{k}": v for k, v in valid.items()}}, step)
         log.info("step %d eval %s%s", step, " ".join(f"{k}={v:.4f}" for k, v in dev.items()),
                  "".join(f" valid/{k}={v:.4f}" for k, v in valid.items()))
-        state.evaluated(step, dev, valid, data.main_metric)
+        self.state.evaluated(step, dev, valid, data.main_metric)
         if step == 0:
-            state.initial = dict(dev)
+            self.state.initial = dict(dev)
 
-    def probe_at(step: int) -> dict[str, float]:
+    def probe_at(self, step: int) -> dict[str, float]:
         """Score the probes (sets not trained on) at ``step``; logged as forget/<probe>/<metric>."""
-        out = {f"{name}/{k}": v for name, enc in data.probes.items() for k, v in score(enc, name, step).items()}
-        logger.log({f"forget/{k}": v for k, v in out.items()}, step)
+        out = {f"{name}/{k}": v for name, enc in self.data.probes.items()
+               for k, v in self.score(enc, name, step).items()}
+        self.logger.log({f"forget/{k}": v for k, v in out.items()}, step)
         return out
 
-    def save_checkpoint(step: int) -> None:
-        """The whole training state after ``step`` to ``ck.save`` (rank 0); never a diverged one."""
-        watch.check()
-        if ctx.main and ck.save is not None:
-            ck.save(step, {
-                "step": step,
-                "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "data": {"epoch": batches.epoch, "offset": batches.offset, "n": batches.n,
-                         "batch_size": batches.batch_size, "seed": batches.seed},
-                "loop": {**state.state_dict(), **clock.state_dict()},
-                "method": method.state_dict(model),
-                "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-                "rng": ckpt_io.rng_state(),
-            })
-
-    if state.step == 0 and (data.problem.eval_at_start or data.probes):
-        with clock.paused():  # the base model: its score, and the probes' before any training
-            if data.problem.eval_at_start:
-                evaluate_at(0)
-            state.probes_start = probe_at(0) if data.probes else {}
-    for step in range(state.step + 1, total_steps + 1):
-        if graphed:
-            graphed_step(step)
-        else:
-            optimizer_step(step)
-        if step % cfg.log_every == 0 or step == total_steps:
-            log_window(step)
-        progress.update(1)
-        if step % cfg.eval_every == 0 or step == total_steps:
-            with clock.paused():
-                evaluate_at(step)
+    def maybe_checkpoint(self, step: int) -> None:
+        """A checkpoint after ``step`` when one is due (every ``ck.every`` steps, ``ck.minutes`` passed, or a
+        stop was asked for: then :class:`Stopped`)."""
+        ck, clock = self.ck, self.clock
         stop = ck.stop()
         timed = ck.minutes > 0 and clock.since_checkpoint() >= 60 * ck.minutes
-        if step < total_steps and ((ck.every and step % ck.every == 0) or timed or stop):
+        if step < self.total_steps and ((ck.every and step % ck.every == 0) or timed or stop):
             with clock.paused(checkpoint=True):
-                save_checkpoint(step)
+                self.save_checkpoint(step)
             if stop:
-                progress.close()
+                self.progress.close()
                 raise Stopped(f"stopped on request after step {step}; a checkpoint was written, re-run the "
                               f"same command to continue")
-    progress.close()
-    probes_end = {}
-    if data.probes:
-        with clock.paused():
-            probes_end = probe_at(total_steps)
-    for cb in callbacks:
-        guarded(lambda: cb.on_train_end(model, total_steps, logger))
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_rss()
-    return LoopResult(state.final, state.best, clock.train_seconds(), state.tokens, total_steps, peak,
-                      resumed_from=ck.resume["step"] if ck.resume is not None else None,
-                      checkpoints=clock.checkpoints, checkpoint_seconds=clock.checkpoint_seconds,
-                      final_valid=state.final_valid, best_valid=state.best_valid, best_step=state.best_step,
-                      best_selected_on="validation" if data.valid is not None else "test",
-                      speed=plan, compile_seconds=clock.compile_seconds,
-                      graphs=graphs.graphs if graphs is not None else 0,
-                      graphs_failed=graphs.failed if graphs is not None else None,
-                      initial_eval=state.initial, probes_start=state.probes_start, probes_end=probes_end,
-                      eval_perf=eval_perf)
+
+    def save_checkpoint(self, step: int) -> None:
+        """The whole training state after ``step`` to ``ck.save`` (rank 0); never a diverged one."""
+        self.watch.check()
+        if self.ctx.main and self.ck.save is not None:
+            b = self.batches
+            self.ck.save(step, {
+                "step": step,
+                "model": {n: p for n, p in self.model.named_parameters() if p.requires_grad},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "data": {"epoch": b.epoch, "offset": b.offset, "n": b.n, "batch_size": b.batch_size, "seed": b.seed},
+                "loop": {**self.state.state_dict(), **self.clock.state_dict()},
+                "method": self.method.state_dict(self.model),
+                "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+                "rng": ckpt_io.rng_state(),
+            })
 
 
 def _restore_training(tree: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

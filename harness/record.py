@@ -232,6 +232,10 @@ class RunFields:
     method: Optional[str] = checked(kind(str))
     method_label: Optional[str] = checked(kind(str))
     method_color: Optional[str] = checked(kind(str))
+    method_marker: Optional[str] = checked(kind(str))
+    method_budget_symbol: Optional[str] = checked(kind(str))
+    method_order: Optional[int] = checked(integer(0))
+    method_baseline: Optional[bool] = checked(kind(bool))
     task: Optional[str] = checked(kind(str))
     model: Optional[str] = checked(kind(str))
     seed: Optional[int] = checked(integer(0))
@@ -408,6 +412,55 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise BadRecord(path, "(top level)", f"must be a JSON object, got a JSON {type(cfg).__name__}")
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# how a method is shown: recorded by the run (its method file declares it), else as older records had it
+
+#: the display keys a run records (run.json and summary.json), from its method file (harness/methods/base.py)
+DISPLAY_KEYS = ("method_label", "method_color", "method_marker", "method_budget_symbol", "method_order",
+                "method_baseline")
+#: what a method's display is when nothing says otherwise: its name, no colour (a figure's palette gives one),
+#: a circle, budgets as r=, after the methods with an order, not the baseline
+DISPLAY_DEFAULTS: dict[str, Any] = {"method_color": None, "method_marker": "o", "method_budget_symbol": "r",
+                                    "method_order": 100, "method_baseline": False}
+#: records written before the methods recorded their display (and PEFT result files, which carry none): the
+#: display of the harness's methods then, the saved folder, and the PEFT config that identifies the method
+LEGACY_METHODS: dict[str, dict[str, Any]] = {
+    "full": {"method_label": "Full FT", "method_color": "#444444", "method_marker": "s", "method_order": 0,
+             "method_baseline": True, "save_dir": "model", "peft_type": None},
+    "lora": {"method_label": "LoRA", "method_color": "#1f77b4", "method_marker": "o", "method_order": 1,
+             "peft_type": "LORA", "use_dora": False},
+    "dora": {"method_label": "DoRA", "method_color": "#ff7f0e", "method_marker": "D", "method_order": 2,
+             "peft_type": "LORA", "use_dora": True},
+    "adalora": {"method_label": "AdaLoRA", "method_color": "#2ca02c", "method_marker": "^",
+                "method_budget_symbol": "b", "method_order": 3, "peft_type": "ADALORA"},
+}
+
+
+def method_display(method: Any, recorded: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The :data:`DISPLAY_KEYS` of a run of ``method``: what it recorded (``recorded``, a run.json or a row
+    of one; missing or NaN values do not count), else :data:`LEGACY_METHODS`, else :data:`DISPLAY_DEFAULTS`
+    with the name as label: a method nobody has seen gets a label, a marker and an order (its colour: the
+    figure's palette)."""
+    name = str(method)
+    legacy = LEGACY_METHODS.get(name, {})
+    out = {}
+    for key in DISPLAY_KEYS:
+        value = (recorded or {}).get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = legacy.get(key, DISPLAY_DEFAULTS.get(key, name))
+        out[key] = value
+    return out
+
+
+def legacy_method(peft_type: Optional[str], use_dora: bool = False) -> Optional[str]:
+    """The harness method of a PEFT config (:data:`LEGACY_METHODS`: no PEFT type = full fine-tuning); None when
+    no method of the table has it."""
+    for name, m in LEGACY_METHODS.items():
+        if m.get("peft_type") == peft_type and bool(m.get("use_dora")) == bool(use_dora):
+            return name
+    return None
 
 
 def is_result(record: dict[str, Any]) -> bool:

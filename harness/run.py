@@ -35,7 +35,7 @@ from harness import distributed
 from harness.config import RunConfig, config_hash, effective_lr, to_dict, to_typed, validate
 from harness.errors import ConfigError, HarnessError
 from harness.families import Family, MatrixRef, family_for, resolve_targets
-from harness.loop import Checkpointing, LoopData, train
+from harness.loop import Checkpointing, LoopData, LoopResult, train
 from harness.methods import METHODS, get_method
 from harness.methods.base import Method
 from harness.models import load_model, load_tokenizer, meta_model, model_config, position_limit
@@ -377,8 +377,8 @@ def _run_claimed(p: Plan, folder: RunFolder, attempt: Attempt, device: torch.dev
     record = RunRecord(run_dir)
     resolved = to_dict(c)
     fields = dict(
-        name=name or c.method.name, group=group, method=c.method.name, method_label=p.method.label,
-        method_color=p.method.color, task=c.task.name, model=c.model.name,
+        name=name or c.method.name, group=group, method=c.method.name, **p.method.display(),
+        task=c.task.name, model=c.model.name,
         seed=c.seed, budget=c.method.budget(), config_hash=config_hash(c), config=resolved, total_steps=p.total_steps,
         environment=environment(str(device)), data_source=p.data.source, world_size=ctx.world,
         data_split=p.data.split, lr=effective_lr(c), save_dir=p.method.save_dir(),
@@ -590,9 +590,21 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         return {}
     if c.train.save_model:
         _save_atomic(p.method, model, run_dir / p.method.save_dir())
-    summary: dict[str, Any] = {
+    summary = {**_summary(p, model, result, n_trainable=n_trainable, device=device, train_enc=train_enc,
+                          wall_seconds=time.time() - t_start),
+               **extra, **(snapshots.summary() if snapshots is not None else {})}
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _summary(p: Plan, model: torch.nn.Module, result: LoopResult, *, n_trainable: int, device: torch.device,
+             train_enc: Any, wall_seconds: float) -> dict[str, Any]:
+    """summary.json's entries from the plan and what the loop measured (the method's and the snapshots' own
+    entries are added by the caller)."""
+    c = p.cfg
+    return {
         "method": c.method.name, "task": c.task.name, "model": c.model.name, "seed": c.seed,
-        "budget": c.method.budget(), "method_label": p.method.label, "method_color": p.method.color,
+        "budget": c.method.budget(), **p.method.display(),
         "main_metric": p.data.main_metric, "save_dir": p.method.save_dir(),
         "main_metric_value": result.final_eval[p.data.main_metric],
         **_problem_entries(p, result),
@@ -616,7 +628,7 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "adapted_matrices": len(p.targets),
         "steps": result.steps,
         "train_seconds": result.train_seconds,
-        "wall_seconds": time.time() - t_start,
+        "wall_seconds": wall_seconds,
         "tokens": result.tokens,
         "tokens_per_s": result.tokens / result.train_seconds if result.train_seconds > 0 else None,
         "train_padding_share": train_padding(train_enc, c.train.batch_size, c.seed, c.train.group_by_length),
@@ -627,9 +639,5 @@ def _train_and_record(p: Plan, run_dir: Path, device: torch.device, logger: Metr
         "checkpoint_seconds": result.checkpoint_seconds,
         "compile_seconds": result.compile_seconds,
         "speed": {**result.speed.record(), "graphs": result.graphs, "graphs_failed": result.graphs_failed},
-        **extra,
-        **(snapshots.summary() if snapshots is not None else {}),
     }
-    write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    return summary
 

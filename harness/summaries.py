@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from harness.record import (DONE, ERROR_FILE, FAILED, RUN_FILE, RUNNING, SELECTION_FILE, BadRecord, read_config,
                             read_json, read_run, read_summary, recorded_budget, write_text_atomic)
@@ -334,7 +334,7 @@ def write_sweep_summary(sweep_dir: Path, results: list[dict[str, Any]]) -> str:
 
 class SweepProgress:
     """One bar over a sweep's jobs (done / total, ETA). Jobs run in this process (the basic launcher) advance
-    it as each ends (:func:`job_finished`); for launchers running jobs in other processes a thread counts the
+    it as each ends (:class:`CountingTask`); for launchers running jobs in other processes a thread counts the
     run folders whose run.json turned done or failed since the sweep started (jobs skipped as done before
     only show at the end)."""
 
@@ -381,11 +381,21 @@ class SweepProgress:
         self.bar.close()
 
 
-#: the bar of the sweep running in this process, if any
-ACTIVE: list[SweepProgress] = []
+class CountingTask:
+    """A sweep's task function that advances its bar (:attr:`progress`, set while the sweep runs) as each job
+    run in this process ends. Sent to worker processes (pickled), it drops the bar: there the bar polls the
+    run folders instead."""
 
+    def __init__(self, task: Callable[[Any], Any]) -> None:
+        self.task = task
+        self.progress: Optional[SweepProgress] = None
 
-def job_finished() -> None:
-    """Advance the sweep bar of this process (no-op when jobs run elsewhere or outside a sweep)."""
-    for bar in ACTIVE:
-        bar.job_done()
+    def __call__(self, cfg: Any) -> Any:
+        try:
+            return self.task(cfg)
+        finally:
+            if self.progress is not None:
+                self.progress.job_done()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"task": self.task, "progress": None}

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
+from harness.hydra_compat import BasicLauncher, BasicSweeper
 from harness import summaries
 from harness.record import RUN_FILE, SELECTION_FILE, BadRecord, read_run, read_summary, write_json_atomic
 
@@ -45,18 +45,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: statuses of the jobs of the last sweep run in this process (read by the CLI for its exit code)
-LAST_SWEEP: list[dict[str, Any]] = []
-#: the end-of-sweep summary of the last sweep (the text of <sweep>/summary.md; the CLI prints it)
-LAST_SUMMARY: list[str] = []
-#: ``--dry-run`` (set by the CLI): list the jobs into DRY_RUN_JOBS (a two-stage sweep: stage 1's, and its
-#: stage-2 plan into DRY_RUN_STAGE2) instead of launching them
-DRY_RUN = False
-DRY_RUN_JOBS: list[dict[str, str]] = []
-DRY_RUN_STAGE2: list[Stage2Plan] = []
-
 #: ``select.metric``: the stage-1 score of a candidate, read from its summary.json
 SELECT_METRICS = {"valid": "valid/{}", "best_valid": "best_valid/{}"}
+
+
+@dataclass
+class SweepOutcome:
+    """What :meth:`HarnessSweeper.sweep` returns (through Hydra's ``multirun``, to the CLI): ``jobs``, each job's
+    outcome (:func:`harness.app.job`'s dict; the exit status comes from them); ``summary``, the text of
+    ``<sweep>/summary.md`` ("" when not written). A dry run (``hydra.sweeper.dry_run=true``) launches nothing:
+    ``dry_rows``, each job with what it would do (:func:`harness.dry_run.describe`), and for a two-stage sweep
+    ``stage2``, the plan of stage 2."""
+
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    summary: str = ""
+    dry_rows: list[dict[str, str]] = field(default_factory=list)
+    stage2: Optional["Stage2Plan"] = None
 
 
 @dataclass
@@ -147,7 +151,7 @@ class HarnessSweeper(BasicSweeper):
     """BasicSweeper + validation of every job + de-duplication of identical configurations."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None,
-                 select: Optional[Any] = None, sequential: Optional[Any] = None) -> None:
+                 select: Optional[Any] = None, sequential: Optional[Any] = None, dry_run: bool = False) -> None:
         # BasicSweeper.__init__ calls super(BasicSweeper, self), which breaks once Hydra's plugin scan has
         # re-executed its module (the name then points at a new class); set its attributes directly.
         self.overrides = None
@@ -163,6 +167,13 @@ class HarnessSweeper(BasicSweeper):
         self._hashes: dict[tuple[str, ...], str] = {}  # job overrides -> config hash (every job, merged or not)
         self._needs_validation = False
         self._progress: Optional[summaries.SweepProgress] = None
+        self._task: Optional[summaries.CountingTask] = None
+        self.dry_run = dry_run  # list the jobs and what each would do; launch nothing (the CLI's --dry-run)
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        """BasicSweeper's, with the task function wrapped to advance the sweep's bar (:class:`CountingTask`)."""
+        self._task = summaries.CountingTask(task_function)
+        super().setup(hydra_context=hydra_context, task_function=self._task, config=config)
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:  # type: ignore[override]
         return self._prepare(BasicSweeper.split_arguments(overrides, None)[0], max_batch_size)
@@ -285,12 +296,10 @@ class HarnessSweeper(BasicSweeper):
         log.info("sweep: job %d (%s) goes to %s", num, default, folder)
         return [f"hydra.sweep.subdir='{folder}'"]
 
-    def sweep(self, arguments: List[str]) -> Any:
-        LAST_SWEEP.clear()
-        LAST_SUMMARY.clear()
-        if DRY_RUN:
-            self._dry_run(arguments)
-            return []
+    def sweep(self, arguments: List[str]) -> SweepOutcome:
+        """Run the sweep (a grid, a two-stage selection or sequential seeds); its jobs' outcomes and summary."""
+        if self.dry_run:
+            return self._dry_run(arguments)
         self._start_progress()
         returns: Sequence[Sequence[Any]] = []
         try:
@@ -303,33 +312,28 @@ class HarnessSweeper(BasicSweeper):
                 returns = self._two_stage(Selection.parse(self.select), arguments)
         finally:
             self._end_progress(sum(len(b) for b in returns))
-        for batch in returns:
-            for r in batch:
-                LAST_SWEEP.append(r.return_value if isinstance(r.return_value, dict) else {"status": "done"})
-        n_bad = sum(1 for r in LAST_SWEEP if r.get("status") != "done")
-        n_skip = sum(1 for r in LAST_SWEEP if r.get("skipped"))
-        log.info("sweep finished: %d done (%d of them skipped: done before), %d not done", len(LAST_SWEEP) - n_bad,
+        jobs = [r.return_value if isinstance(r.return_value, dict) else {"status": "done"}
+                for batch in returns for r in batch]
+        n_bad = sum(1 for r in jobs if r.get("status") != "done")
+        n_skip = sum(1 for r in jobs if r.get("skipped"))
+        log.info("sweep finished: %d done (%d of them skipped: done before), %d not done", len(jobs) - n_bad,
                  n_skip, n_bad)
-        self._write_summary()
-        return returns
+        return SweepOutcome(jobs=jobs, summary=self._write_summary(jobs))
 
-    def _dry_run(self, arguments: List[str]) -> None:
+    def _dry_run(self, arguments: List[str]) -> SweepOutcome:
         """Each job, validated and placed in its folder as for a real sweep, with what it would do there
-        (:func:`harness.dry_run.describe`) into DRY_RUN_JOBS; nothing is launched or written. A two-stage sweep
-        lists its stage-1 jobs, and its stage-2 plan goes into DRY_RUN_STAGE2 (:meth:`_stage2_plan`)."""
+        (:func:`harness.dry_run.describe`); nothing is launched or written. A two-stage sweep lists its stage-1
+        jobs and the plan of stage 2 (:meth:`_stage2_plan`)."""
         assert self.config is not None and self.hydra_context is not None
-        DRY_RUN_JOBS.clear()
-        DRY_RUN_STAGE2.clear()
         if self.select is None:
             parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
             batches = self.split_arguments(parser.parse_overrides(self._parse_config() + list(arguments)), None)
-            DRY_RUN_JOBS.extend(self._describe(batches, 0))
-            return
+            return SweepOutcome(dry_rows=self._describe(batches, 0))
         sel = Selection.parse(self.select)
         grid, points = self._stage1(sel, arguments)
         self._needs_validation = True
-        DRY_RUN_JOBS.extend(self._describe(self._prepare(grid, None), 0, show=sel.key))
-        DRY_RUN_STAGE2.append(self._stage2_plan(sel, points, DRY_RUN_JOBS))
+        rows = self._describe(self._prepare(grid, None), 0, show=sel.key)
+        return SweepOutcome(dry_rows=rows, stage2=self._stage2_plan(sel, points, rows))
 
     def _describe(self, batches: List[List[List[str]]], first_num: int,
                   show: Optional[str] = None) -> list[dict[str, str]]:
@@ -390,29 +394,30 @@ class HarnessSweeper(BasicSweeper):
 
     def _start_progress(self) -> None:
         """The sweep's bar (off with train.progress=false); jobs of the basic launcher advance it as they end."""
-        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-
-        assert self.config is not None
+        assert self.config is not None and self._task is not None
         enabled = bool(OmegaConf.select(self.config, "train.progress", default=True))
         self._progress = summaries.SweepProgress(enabled, in_process=isinstance(self.launcher, BasicLauncher))
-        summaries.ACTIVE[:] = [self._progress]
+        self._task.progress = self._progress
 
     def _end_progress(self, finished: int) -> None:
         if self._progress is not None:
             self._progress.close(finished)
-        summaries.ACTIVE.clear()
+        if self._task is not None:
+            self._task.progress = None
         self._progress = None
 
-    def _write_summary(self) -> None:
-        """<sweep>/summary.md and summary.csv (a failure to write them is logged, the sweep's results stand)."""
+    def _write_summary(self, jobs: list[dict[str, Any]]) -> str:
+        """<sweep>/summary.md and summary.csv from the ``jobs``' outcomes; the Markdown text ("" when writing
+        failed: that is logged, the sweep's results stand)."""
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         try:
-            LAST_SUMMARY.append(summaries.write_sweep_summary(sweep_dir, LAST_SWEEP))
+            text = summaries.write_sweep_summary(sweep_dir, jobs)
         except OSError as e:
             log.error("sweep summary not written to %s: %s", sweep_dir, e)
-            return
+            return ""
         log.info("summary written to %s and %s", sweep_dir / summaries.SUMMARY_MD, sweep_dir / summaries.SUMMARY_CSV)
+        return text
 
     # -- two-stage selection --------------------------------------------------------------------------------
 

@@ -19,10 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis.compare import pareto_front
-from analysis.labels import METHOD_ORDER, MEMORY_KINDS, metric_label, method_label, task_label
-from analysis.plots.style import first, legend_below, method_styles, plain_ticks, setup_line
-
-METHOD_MARKERS = {"full": "s", "lora": "o", "dora": "D", "adalora": "^"}
+from analysis.labels import MEMORY_KINDS, method_display, method_label, method_order_key, metric_label, task_label
+from analysis.plots.style import first, legend_below, method_marker, method_styles, plain_ticks, setup_line
 
 #: x axes of the Pareto plots: column → (label, scale factor, log axis, lower is better)
 X_AXES: dict[str, tuple[str, float, bool, bool]] = {
@@ -39,9 +37,9 @@ def method_color(method: str, others: Sequence[str] = ()) -> Any:
     return method_styles(pd.DataFrame({"method": list(dict.fromkeys([*others, method]))}), palette="tab20")[method][1]
 
 
-def _budget_suffix(method: Any, budget: Any, variant: Any) -> str:
-    """`` r=8 (variant)``: what :func:`analysis.compare.method_label` adds after the method's name."""
-    return method_label(method, budget, variant)[len(method_label(method)):]
+def _budget_suffix(method: Any, budget: Any, variant: Any, rows: Optional[pd.DataFrame] = None) -> str:
+    """`` r=8 (variant)``: what :func:`analysis.labels.method_label` adds after the method's name."""
+    return method_label(method, budget, variant, rows=rows)[len(method_label(method, rows=rows)):]
 
 
 def _select(df: pd.DataFrame, task: Optional[str], model: Optional[str]) -> pd.DataFrame:
@@ -55,7 +53,8 @@ def _select(df: pd.DataFrame, task: Optional[str], model: Optional[str]) -> pd.D
 
 def _short_label(r: pd.Series) -> str:
     b = r.get("budget")
-    lab = "" if b is None or pd.isna(b) else f"{'b' if r['method'] == 'adalora' else 'r'}={int(b)}"
+    symbol = method_display(r["method"], pd.DataFrame([r]))["method_budget_symbol"]
+    lab = "" if b is None or pd.isna(b) else f"{symbol}={int(b)}"
     if r.get("variant"):
         lab = f"{lab} {r['variant']}".strip()
     return lab
@@ -98,7 +97,7 @@ def pareto(long: pd.DataFrame, *, x: str = "trainable_params", task: Optional[st
     for i, (_, r) in enumerate(d.iterrows()):
         m = r["method"]
         label, color = styles[str(m)]
-        ax.errorbar(xs[i], ys[i], yerr=None if few[i] else [[lo[i]], [hi[i]]], fmt=METHOD_MARKERS.get(m, "o"), ms=6,
+        ax.errorbar(xs[i], ys[i], yerr=None if few[i] else [[lo[i]], [hi[i]]], fmt=method_marker(m, d), ms=6,
                     capsize=3, color=color, label=label if m not in seen else None, zorder=3)
         seen.add(m)
         mine = _same_config(per_seed, m, r.get("budget"), r.get("variant")) if few[i] else None
@@ -157,7 +156,7 @@ def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: 
     keys = ["method", "budget", "variant"]
     per_seed = _select(seeds, task, model) if seeds is not None else None
     groups = list(d.groupby(keys, dropna=False, sort=False))
-    groups.sort(key=lambda kv: (METHOD_ORDER.index(kv[0][0]) if kv[0][0] in METHOD_ORDER else 99, str(kv[0][0]),
+    groups.sort(key=lambda kv: (*method_order_key(kv[0][0], d),
                                 -1 if kv[0][1] is None or pd.isna(kv[0][1]) else kv[0][1], str(kv[0][2])))
     line_styles = ["-", "--", ":", "-."]
     styles = method_styles(d, palette="tab20")
@@ -167,7 +166,7 @@ def learning_curves(curves: pd.DataFrame, *, task: Optional[str] = None, model: 
         k = per_method.setdefault(m, 0)
         per_method[m] = k + 1
         label, color = styles[str(m)]
-        label += _budget_suffix(m, None if b is None or pd.isna(b) else b, v)
+        label += _budget_suffix(m, None if b is None or pd.isna(b) else b, v, d)
         n = int(g["n"].max())
         few = n < 3
         mine = _same_config(per_seed, m, b, v) if few and per_seed is not None else None

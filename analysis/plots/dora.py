@@ -48,7 +48,7 @@ def panel_title(points: pd.DataFrame, panel: str) -> str:
     default label of the method, with the panel's split (lr, steps) after it."""
     rest = str(panel).partition(" ")[2]
     label = first(points, "method_label") if len(points) else None
-    return (str(label) + (" " + rest if rest else "")) if label else panel_label(panel)
+    return (str(label) + (" " + rest if rest else "")) if label else panel_label(panel, points)
 
 
 def figure_data(points: pd.DataFrame, axis: str = "out") -> pd.DataFrame:

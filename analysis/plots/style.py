@@ -12,10 +12,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import ScalarFormatter
 
-from analysis.labels import METHOD_LABELS, task_label
+from analysis.labels import method_display, task_label
 
-#: Fallback colours when the data carries no ``method_color`` column (labels: ``analysis.compare.METHOD_LABELS``).
-METHOD_COLORS: dict[str, str] = {"full": "#444444", "lora": "#1f77b4", "dora": "#ff7f0e", "adalora": "#2ca02c"}
 #: Short names of the harness's model configs (``conf/model/``) as a reader knows them.
 MODEL_LABELS: dict[str, str] = {"minilm": "MiniLM-L6", "tiny_bert": "tiny BERT", "tiny_deberta": "tiny DeBERTa",
                                 "tiny_llama": "tiny Llama", "tiny_roberta": "tiny RoBERTa"}
@@ -55,18 +53,20 @@ def first(frame: pd.DataFrame, column: str) -> Any:
 
 def method_styles(frame: pd.DataFrame, method_col: str = "method",
                   palette: str = "tab10") -> dict[str, tuple[str, Any]]:
-    """method → (label, colour): the data's ``method_label`` / ``method_color`` columns where present
-    (written by the harness into run.json), else :data:`METHOD_LABELS` / :data:`METHOD_COLORS`, and the
-    ``palette``'s colours in name order for methods neither knows."""
+    """method → (label, colour): what the runs recorded (the data's ``method_label`` / ``method_color``
+    columns, :func:`analysis.labels.method_display`), and the ``palette``'s colours in name order for methods
+    without a colour (a method no record describes gets its name and a colour)."""
     methods = list(dict.fromkeys(frame[method_col].astype(str))) if method_col in frame else []
-    unknown = sorted(m for m in methods if m not in METHOD_COLORS)
-    out: dict[str, tuple[str, Any]] = {}
-    for m in methods:
-        rows = frame[frame[method_col].astype(str) == m]
-        label = first(rows, "method_label") or METHOD_LABELS.get(m, m)
-        color = first(rows, "method_color") or METHOD_COLORS.get(m) or _palette_color(palette, unknown.index(m))
-        out[m] = (str(label), color)
-    return out
+    rows = frame.rename(columns={method_col: "method"}) if method_col in frame else None
+    shown = {m: method_display(m, rows) for m in methods}
+    unknown = sorted(m for m in methods if not shown[m]["method_color"])
+    return {m: (str(shown[m]["method_label"]), shown[m]["method_color"] or _palette_color(palette, unknown.index(m)))
+            for m in methods}
+
+
+def method_marker(method: Any, frame: Optional[pd.DataFrame] = None) -> str:
+    """The method's marker in plots, as its runs recorded it (:func:`analysis.labels.method_display`)."""
+    return str(method_display(method, frame)["method_marker"])
 
 
 def _palette_color(palette: str, i: int) -> Any:

@@ -9,6 +9,7 @@ to PEFT's own code path, with one warning. Import a kernel module only after :fu
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Optional
@@ -19,9 +20,6 @@ log = logging.getLogger(__name__)
 
 #: PEFT versions the fast paths are tested with: lowest included, highest excluded (release numbers only)
 TESTED_PEFT: tuple[tuple[int, ...], tuple[int, ...]] = ((0, 21), (0, 22))
-
-_warned: set[str] = set()
-
 
 def _release(version: str) -> tuple[int, ...]:
     """``"0.21.2"`` / ``"0.22.0.dev0"`` -> (0, 21, 2) / (0, 22, 0): the leading numeric release."""
@@ -35,8 +33,14 @@ def fast_path_available(what: str, version: Optional[str] = None) -> bool:
     v = version if version is not None else peft.__version__
     low, high = TESTED_PEFT
     ok = low <= _release(v) < high
-    if not ok and what not in _warned:
-        _warned.add(what)
-        log.warning("%s: PEFT %s is outside the versions it is tested with (>=%s, <%s); using PEFT's own code "
-                    "path (same results, slower)", what, v, ".".join(map(str, low)), ".".join(map(str, high)))
+    if not ok:
+        _warn_untested(what, v)
     return ok
+
+
+@functools.cache
+def _warn_untested(what: str, version: str) -> None:
+    """The warning that ``what`` uses PEFT's own code path with PEFT ``version``: once per process (cached)."""
+    low, high = TESTED_PEFT
+    log.warning("%s: PEFT %s is outside the versions it is tested with (>=%s, <%s); using PEFT's own code "
+                "path (same results, slower)", what, version, ".".join(map(str, low)), ".".join(map(str, high)))

@@ -236,6 +236,9 @@ class AdaLora(Method):
     rank_key = "init_r"
     label = "AdaLoRA"
     color = "#2ca02c"
+    marker = "^"
+    budget_symbol = "b"
+    order = 3
     trains = ("lora_A", "lora_B", "lora_E")
     adds_to_model_loss = True
     outputs = (RANKS_FILE, SCORES_DIR)

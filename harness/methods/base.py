@@ -51,6 +51,14 @@ class Method:
     label: ClassVar[str] = ""
     #: colour in plots (a matplotlib colour; run.json/summary.json ``method_color``)
     color: ClassVar[str] = "#7f7f7f"
+    #: marker in plots (a matplotlib marker; ``method_marker``)
+    marker: ClassVar[str] = "o"
+    #: the letter of its budget in labels, ``LoRA r=8`` (``method_budget_symbol``)
+    budget_symbol: ClassVar[str] = "r"
+    #: place in tables and legends, lower first; methods of one order a–z (``method_order``)
+    order: ClassVar[int] = 100
+    #: the method every other one is contrasted with in a comparison (full fine-tuning; ``method_baseline``)
+    baseline: ClassVar[bool] = False
     #: substrings of the names of the parameters the method trains besides the task head ("" = every parameter)
     trains: ClassVar[tuple[str, ...]] = ()
     #: whether the pretrained weights stay frozen (adapters: bf16 frozen weights on CUDA, an ``adapter/`` folder)
@@ -69,6 +77,13 @@ class Method:
     def __init__(self, cfg: MethodConfig, total_steps: int) -> None:
         self.cfg = cfg
         self.total_steps = total_steps
+
+    @classmethod
+    def display(cls) -> dict[str, Any]:
+        """How analysis shows the method, as its runs record it (run.json and summary.json)."""
+        return {"method_label": cls.label, "method_color": cls.color, "method_marker": cls.marker,
+                "method_budget_symbol": cls.budget_symbol, "method_order": cls.order,
+                "method_baseline": cls.baseline}
 
     @classmethod
     def validate_config(cls, cfg: MethodConfig) -> None:

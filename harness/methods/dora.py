@@ -41,6 +41,8 @@ class Dora(Lora):
     step_cost = 2.6
     label = "DoRA"
     color = "#ff7f0e"
+    marker = "D"
+    order = 2
     trains = ("lora_A", "lora_B", "lora_magnitude_vector")
 
     config_cls = DoraMethodConfig

@@ -16,6 +16,9 @@ class FullFineTuning(Method):
 
     label = "Full FT"
     color = "#444444"
+    marker = "s"
+    order = 0
+    baseline = True
     trains = ("",)
     frozen_base = False
 

@@ -46,6 +46,8 @@ class Lora(Method):
     rank_key = "r"
     label = "LoRA"
     color = "#1f77b4"
+    marker = "o"
+    order = 1
     trains = ("lora_A", "lora_B")
 
     config_cls = LoraMethodConfig

@@ -50,21 +50,14 @@ def test_impossible_settings_name_the_key(kw: dict, key: str) -> None:
         plan_slots(free_gb={0: 140.0}, cpu_count=16, **args)
 
 
-def _claim(folder: str, out: "multiprocessing.Queue[int | None]") -> None:
-    out.put(claim_token(Path(folder)))
-
-
 def test_every_gpu_gets_exactly_its_slots_under_concurrent_claims(tmp_path: Path) -> None:
+    """Eight processes claim six tokens at once. Their answers come back through the pool's result (no queue
+    read against a timeout: on a loaded machine the workers may take any time to start)."""
     make_tokens(tmp_path, Slots([0, 1], 3, "test"))
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_claim, args=(str(tmp_path), out)) for _ in range(8)]
-    for p in procs:
-        p.start()
-    got = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join()
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        got = pool.map(claim_token, [tmp_path] * 8, chunksize=1)
     assert sorted(g for g in got if g is not None) == [0, 0, 0, 1, 1, 1] and got.count(None) == 2
+    assert sorted(p.name.split(".")[0] for p in tmp_path.iterdir()) == ["0_0", "0_1", "0_2", "1_0", "1_1", "1_2"]
 
 
 def test_costly_jobs_start_first() -> None:

@@ -82,3 +82,77 @@ def test_clock_leaves_evaluations_and_checkpoints_out(monkeypatch: pytest.Monkey
     assert clock.window_seconds() == pytest.approx(0.5)
     again = Clock.resumed(clock.state_dict())
     assert again.train_seconds() == pytest.approx(13.5) and again.window_seconds() == pytest.approx(0.5)
+
+
+class _Out:
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+class _Linear(torch.nn.Module):
+    """A model as the loop calls it: keyword batch tensors in, an object with ``logits`` out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> _Out:
+        return _Out(self.lin(x).squeeze(-1))
+
+
+class _Problem:
+    model_loss = False
+
+    @staticmethod
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return ((logits - batch["labels"]) ** 2).mean()
+
+
+class _Method:
+    @staticmethod
+    def loss_terms(outputs: _Out, task_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"l1": outputs.logits.detach().abs().mean()}
+
+
+def _stepper(max_grad_norm: float) -> loop.Training:
+    """A Training with only what :meth:`Training.device_step` uses (SGD: the update is the gradient, exactly)."""
+    from types import SimpleNamespace
+
+    t = object.__new__(loop.Training)
+    t.model = t.fwd = _Linear()
+    t.trainable = list(t.model.parameters())
+    t.optimizer = torch.optim.SGD(t.trainable, lr=0.1)
+    t.data = SimpleNamespace(problem=_Problem())
+    t.method, t.autocast, t.device = _Method(), loop.contextlib.nullcontext, torch.device("cpu")
+    t.cfg = SimpleNamespace(max_grad_norm=max_grad_norm)
+    t.watch, t.state = loop.DivergenceWatch(t.device), LoopState.on(t.device)
+    return t
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_one_step_function_accumulates_micro_batches_as_one_batch(clip: float) -> None:
+    """Two micro-batches of 4 (loss / 2 each) give the loss, the method's terms, the gradient norm and the
+    update of one batch of 8: the step every path runs (eager, compiled, DDP; one micro-batch in a CUDA graph)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 3, generator=g), torch.randn(8, generator=g)
+    batch = {"x": x, "attention_mask": torch.ones(8, 1, dtype=torch.long), "labels": y}
+    halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+    one, two = _stepper(clip), _stepper(clip)
+    out1, out2 = one.device_step([batch]), two.device_step(halves)
+    assert out2.keys() == out1.keys() == ({"loss", "term:l1"} | ({"grad_norm"} if clip else set()))
+    for k in out1:
+        assert float(out2[k]) == pytest.approx(float(out1[k]), rel=1e-6), k
+    for a, b in zip(one.model.parameters(), two.model.parameters()):
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a, _Linear().lin.weight if a.ndim == 2 else _Linear().lin.bias)  # it updated
+
+
+def test_a_non_finite_loss_stops_the_cpu_step_before_the_update() -> None:
+    t = _stepper(0.0)
+    before = [p.detach().clone() for p in t.model.parameters()]
+    bad = {"x": torch.full((2, 3), float("nan")), "attention_mask": torch.ones(2, 1, dtype=torch.long),
+           "labels": torch.zeros(2)}
+    with pytest.raises(loop.RunFailed, match="not finite at step 1"):
+        t.device_step([bad])
+    assert all(torch.equal(a, b) for a, b in zip(before, t.model.parameters()))

@@ -12,6 +12,7 @@ import pytest
 
 from analysis.plots import style
 from tests.analysis.plots.checks import assert_no_offset_text, assert_no_slug
+from harness.record import LEGACY_METHODS
 
 
 @pytest.mark.parametrize(("values", "label", "factor"), [
@@ -58,10 +59,21 @@ def test_method_styles_prefer_the_runs_label_and_colour() -> None:
                           "method_label": ["LoRA (PEFT)", None, None], "method_color": ["#000001", None, None]})
     got = style.method_styles(frame)
     assert got["lora"] == ("LoRA (PEFT)", "#000001")
-    assert got["dora"] == (style.METHOD_LABELS["dora"], style.METHOD_COLORS["dora"])
+    legacy = LEGACY_METHODS["dora"]  # a record from before the methods recorded their display
+    assert got["dora"] == (legacy["method_label"], legacy["method_color"])
     assert got["vera"][0] == "vera" and len(got["vera"][1]) == 4  # an RGBA from the palette
     assert style.method_styles(frame.drop(columns=["method_label", "method_color"]))["lora"] == \
-        ("LoRA", style.METHOD_COLORS["lora"])
+        ("LoRA", LEGACY_METHODS["lora"]["method_color"])
+
+
+def test_a_method_never_seen_gets_a_label_a_colour_and_a_marker() -> None:
+    """Display comes from what the run recorded; a method no record or table knows still gets all of it."""
+    frame = pd.DataFrame({"method": ["newmethod", "recorded"], "method_label": [None, "Rec"],
+                          "method_color": [None, "#123456"], "method_marker": [None, "P"]})
+    got = style.method_styles(frame)
+    assert got["newmethod"][0] == "newmethod" and len(got["newmethod"][1]) == 4
+    assert got["recorded"] == ("Rec", "#123456")
+    assert style.method_marker("newmethod", frame) == "o" and style.method_marker("recorded", frame) == "P"
 
 
 def test_importing_the_plot_modules_leaves_the_backend_alone() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import peft
 import pytest
@@ -16,8 +17,10 @@ from tests.conftest import TINY, compose_cfg, method_args
 
 
 @pytest.fixture
-def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "_warned", set())
+def fresh_warnings() -> Iterator[None]:
+    kernels._warn_untested.cache_clear()
+    yield
+    kernels._warn_untested.cache_clear()
 
 
 def test_installed_peft_is_a_tested_one() -> None:
