@@ -1,16 +1,15 @@
 """Method registry: a method is one module of this package that registers itself by name with :func:`register`.
 
-Importing this package imports every module in it (:mod:`pkgutil`, no list to edit), so that adding a method
+Importing this package imports every module in it (:func:`harness.discovery.import_modules`, no list to edit), so that adding a method
 is adding its file (and its ``conf/method/<name>.yaml``): docs/methods.md. Registering also hands the method's
 config schema to :mod:`harness.config` (which never imports the methods).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Callable, TypeVar
 
+from harness.discovery import import_modules
 from harness.config import register_method_schema, unknown_method
 from harness.methods.base import Method
 
@@ -48,10 +47,6 @@ def get_method(name: str) -> type[Method]:
 
 def discover() -> list[str]:
     """Import every method module of this package (each registers itself); their names, sorted."""
-    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_METHODS)
-    for module in found:
-        importlib.import_module(f"{__name__}.{module}")
-    return found
-
+    return import_modules(__name__, __path__, NOT_METHODS)
 
 discover()

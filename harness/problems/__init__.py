@@ -1,17 +1,16 @@
 """Problem-type registry: a problem type is one module of this package that registers itself by name with
 :func:`register_problem` (classification, regression, causal_lm, ...).
 
-Importing this package imports every module in it (:mod:`pkgutil`, no list to edit), so that adding a problem
+Importing this package imports every module in it (:func:`harness.discovery.import_modules`, no list to edit), so that adding a problem
 type is adding its file (docs/configuration.md); a module elsewhere registers the same way once imported.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from typing import Callable, TypeVar
 
+from harness.discovery import import_modules
 from harness.errors import ConfigError
 from harness.problems.base import Evaluation, ProblemType
 
@@ -56,10 +55,6 @@ def get_problem(name: str) -> ProblemType:
 
 def discover() -> list[str]:
     """Import every problem-type module of this package (each registers itself); their names, sorted."""
-    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_PROBLEMS)
-    for module in found:
-        importlib.import_module(f"{__name__}.{module}")
-    return found
-
+    return import_modules(__name__, __path__, NOT_PROBLEMS)
 
 discover()
