@@ -214,6 +214,19 @@ def draw_condition(long: pd.DataFrame, headers: dict[str, dict[str, Any]], out: 
     return written, v["line"]
 
 
+def write_family(conds: Sequence[tuple[str, pd.DataFrame]], out: Path) -> list[Path]:
+    """The claims of every condition drawn as declared Holm families (:mod:`analysis.allocation_family`):
+    ``adalora_family.csv`` and ``adalora_family.md``; prints the table."""
+    from analysis import allocation_family as F
+
+    table = F.family_table([(label, sub, R.allocation_shares(R.final_ranks(sub))) for label, sub in conds])
+    table.to_csv(out / "adalora_family.csv", index=False)
+    text = F.render_markdown(table)
+    (out / "adalora_family.md").write_text(text)
+    print(text)
+    return [out / "adalora_family.csv", out / "adalora_family.md"]
+
+
 def _peft_base_model(path: Path) -> Optional[str]:
     """The base model's name (last part of ``base_model_name_or_path``) of a PEFT result or adapter config."""
     try:
@@ -283,11 +296,14 @@ def main(args: argparse.Namespace) -> int:
         long = R.load_allocations(args.runs, include_unfinished=args.include_unfinished)
         headers = R.load_headers(args.runs)
         run_dirs = list(long["run_dir"].astype(str).unique())
-        for label, sub in R.conditions(long, NAME):
+        conds = R.conditions(long, NAME)
+        for label, sub in conds:
             paths, line = draw_condition(sub, headers, out, label, steps)
             print(f"{label} ({sub['run_dir'].nunique()} runs): {line}")
             print("\n".join(f"  wrote {w}" for w in paths))
             written += paths
+        if len(conds) > 1:
+            written += write_family(conds, out)
     if args.wandb != "off":
         files = {f"figures_adalora/{p.stem}": p for p in written
                  if p.suffix == ".png" or p.name.endswith("_summary.csv")}
