@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {figures dora|figures adalora|figures spectra|table|seeds|report|export-peft|runs|diff} …``.
+"""Command line: ``python -m analysis {figures dora|figures adalora|figures spectra|figures forgetting|table|seeds|report|export-peft|runs|diff} …``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``.
 """
@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     _figure("analysis.figures_dora", "DoRA ΔM vs ΔD figure"),
     _figure("analysis.figures_adalora", "AdaLoRA rank heatmaps"),
     _figure("analysis.figures_spectra", "weight analysis: intruders, ranks, spectra, similarity"),
+    _figure("analysis.figures_forgetting", "learned score vs forgetting, per configuration (decoder runs)"),
     (("table",), "analysis.table", "compare methods: mean ± interval over seeds (Markdown, LaTeX, CSV)"),
     (("seeds",), "analysis.seeds", "seeds each contrast needs to be decided at a margin, from a pilot's variance"),
     (("report",), "analysis.report", "one self-contained HTML report: setup, runs, tables with verdicts, figures, environment"),

@@ -3,7 +3,7 @@
 For each condition (task, model, budget, run length; seeds pooled) it writes each figure as PNG + PDF +
 the CSV of what it draws (layers 1-based, as drawn):
 
-* ``adalora_<cond>_heatmap``: the paper's Figure 3 (final rank, x = layer, y = Wq Wk Wv Wo Wf1 Wf2, mean
+* ``adalora_<cond>_heatmap``: the paper's Figure 3 (final rank, x = layer, y = Wq Wk Wv Wo (Wg) Wf1 Wf2, mean
   ± std over seeds in each cell); beside it ``_summary.csv`` / ``_summary.tex``: mean rank and budget
   share per matrix type, FFN vs attention and top vs bottom third of the layers (the LaTeX caption is the
   one-line verdict against the paper);

@@ -35,6 +35,7 @@ from analysis import decomposition as D
 from analysis import stats as S
 from analysis.outputs import out_folder
 from analysis.table import BadOption, publish_to_sweeps
+from harness.families import TYPE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="redraw from a dora_fig2_<type>_points.csv written earlier instead of run folders "
                              "(statistics recomputed from its points)")
     parser.add_argument("--type", default="Wq", dest="matrix_type",
-                        help="matrix type (Wq Wk Wv Wo Wf1 Wf2) or module suffix, e.g. value; default Wq (the paper's)")
+                        help="matrix type (Wq Wk Wv Wo Wg Wf1 Wf2) or module suffix, e.g. value; default Wq (the paper's)")
     parser.add_argument("--axis", choices=("out", "in", "both"), default="both",
                         help="norms per output feature (out: the paper's ‖·‖_c, PEFT's magnitude), per input "
                              "feature (in), or both (default)")
@@ -69,16 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _TYPE_ALIASES = {"query": "Wq", "key": "Wk", "value": "Wv", "q": "Wq", "k": "Wk", "v": "Wv"}
 
 
-_TYPE_NAMES = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output", "Wf1": "FFN up",
-               "Wf2": "FFN down"}
-
-
 def figure_title(points: pd.DataFrame, mtype: str, axis: str) -> str:
     """``ΔM vs ΔD of the query matrices (Wq), norms per output feature`` over the setup line (model, task,
     steps, seeds) and the number of layers and checkpoints; a part the runs do not share is left out."""
     from analysis.plots.style import first, setup_line
 
-    what = f"{_TYPE_NAMES[mtype]} matrices ({mtype})" if mtype in _TYPE_NAMES else f"{mtype} matrices"
+    what = f"{TYPE_NAMES[mtype]} matrices ({mtype})" if mtype in TYPE_NAMES else f"{mtype} matrices"
     setup = setup_line(model=first(points, "model"), task=first(points, "task"),
                        steps=first(points, "total_steps"), seeds=points["seed"].nunique())
     shape = f"{points['layer'].nunique()} layers × {points['checkpoint'].nunique()} checkpoints"

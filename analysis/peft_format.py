@@ -7,7 +7,8 @@ A PEFT result file (``method_comparison/<task>/results/<experiment>.json``) hold
 * ``train_info``: ``accelerator_memory_{max,reserved_avg,reserved_99th}`` (bytes), ``train_time`` (s),
   ``file_size``, ``num_trainable_params``, ``status`` (success / failed / canceled), ``metrics`` (one
   dict per eval step with ``valid <metric>``, ``train loss``, ``tokens / sec`` …; the last one holds the
-  ``test <metric>`` values);
+  ``test <metric>`` values, ``train total tokens`` and ``forgetting``: the increase of the loss per token on a
+  fixed text sample over training, the base model's subtracted);
 * ``meta_info``: model and data set revisions, ``package_info`` (versions), ``system_info``.
 
 :func:`load_peft_results` maps such files to the runs frame of :func:`analysis.load.load_runs` (so the
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 
 #: PEFT's folders for results by status (``train_info.status``).
 RESULT_DIRS = {"success": "results", "failed": "cancelled_results", "canceled": "cancelled_results"}
+
+#: the harness metrics PEFT's ``accuracy`` stands for, first found wins: accuracy, else the exact match of a generated
+#: answer (PEFT's MetaMathQA accuracy is the exact match of the final number, as the causal-LM problem type's)
+ACCURACY_METRICS = ("accuracy", "exact_match")
+#: PEFT's ``forgetting`` (the loss increase on a fixed text sample) in harness summary keys
+FORGETTING_KEY = "forget/text/loss/change"
 
 _TOP_KEYS = ("run_info", "train_info", "meta_info")
 
@@ -136,7 +143,9 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
     ``train total tokens / train_time``; ``effective_params`` equals ``num_trainable_params`` except
     for AdaLoRA, whose final ranks the files hold but not the matrix shapes (left empty there).
     ``task`` names the task unless the file names one (``train_config.task``, as harness exports do).
-    Files written by :func:`peft_result` give back the harness's effective parameters and memory kind.
+    Files written by :func:`peft_result` give back the harness's effective parameters and memory kind, and the
+    summary entries kept in ``harness_info.summary`` (base scores, forgetting, speeds); PEFT's own ``forgetting``
+    reads as :data:`FORGETTING_KEY`.
     """
     ri, ti, mi = data["run_info"], data["train_info"], data.get("meta_info", {})
     pc = ri.get("peft_config") or None
@@ -148,6 +157,8 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
     task = tc.get("task") or task
     final = _final_metrics(ti)
     tests = {k[len("test "):].replace(" ", "_"): v for k, v in final.items() if k.startswith("test ")}
+    if hi.get("accuracy_from") and hi["accuracy_from"] != "accuracy":
+        tests.pop("accuracy", None)  # written for PEFT's viewer: the harness's own metric is beside it
     main = hi.get("main_metric") if hi.get("main_metric") in tests else None
     main = main or ("accuracy" if "accuracy" in tests else (next(iter(tests)) if tests else None))
     status = ti.get("status", "unknown")
@@ -188,7 +199,22 @@ def result_row(data: dict[str, Any], *, path: str = "", task: str = "metamathqa"
     }
     if "train loss" in final:
         row["train/loss"] = final["train loss"]
-    return row
+    return {**row, **_recorded_extras(final, hi)}
+
+
+def _recorded_extras(final: dict[str, Any], hi: dict[str, Any]) -> dict[str, Any]:
+    """The summary entries a harness export keeps in ``harness_info.summary`` (base scores, forgetting, generation
+    speed); for PEFT's own files, its ``forgetting`` as :data:`FORGETTING_KEY`."""
+    out: dict[str, Any] = {}
+    if final.get("forgetting") is not None:
+        out[FORGETTING_KEY] = final["forgetting"]
+    out.update(hi.get("summary") or {})
+    return out
+
+
+def _accuracy(values: dict[str, Any]) -> Optional[float]:
+    """PEFT's ``accuracy`` among harness metric values (:data:`ACCURACY_METRICS`), None when none is there."""
+    return next((values[k] for k in ACCURACY_METRICS if values.get(k) is not None), None)
 
 
 def load_peft_results(paths: Iterable[str | Path], *, task: str = "metamathqa",
@@ -322,9 +348,16 @@ def peft_result(run_dir: str | Path) -> dict[str, Any]:
             "main_metric": summary.get("main_metric"),
             "peak_memory_kind": summary.get("peak_memory_kind"),
             "memory_note": "the harness records only the peak; reserved avg / 99th repeat it",
-            "test_split": "the task's evaluation split (GLUE dev)",
+            "test_split": "the task's evaluation split (GLUE dev; a generated task's dev set)",
+            "accuracy_from": _accuracy_source(summary),
+            "summary": _recorded_summary(summary),
         },
     }
+
+
+def _accuracy_source(summary: dict[str, Any]) -> Optional[str]:
+    """The metric PEFT's ``test accuracy`` holds (:data:`ACCURACY_METRICS`), None when the run has none."""
+    return next((k for k in ACCURACY_METRICS if summary.get(f"eval/{k}") is not None), None)
 
 
 def _status(rec: dict[str, Any]) -> str:
@@ -375,14 +408,38 @@ def _metric_rows(run_dir: Path, summary: dict[str, Any], batch: int) -> list[dic
             tps = g["perf/tokens_per_s"].dropna() if "perf/tokens_per_s" in g else pd.Series(dtype=float)
             if len(tps):
                 row["tokens / sec"] = float(tps.iloc[-1])
+            if "valid accuracy" not in row and _accuracy(evals) is not None:
+                row["valid accuracy"] = _accuracy(evals)
             metrics.append(row)
     if summary:
-        metrics.append({"step": summary.get("steps"),
-                        **{f"test {k[5:]}": v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"},
-                        "test loss": summary.get("eval/loss"), "train loss": last_loss,
-                        "train samples": int(summary.get("steps") or 0) * batch,
-                        "train total tokens": summary.get("tokens")})
+        metrics.append(_final_row(summary, last_loss, batch))
     return metrics
+
+
+def _final_row(summary: dict[str, Any], last_loss: Optional[float], batch: int) -> dict[str, Any]:
+    """PEFT's last ``metrics`` entry: ``test <metric>`` (``test accuracy`` also for an exact match,
+    :data:`ACCURACY_METRICS`), the loss, samples, ``train total tokens`` and, where the run measured it,
+    ``forgetting`` (:data:`FORGETTING_KEY`)."""
+    tests = {k[5:]: v for k, v in summary.items() if k.startswith("eval/") and k != "eval/loss"}
+    row: dict[str, Any] = {"step": summary.get("steps"), **{f"test {k}": v for k, v in tests.items()}}
+    if "accuracy" not in tests and _accuracy(tests) is not None:
+        row["test accuracy"] = _accuracy(tests)
+    row.update({"test loss": summary.get("eval/loss"), "train loss": last_loss,
+                "train samples": int(summary.get("steps") or 0) * batch, "train total tokens": summary.get("tokens")})
+    if summary.get(FORGETTING_KEY) is not None:
+        row["forgetting"] = summary[FORGETTING_KEY]
+    return row
+
+
+#: summary entries an export keeps (``harness_info.summary``) so that reading it back gives them again
+RECORDED_PREFIXES = ("base/", "forget/")
+RECORDED_KEYS = ("tokens_per_s", "eval_generated_tokens_per_s", "train_padding_share", "problem")
+
+
+def _recorded_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The entries of :data:`RECORDED_PREFIXES` / :data:`RECORDED_KEYS` that ``summary`` holds."""
+    return {k: v for k, v in summary.items()
+            if (k.startswith(RECORDED_PREFIXES) or k in RECORDED_KEYS) and not isinstance(v, (dict, list))}
 
 
 def _train_config(rec: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ everything else maps DataFrames to DataFrames. The long frame has one row per (r
     run_dir, seed, task, model, target_r, init_r, step, phase, budget, formula, kept,
     matrix, layer, type, row, rank
 
-``row`` is the heatmap row: the matrix type (Wq, Wk, Wv, Wo, Wf1, Wf2), or ``type (module)`` where a
-family has several modules of one type per layer (Llama's gate_proj and up_proj are both Wf1).
+``row`` is the heatmap row: the matrix type (Wq, Wk, Wv, Wo, Wf1, Wf2 of an encoder; a decoder's gated FFN adds Wg:
+Wg = gate_proj, Wf1 = up_proj, Wf2 = down_proj, seven rows), or ``type (module)`` where a record has several modules
+of one type per layer (records written before Wg existed, where gate_proj and up_proj were both Wf1).
 Layers are 0-based as in the module names (figures label them 1-based, as the paper does).
 """
 
@@ -26,13 +27,13 @@ import pandas as pd
 from analysis import stats as S
 from analysis.load import find_runs, load_runs
 from harness.record import BadRecord, read_summary
-from harness.families import FAMILIES, MATRIX_TYPES, classify
+from harness.families import ATTENTION_TYPES, FAMILIES, FFN_TYPES, MATRIX_TYPES, classify
 from harness.schedules import budget_formula
 
 log = logging.getLogger(__name__)
 
-ATTENTION = ("Wq", "Wk", "Wv", "Wo")
-FFN = ("Wf1", "Wf2")
+ATTENTION = ATTENTION_TYPES
+FFN = FFN_TYPES  # Wg (a decoder's gate), Wf1, Wf2: the types a run does not have count for nothing
 CONDITION_KEYS = ("task", "model", "target_r", "init_r", "total_steps")
 
 
@@ -163,7 +164,7 @@ def from_peft_json(path: str | Path) -> pd.DataFrame:
         mask = rp[key]
         c = classify(name, fam)
         if c is None:
-            log.warning("%s: %s is not one of the six matrix types; left out", path, name)
+            log.warning("%s: %s is not one of the family's matrix types; left out", path, name)
             continue
         rows.append({"matrix": name, "layer": c[0], "type": c[1], "rank": int(sum(bool(x) for x in mask)),
                      "init_r": len(mask)})
@@ -188,7 +189,7 @@ def with_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_order(rows: Iterable[str]) -> list[str]:
-    """Heatmap rows in the paper's order Wq, Wk, Wv, Wo, Wf1, Wf2 (sub-rows by module name)."""
+    """Heatmap rows in the paper's order Wq, Wk, Wv, Wo, (Wg,) Wf1, Wf2 (sub-rows by module name)."""
 
     def key(r: str) -> tuple[int, str]:
         t = r.split(" ")[0]
@@ -261,7 +262,8 @@ def layer_thirds(layers: Sequence[int]) -> tuple[list[int], list[int]]:
 def allocation_shares(ranks: pd.DataFrame) -> pd.DataFrame:
     """Per run: where the final budget went. One row per run with
 
-    kept, share_<type> and mean_<type> (mean rank per matrix of that type), ffn_share / attn_share,
+    kept, share_<type> and mean_<type> (mean rank per matrix of that type; the types the run has: six for an
+    encoder, seven with a decoder's Wg), ffn_share / attn_share,
     ffn_mean / attn_mean, top_share / bottom_share, top_mean / bottom_mean, the uniform shares
     (what an equal rank for every matrix would give) ``ffn_uniform``, ``top_uniform``, and per type (and for
     ffn / attn) ``topdiff_<type>``: mean rank in the top third minus in the bottom third of the layers.
@@ -271,7 +273,8 @@ def allocation_shares(ranks: pd.DataFrame) -> pd.DataFrame:
         kept = r["rank"].sum()
         row: dict[str, Any] = {"run_dir": run, "seed": r["seed"].iloc[0] if "seed" in r else None,
                                "kept": int(kept), "n_matrices": len(r), "n_layers": r["layer"].nunique()}
-        for t in MATRIX_TYPES:
+        columns = share_types(r["type"])
+        for t in columns:
             sel = r[r["type"] == t]
             row[f"mean_{t}"] = sel["rank"].mean() if len(sel) else math.nan
             row[f"share_{t}"] = sel["rank"].sum() / kept if len(sel) and kept else math.nan
@@ -288,12 +291,30 @@ def allocation_shares(ranks: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_layers"] = ",".join(str(x) for x in layers)
         row["top_uniform"] = r["layer"].isin(top).mean()
         # per type: does it gain or lose towards the top? (mean rank in the top third − in the bottom third)
-        for name, types in [(t, (t,)) for t in MATRIX_TYPES] + [("ffn", FFN), ("attn", ATTENTION)]:
-            sel = r[r["type"].isin(types)]
+        for name, group in [(t, (t,)) for t in columns] + [("ffn", FFN), ("attn", ATTENTION)]:
+            sel = r[r["type"].isin(group)]
             t_, b_ = sel[sel["layer"].isin(top)]["rank"], sel[sel["layer"].isin(bottom)]["rank"]
             row[f"topdiff_{name}"] = t_.mean() - b_.mean() if len(t_) and len(b_) else math.nan
         out.append(row)
     return pd.DataFrame(out)
+
+
+#: types only some families have (a decoder's gate): per-type columns only for runs that have them, so an encoder's
+#: tables keep the six columns they always had
+OPTIONAL_TYPES = ("Wg",)
+
+
+def share_types(types: Iterable[str]) -> list[str]:
+    """The matrix types :func:`allocation_shares` writes columns for, in the paper's order: the six of an encoder
+    always (NaN where a run adapts no such matrix), :data:`OPTIONAL_TYPES` where ``types`` holds them."""
+    seen = set(types)
+    return [t for t in MATRIX_TYPES if t in seen or t not in OPTIONAL_TYPES]
+
+
+def ffn_label(shares: pd.DataFrame) -> str:
+    """``FFN (Wf1+Wf2)`` for an encoder's runs, ``FFN (Wg+Wf1+Wf2)`` for a decoder's: the FFN types they have."""
+    have = [t for t in FFN if f"mean_{t}" in shares and shares[f"mean_{t}"].notna().any()]
+    return f"FFN ({'+'.join(have)})" if have else "FFN"
 
 
 def summarize_shares(shares: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
@@ -336,7 +357,7 @@ def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]
 
     if shares["ffn_mean"].notna().all() and shares["attn_mean"].notna().all():
         ffn = judged("ffn", shares["ffn_mean"] - shares["attn_mean"], "FFN − attention mean rank")
-        line.append(f"FFN (Wf1+Wf2) {100 * shares['ffn_share'].mean():.0f}% of the final budget "
+        line.append(f"{ffn_label(shares)} {100 * shares['ffn_share'].mean():.0f}% of the final budget "
                     f"(uniform {100 * shares['ffn_uniform'].mean():.0f}%); {ffn}")
     else:
         res["ffn"], res["ffn_runs"], res["ffn_diff"] = "n/a", 0, None
@@ -348,7 +369,8 @@ def verdict(shares: pd.DataFrame, *, confidence: float = 0.95) -> dict[str, Any]
                     f"each); {top}")
     else:
         res["top"], res["top_runs"], res["top_diff"] = "n/a", 0, None
-    res["per_type"] = {t: float(shares[f"mean_{t}"].mean()) for t in MATRIX_TYPES if shares[f"mean_{t}"].notna().any()}
+    res["per_type"] = {t: float(shares[f"mean_{t}"].mean()) for t in MATRIX_TYPES
+                       if f"mean_{t}" in shares and shares[f"mean_{t}"].notna().any()}
     # the paper's two claims (more to FFN, more to the top) of one figure: one Holm family
     claims = S.claim_family([S.claim(d, +1.0, alpha=1 - confidence) for d in diffs.values()], [1.0] * len(diffs))
     ps = {}

@@ -38,6 +38,7 @@ from analysis import compare, render
 from analysis.figures_adalora import NAME as ADALORA_FIGURE
 from analysis.figures_dora import NAME as DORA_FIGURE
 from analysis.labels import method_label, method_order_key, metric_label, task_label
+from harness.families import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -494,10 +495,10 @@ def dora_section(data: ReportData, *, confidence: float, keep: bool) -> Optional
 #: The budget shares the AdaLoRA table shows: (quantity of :func:`analysis.ranks.allocation_shares`, label,
 #: the quantity an equal rank for every matrix would give, or None).
 SHARE_ROWS: tuple[tuple[str, str, Optional[str]], ...] = (
-    ("ffn_share", "FFN (Wf1, Wf2): share of the kept rank", "ffn_uniform"),
+    ("ffn_share", "FFN (Wf1, Wf2; a decoder's Wg too): share of the kept rank", "ffn_uniform"),
     ("top_share", "Top third of the layers: share of the kept rank", "top_uniform"),
     ("bottom_share", "Bottom third of the layers: share of the kept rank", "top_uniform"),
-    *((f"mean_{t}", f"{t}: mean rank per matrix", None) for t in ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2")),
+    *((f"mean_{t}", f"{t}: mean rank per matrix", None) for t in MATRIX_TYPES),
 )
 
 

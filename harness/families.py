@@ -1,6 +1,8 @@
 """One table mapping each model family's module names to the papers' matrix types.
 
-Matrix types follow the AdaLoRA paper: Wq, Wk, Wv, Wo (attention) and Wf1, Wf2 (feed-forward).
+Matrix types follow the AdaLoRA paper: Wq, Wk, Wv, Wo (attention) and Wf1, Wf2 (feed-forward: the up and the
+down projection), plus Wg, the gate of a gated feed-forward block (Llama's ``down(act(gate(x)) * up(x))``: Wg =
+gate_proj, Wf1 = up_proj, Wf2 = down_proj), so a decoder layer has seven types and an encoder layer six.
 Every adapted linear layer of a supported model becomes a :class:`MatrixRef` (module name, layer, type),
 so heatmaps and ΔM/ΔD plots read "layer × matrix type" for any model.
 """
@@ -14,7 +16,13 @@ from torch import nn
 
 from harness.errors import ConfigError
 
-MATRIX_TYPES: tuple[str, ...] = ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2")
+MATRIX_TYPES: tuple[str, ...] = ("Wq", "Wk", "Wv", "Wo", "Wg", "Wf1", "Wf2")
+#: the attention matrices and the feed-forward ones (AdaLoRA's "FFN vs attention" verdict groups)
+ATTENTION_TYPES: tuple[str, ...] = ("Wq", "Wk", "Wv", "Wo")
+FFN_TYPES: tuple[str, ...] = ("Wg", "Wf1", "Wf2")
+#: what each type is, in words (figure titles)
+TYPE_NAMES: dict[str, str] = {"Wq": "query", "Wk": "key", "Wv": "value", "Wo": "attention output",
+                              "Wg": "FFN gate", "Wf1": "FFN up", "Wf2": "FFN down"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ FAMILIES: dict[str, Family] = {
             "Wk": ("self_attn.k_proj",),
             "Wv": ("self_attn.v_proj",),
             "Wo": ("self_attn.o_proj",),
-            "Wf1": ("mlp.gate_proj", "mlp.up_proj"),
+            "Wg": ("mlp.gate_proj",),
+            "Wf1": ("mlp.up_proj",),
             "Wf2": ("mlp.down_proj",),
         },
         ("score",),
@@ -113,7 +122,7 @@ def family_for(model_type: str) -> Family:
 
 
 def classify(name: str, family: Family) -> tuple[int, str] | None:
-    """(layer, matrix type) of a module name, or None when it is not one of the six matrix types."""
+    """(layer, matrix type) of a module name, or None when it is not one of the family's matrix types."""
     m = re.match(family.layer_prefix, name)
     if m is None:
         return None
@@ -122,6 +131,13 @@ def classify(name: str, family: Family) -> tuple[int, str] | None:
         if rest in suffixes:
             return int(m.group(1)), mtype
     return None
+
+
+def _no_match(what: str, family: Family) -> ConfigError:
+    """The error of a ``method.targets`` entry (or list) that selects nothing, listing what the family offers."""
+    suffixes = sorted({s for sfx in family.types.values() for s in sfx})
+    return ConfigError(f"method.targets: {what} no adaptable linear layer of this {family.name} model; use matrix "
+                       f"types {[t for t in MATRIX_TYPES if t in family.types]} or module suffixes {suffixes}")
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -134,7 +150,9 @@ def resolve_targets(
 ) -> list[MatrixRef]:
     """The adapted matrices selected by ``targets`` (matrix types or module-name suffixes).
 
-    Raises ConfigError naming the unknown entries and listing what the model offers.
+    A matrix type the family does not have (Wg on a model without a gated feed-forward block) selects nothing, so
+    the default, every type, fits every family. Raises ConfigError naming an entry that selects nothing the family
+    has (a module suffix that matches no layer), or when nothing at all is selected, listing what the model offers.
     """
     all_linear = linear_names(model)
     known: list[MatrixRef] = []
@@ -145,14 +163,13 @@ def resolve_targets(
     chosen: dict[str, MatrixRef] = {}
     for t in targets:
         hits = [r for r in known if r.selected_by(t)]
-        if not hits:
-            suffixes = sorted({s for sfx in family.types.values() for s in sfx})
-            raise ConfigError(
-                f"method.targets: '{t}' matches no adaptable linear layer of this {family.name} model; "
-                f"use matrix types {list(MATRIX_TYPES)} or module suffixes {suffixes}"
-            )
+        absent_type = t in MATRIX_TYPES and t not in family.types
+        if not hits and not absent_type:
+            raise _no_match(f"'{t}' matches", family)
         for r in hits:
             chosen[r.name] = r
+    if not chosen:
+        raise _no_match(f"{list(targets)} match", family)
     refs = sorted(chosen.values())
     if layers is not None:
         n_layers = 1 + max(r.layer for r in known)

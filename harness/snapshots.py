@@ -151,7 +151,8 @@ def select(targets: Sequence[MatrixRef], cfg: SnapshotConfig) -> list[MatrixRef]
 
 
 def _labels(refs: Sequence[MatrixRef]) -> dict[str, str]:
-    """Short names ``Wq.0``; ``Wf1.0.gate_proj`` where a layer has several matrices of one type (Llama)."""
+    """Short names ``Wq.0``; ``<type>.<layer>.<module>`` where a layer has several matrices of one type (no family
+    in harness/families.py has any today)."""
     count: dict[tuple[str, int], int] = {}
     for r in refs:
         count[(r.type, r.layer)] = count.get((r.type, r.layer), 0) + 1

@@ -75,6 +75,27 @@ def one_thread() -> Any:
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def tiny_decoder_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real causal-LM runs (tiny Llama on chain_sum, 4 steps, a forget set and the text sample), LoRA and full
+    FT at seed 0, made once per session: ``<folder>/lora``, ``<folder>/full`` (read-only for the tests)."""
+    pytest.importorskip("reasoning_gym")
+    import torch
+
+    from harness.run import run
+    from tests.harness.problems.test_causal_lm import lm_args
+
+    root = tmp_path_factory.mktemp("decoder_runs")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for method in ("lora", "full"):
+            run(compose_cfg(lm_args(root / "rg", *method_args(method))), root / method)
+    finally:
+        torch.set_num_threads(n)
+    return root
+
+
 @pytest.fixture
 def tiny_cfg() -> Any:
     """Factory: composed config of a tiny-model run plus extra overrides."""

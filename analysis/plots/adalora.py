@@ -22,7 +22,8 @@ from matplotlib.lines import Line2D
 from analysis.plots.style import layer_ticklabels, plain_ticks
 from harness.families import MATRIX_TYPES
 
-TYPE_COLORS = dict(zip(MATRIX_TYPES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
+#: one colour per matrix type of harness.families.MATRIX_TYPES (a decoder's Wg added without moving the others)
+TYPE_COLORS = dict(zip(MATRIX_TYPES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#e377c2", "#9467bd", "#8c564b")))
 CMAP = "YlGnBu"
 
 

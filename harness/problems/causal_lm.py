@@ -86,10 +86,13 @@ class CausalLM(ProblemType):
         self.max_new_tokens = 64
         self.marker = "####"
         self.context: Optional[int] = None
+        self.dataset: Optional[str] = None  # the reasoning-gym dataset trained on (its questions: task.rg.options)
 
     def configure(self, task: Any, model_conf: Any) -> None:
         self.max_new_tokens = int(task.max_new_tokens)
         self.marker = str(task.answer_marker)
+        rg = getattr(task, "rg", None)
+        self.dataset = str(rg.dataset) if rg is not None else None
         n = getattr(model_conf, "max_position_embeddings", None)
         self.context = int(n) if isinstance(n, int) else None
 
@@ -114,6 +117,11 @@ class CausalLM(ProblemType):
         ``model.max_length``."""
         name = (lambda i: split.refs[i]["id"] if split.refs else f"example {i}")
         i = int(np.argmax([len(p) for p in prompts]))
+        if self.context is not None and len(prompts[i]) >= self.context:
+            raise ConfigError(
+                f"{self._question_key(name(i))}: the prompt of {name(i)} is {len(prompts[i])} tokens, no shorter than "
+                f"the model's context of {self.context} positions (no room for an answer); use shorter questions "
+                f"(task.rg.options, a smaller difficulty) or a model with a longer context")
         if self.context is not None and len(prompts[i]) + self.max_new_tokens > self.context:
             raise ConfigError(
                 f"task.max_new_tokens: the prompt of {name(i)} is {len(prompts[i])} tokens, and with "
@@ -124,6 +132,13 @@ class CausalLM(ProblemType):
             limit = f" (at most the model's {self.context} positions)" if self.context else ""
             raise ConfigError(f"model.max_length: {name(j)} needs {len(ids[j])} tokens (prompt + target), more than "
                               f"model.max_length={max_length}; pass model.max_length={len(ids[j])} or more{limit}")
+
+    def _question_key(self, example: str) -> str:
+        """The key whose questions a prompt comes from: ``task.rg.options`` (the trained dataset), ``task.rg.forget``
+        (a forget set, scored at its default options), ``task`` (other data)."""
+        if self.dataset is None:
+            return "task"
+        return "task.rg.options" if example.rsplit("/", 1)[0] == self.dataset else "task.rg.forget"
 
     def collate(self, enc: LMEncoded, idx: np.ndarray, pad_id: int, multiple: int = 0,
                 buckets: Sequence[int] = ()) -> dict[str, torch.Tensor]:

@@ -135,3 +135,32 @@ def test_wandb_auto_logs_nothing_for_untracked_runs_and_off_is_the_default(tmp_p
     tracked(sweep / "0_adalora_s0", "mysweep")
     assert cli(str(sweep), "--out", str(tmp_path / "off")) == 0  # tracked runs, but off by default
     assert not (tmp_path / "off" / "wandb").exists()
+
+
+def test_a_tiny_llama_adalora_run_has_seven_types(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  one_thread: object) -> None:
+    """A real AdaLoRA run on the tiny Llama (2 layers): the heatmap has the decoder's seven types (gate, up and down
+    apart), the FFN group of the verdict is Wg + Wf1 + Wf2 (3 of 7 matrices), attention Wq Wk Wv Wo."""
+    pytest.importorskip("reasoning_gym")
+    from harness.run import run
+    from tests.conftest import compose_cfg, method_args
+    from tests.harness.problems.test_causal_lm import lm_args
+
+    run_dir = tmp_path / "run"
+    run(compose_cfg(lm_args(tmp_path / "rg", *method_args("adalora"), "task.rg.forget=[]", "train.max_steps=6")),
+        run_dir)
+    assert cli(str(run_dir), "--out", str(tmp_path / "fig")) == 0
+    (heatmap,) = (tmp_path / "fig").glob("*_heatmap.csv")
+    cells = pd.read_csv(heatmap)
+    types = ["Wq", "Wk", "Wv", "Wo", "Wg", "Wf1", "Wf2"]
+    assert list(dict.fromkeys(cells["row"])) == types and sorted(set(cells["layer"])) == [1, 2]
+    stem = heatmap.name.removesuffix("_heatmap.csv")
+    summary = pd.read_csv(tmp_path / "fig" / f"{stem}_summary.csv", index_col=0)
+    assert list(summary.columns) == [*types, "FFN", "attention", "top third", "bottom third"]
+    shares = pd.read_csv(tmp_path / "fig" / f"{stem}_shares.csv").iloc[0]
+    ranks = pd.read_csv(tmp_path / "fig" / f"{stem}_final_ranks.csv")
+    ffn = ranks[ranks["type"].isin(["Wg", "Wf1", "Wf2"])]
+    assert shares["ffn_uniform"] == pytest.approx(3 / 7)
+    assert shares["ffn_share"] == pytest.approx(ffn["mean"].sum() / ranks["mean"].sum())
+    assert shares["attn_mean"] == pytest.approx(ranks.loc[ranks["type"].isin(types[:4]), "mean"].mean())
+    assert "FFN (Wg+Wf1+Wf2)" in capsys.readouterr().out

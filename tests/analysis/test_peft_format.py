@@ -249,3 +249,53 @@ def test_export_carries_the_recorded_budget(tmp_path: Path) -> None:
     assert row["budget"] == 8 and row["variant"] == ""
     old = peft_format.peft_result(write_run(tmp_path, "old", method="adalora", budget=4))
     assert "-rank4-" in old["run_info"]["experiment_name"] and peft_format.result_row(old)["budget"] == 4
+
+
+@needs_data
+def test_decoder_runs_export_for_peft_viewer_and_read_back(tiny_decoder_runs: Path, tmp_path: Path) -> None:
+    """Real causal-LM runs → PEFT files that hold what PEFT's viewer reads (test accuracy = the final exact match,
+    forgetting = the text-sample loss increase, memory, time, tokens and tokens/s), shaped as PEFT's own files; read
+    back, the runs frame has the run folders' numbers, and the forgetting figure the same summary."""
+    real = _raw("adalora--llama-3.2-3B-rank32.json")
+    out = tmp_path / "peft"
+    assert cli(["export-peft", str(tiny_decoder_runs), "-o", str(out)]) == 0
+    files = sorted((out / "results").glob("*.json"))
+    assert len(files) == 2
+    harness, _, _ = inputs.load_inputs([tiny_decoder_runs])
+    back = peft_format.load_peft_results([out / "results"], task="ignored").table
+    for f in files:
+        data = json.loads(f.read_text())
+        summary = json.loads((Path(data["harness_info"]["run_dir"]) / "summary.json").read_text())
+        for part in ("run_info", "train_info", "meta_info"):
+            assert set(real[part]) <= set(data[part]) | {"num_total_params"}, part
+        last = data["train_info"]["metrics"][-1]
+        assert set(real["train_info"]["metrics"][-1]) <= set(last)
+        row = _dashboard_row(data)
+        assert row["test_accuracy"] == summary["eval/exact_match"] and last["test exact_match"] == row["test_accuracy"]
+        assert last["forgetting"] == summary["forget/text/loss/change"]
+        assert row["accelerator_memory_max"] == summary["peak_memory_bytes"]
+        assert row["train_time"] == summary["train_seconds"] and row["train_total_tokens"] == summary["tokens"]
+        steps = data["train_info"]["metrics"][:-1]
+        assert [m["step"] for m in steps] == [0, 2, 4] and all("valid accuracy" in m for m in steps)
+        assert all(m["tokens / sec"] > 0 for m in steps[1:])
+        # read back: the same numbers as the run folder
+        mine = back[back["experiment_name"] == data["run_info"]["experiment_name"]].iloc[0]
+        folder = harness[harness["run_dir"] == data["harness_info"]["run_dir"]].iloc[0]
+        assert mine["main_metric"] == "exact_match" and "eval/accuracy" not in back
+        for col in ("eval/exact_match", "base/exact_match", "forget/text/loss/change",
+                    "forget/leg_counting/exact_match/change", "peak_memory_bytes", "train_seconds", "tokens_per_s",
+                    "eval_generated_tokens_per_s"):
+            assert mine[col] == pytest.approx(folder[col]), col
+    figs = []
+    for k, src in enumerate((tiny_decoder_runs, out / "results")):
+        assert cli(["figures", "forgetting", str(src), "-o", str(tmp_path / f"fig{k}")]) == 0
+        figs.append(pd.read_csv(tmp_path / f"fig{k}" / "forgetting_summary.csv"))
+    cols = ["method", "measure", "n", "learned_mean", "forgetting_mean", "base", "final"]
+    pd.testing.assert_frame_equal(figs[0][cols], figs[1][cols])
+
+
+@needs_data
+def test_peft_forgetting_is_read_from_its_files(peft_runs: pd.DataFrame) -> None:
+    raw = _raw("adalora--llama-3.2-3B-rank32.json")["train_info"]["metrics"][-1]["forgetting"]
+    row = peft_runs[peft_runs["experiment_name"] == "adalora/llama-3.2-3B-rank32"].iloc[0]
+    assert row[peft_format.FORGETTING_KEY] == raw

