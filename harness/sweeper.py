@@ -38,7 +38,7 @@ from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
 from harness.hydra_compat import BasicLauncher, BasicSweeper
 from harness import summaries
-from harness.record import RUN_FILE, SELECTION_FILE, BadRecord, read_run, read_summary, write_json_atomic
+from harness.record import RUN_FILE, SELECTION_FILE, BadRecord, json_safe, read_run, read_summary, write_json_atomic
 
 if TYPE_CHECKING:
     from harness.dry_run import Stage2Plan
@@ -112,8 +112,9 @@ class Selection:
 @dataclass
 class Sequential:
     """``hydra.sweeper.sequential``: run the grid at seeds 0..batch−1, then ``batch`` more at a time, until every
-    contrast of the sweep is decided (:mod:`analysis.sequential`: repeated intervals, Pocock-type boundary for
-    the planned looks) or ``max_seeds`` is reached. ``margin``: the practical margin (null: per metric)."""
+    contrast of the sweep is decided (:mod:`analysis.sequential`: an O'Brien-Fleming-type boundary for the
+    planned looks, repeated p-values, the 96% interval printed) or ``max_seeds`` is reached. ``margin``: the
+    practical margin (null: per metric)."""
 
     batch: int = 2
     max_seeds: int = 10
@@ -609,7 +610,8 @@ class HarnessSweeper(BasicSweeper):
 
     def _sequential(self, seq: Sequential, arguments: List[str]) -> list[Any]:
         """The grid at seeds 0..batch−1, then ``batch`` more seeds at a time until every contrast is decided
-        (:func:`analysis.seeds.sequential_look`) or ``max_seeds`` is reached; each look into ``sequential.json``."""
+        (:func:`analysis.seeds.sequential_look`) or ``max_seeds`` is reached; each look into ``sequential.json``
+        (verdicts, and per contrast [difference, low, high] of the printed interval)."""
         from analysis import sequential as seq_stats
         from analysis.seeds import sequential_look
 
@@ -621,8 +623,8 @@ class HarnessSweeper(BasicSweeper):
         looks = seq_stats.planned_looks(seq.batch, seq.max_seeds)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         record: dict[str, Any] = {"batch": seq.batch, "max_seeds": seq.max_seeds, "margin": seq.margin,
-                                  "looks": list(looks), "boundary": "Pocock-type: one nominal level at every look, "
-                                  "found by Monte Carlo of t statistics (analysis.sequential)", "done": []}
+                                  "looks": list(looks), "boundary": seq_stats.boundary(looks).describe(),
+                                  "done": []}
         returns: list[Any] = []
         num, start = 0, 0
         for n in looks:
@@ -633,9 +635,12 @@ class HarnessSweeper(BasicSweeper):
             num, start = num + sum(len(b) for b in batches), n
             cons = sequential_look([str(sweep_dir)], looks=looks, margin=seq.margin)
             open_ = seq_stats.undecided(cons["verdict"])
+            keys = cons["task"] + ": " + cons["contrast"]
             record["done"].append({"seeds": n, "undecided": [cons["contrast"].iloc[i] for i in open_],
-                                   "verdicts": dict(zip(cons["task"] + ": " + cons["contrast"], cons["verdict"]))})
-            write_json_atomic(sweep_dir / "sequential.json", record)
+                                   "verdicts": dict(zip(keys, cons["verdict"])),
+                                   "intervals": {k: [float(v), float(lo), float(hi)] for k, v, lo, hi in
+                                                 zip(keys, cons["difference"], cons["low"], cons["high"])}})
+            write_json_atomic(sweep_dir / "sequential.json", json_safe(record))
             log.info("sequential: %d seeds: %d of %d contrasts undecided", n, len(open_), len(cons))
             if not open_ and len(cons):
                 break

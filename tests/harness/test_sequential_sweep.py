@@ -35,6 +35,9 @@ def test_seeds_are_added_in_batches_until_decided_or_the_cap(tmp_path: Path, one
     assert seeds == sorted(list(range(last["seeds"])) * 2)  # both methods, every seed up to the last look
     assert len(rec["done"]) == 2 or not rec["done"][0]["undecided"]  # stopped early only when all decided
     assert "LoRA r=8 − Full FT" in next(iter(last["verdicts"]))
+    assert set(last["intervals"]) == set(last["verdicts"]) and "O'Brien-Fleming" in rec["boundary"]
+    for est, low, high in last["intervals"].values():  # [difference, low, high] of the printed 96% interval
+        assert low is None or low <= est <= high
 
 
 @pytest.mark.parametrize(("node", "select", "key"), [
