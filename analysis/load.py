@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 import pandas as pd
 
-from harness.record import (DISPLAY_KEYS, METRICS_FILE, SELECTION_FILE, BadRecord, find_run_files, has_run, is_result, metrics_row,
+from harness.record import (DISPLAY_KEYS, METRICS_FILE, SELECTION_FILE, SEQUENTIAL_FILE, BadRecord, find_run_files, has_run, is_result, metrics_row,
                             read_json, read_run, read_summary, recorded_budget)
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,30 @@ def unchosen_candidates(run_dirs: Iterable[str | Path]) -> dict[str, str]:
                     out[h] = (f"selection candidate not chosen ({key}={cand.get('value')}, chosen "
                               f"{pt.get('chosen')}; {f})")
     return out
+
+
+def sequential_looks(run_dirs: Iterable[str | Path]) -> Optional[tuple[int, ...]]:
+    """The planned looks (seed counts) of the sequential sweep holding ``run_dirs`` (its ``sequential.json``),
+    or None when none of their sweeps is sequential; an unreadable record is one warning and counts as none.
+    Runs of sequential sweeps with different looks cannot share one boundary: ValueError naming them."""
+    found: dict[tuple[int, ...], Path] = {}
+    for sweep in sorted({Path(d).parent for d in run_dirs}):
+        f = sweep / SEQUENTIAL_FILE
+        if not f.is_file():
+            continue
+        try:
+            rec = read_json(f)
+            looks = tuple(int(n) for n in rec["looks"])
+            if not looks or min(looks) < 2:
+                raise ValueError(f"looks {list(looks)}")
+        except (OSError, ValueError, TypeError, KeyError, BadRecord) as e:
+            log.warning("%s: unreadable (%s); its runs are compared as a fixed-sample sweep", f, e)
+            continue
+        found.setdefault(looks, f)
+    if len(found) > 1:
+        raise ValueError("runs of sequential sweeps with different looks: " +
+                         "; ".join(f"{f} looks {list(k)}" for k, f in found.items()) + "; compare them separately")
+    return next(iter(found), None)
 
 
 def edge_choices(run_dirs: Iterable[str | Path]) -> list[str]:

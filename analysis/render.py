@@ -368,19 +368,20 @@ def runs_csv(runs: pd.DataFrame) -> str:
 def table_text(runs: pd.DataFrame, *, layout: Literal["wide", "long", "runs"] = "wide", fmt: Format = "markdown",
                metric: Optional[str] = None, which: Literal["final", "best"] = "final",
                kind: stats.IntervalKind = "t", confidence: float = 0.95, digits: int = 4, scale: float = 1.0,
-               n_resamples: int = 10_000, margin: Optional[float] = None) -> str:
+               n_resamples: int = 10_000, margin: Optional[float] = None, bound: Any = None) -> str:
     """Runs frame → the table as text in one call (what ``python -m analysis table`` prints).
 
     CSV holds the numbers (long: ``row`` = ``configuration``: one row per configuration with mean, low, high,
     n, cost columns, ``not_learned`` and ``best``; ``row`` = ``contrast``: one row per contrast of
     :func:`analysis.compare.contrasts`, the columns of :data:`analysis.compare.CONTRAST_COLUMNS`; wide: the
     :func:`wide` frame), Markdown/LaTeX/HTML the formatted cells, the long layout with the contrasts table
-    after it. ``margin``: the practical margin of every contrast (default per metric).
+    after it. ``margin``: the practical margin of every contrast (default per metric); ``bound``: a sequential
+    sweep's boundary (:func:`analysis.sequential.boundary`), for its contrasts' repeated p's and printed interval.
     """
     if layout == "runs":
         return runs_csv(runs)
     long = compare(runs, metric=metric, which=which, kind=kind, confidence=confidence, n_resamples=n_resamples)
-    cons = contrasts(runs, metric=metric, which=which, margin=margin, alpha=1 - confidence) \
+    cons = contrasts(runs, metric=metric, which=which, margin=margin, alpha=1 - confidence, bound=bound) \
         if layout == "long" else None
     if fmt == "csv":
         if layout == "long":

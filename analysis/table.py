@@ -104,6 +104,25 @@ def load_finished(args: argparse.Namespace, purpose: str) -> Optional[tuple[pd.D
     return runs, skipped, metrics, opts
 
 
+def sequential_bound(runs: pd.DataFrame, layout: str) -> Any:
+    """The boundary of the sequential sweep the runs come from (its contrasts were looked at after every batch
+    of seeds, so their p's and intervals are the repeated ones, :mod:`analysis.sequential`), or None."""
+    if layout != "long" or "run_dir" not in runs:
+        return None
+    try:
+        looks = load.sequential_looks(runs["run_dir"].dropna())
+    except ValueError as e:
+        raise BadOption(str(e)) from e
+    if looks is None:
+        return None
+    from analysis.sequential import boundary
+
+    bound = boundary(looks)
+    print(f"sequential sweep (looks at {', '.join(map(str, looks))} seeds): contrasts use its boundary, "
+          f"{bound.describe()}", file=sys.stderr)
+    return bound
+
+
 def main(args: argparse.Namespace) -> int:
     """Load, compare, print (or write); 1 when no finished run was found."""
     from analysis.outputs import check_file, out_folder
@@ -116,7 +135,8 @@ def main(args: argparse.Namespace) -> int:
         return 1
     runs, _, metrics, opts = loaded
     text = render.table_text(runs, layout=args.layout, fmt=args.fmt, digits=args.digits,
-                              scale=100.0 if args.percent else 1.0, margin=args.margin, **opts)
+                              scale=100.0 if args.percent else 1.0, margin=args.margin,
+                              bound=sequential_bound(runs, args.layout), **opts)
     edges = load.edge_choices(runs["run_dir"].dropna()) if "run_dir" in runs else []
     if edges and args.fmt == "markdown":
         text += "\nLearning rates chosen at an edge of the grid tried (the best may lie beyond):\n\n" + \

@@ -42,6 +42,7 @@ MANIFEST_FILE = ".harness_manifest.json"
 LOCK_FILE = ".lock"
 #: a sweep folder's record of a two-stage selection (written by harness.sweeper, read by analysis and summaries)
 SELECTION_FILE = "selection.json"
+SEQUENTIAL_FILE = "sequential.json"  # a sequential sweep's looks (harness/sweeper.py), beside selection.json
 #: the run's own record files (the rest of a run folder is its outputs: adapter/, snapshots/, checkpoints/ ...)
 RECORD_FILES = (RUN_FILE, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, ERROR_FILE)
 

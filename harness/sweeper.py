@@ -38,7 +38,7 @@ from harness.config import config_hash
 from harness.errors import ConfigError, HarnessError
 from harness.hydra_compat import BasicLauncher, BasicSweeper
 from harness import summaries
-from harness.record import RUN_FILE, SELECTION_FILE, BadRecord, json_safe, read_run, read_summary, write_json_atomic
+from harness.record import RUN_FILE, SELECTION_FILE, SEQUENTIAL_FILE, BadRecord, json_safe, read_run, read_summary, write_json_atomic
 
 if TYPE_CHECKING:
     from harness.dry_run import Stage2Plan
@@ -640,7 +640,7 @@ class HarnessSweeper(BasicSweeper):
                                    "verdicts": dict(zip(keys, cons["verdict"])),
                                    "intervals": {k: [float(v), float(lo), float(hi)] for k, v, lo, hi in
                                                  zip(keys, cons["difference"], cons["low"], cons["high"])}})
-            write_json_atomic(sweep_dir / "sequential.json", json_safe(record))
+            write_json_atomic(sweep_dir / SEQUENTIAL_FILE, json_safe(record))
             log.info("sequential: %d seeds: %d of %d contrasts undecided", n, len(open_), len(cons))
             if not open_ and len(cons):
                 break

@@ -624,3 +624,33 @@ def test_claim_decisions_are_holm_adjusted_in_the_claims_family(tmp_path: Path) 
     assert (v["p_equiv_holm"] >= v["p_equiv"]).all()
     assert ((v["decision"] == "equivalent") == (v["p_equiv_holm"] < 0.05)).all()
     assert (v.loc[v["p_equiv"] < 0.05, "decision"] == "undetermined").any()
+
+
+def test_table_of_a_sequential_sweep_uses_its_boundary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs of a sweep with sequential.json: the long table's contrasts are the sequential ones (repeated p's,
+    the printed interval), equal to analysis.sequential.decide at the boundary of the recorded looks; the same
+    runs without the record give the fixed-sample contrast."""
+    from analysis import sequential
+
+    full, lora = [0.90, 0.91, 0.89, 0.92], [0.88, 0.90, 0.86, 0.90]
+    sweep = tmp_path / "sweep"
+    for s in range(4):
+        write_run(sweep, f"full_s{s}", method="full", budget=None, seed=s, value=full[s])
+        write_run(sweep, f"lora_s{s}", method="lora", seed=s, value=lora[s])
+    out = tmp_path / "fixed.csv"
+    assert cli(["table", str(sweep), "--layout", "long", "--format", "csv", "-o", str(out)]) == 0
+    fixed = pd.read_csv(out).query("row == 'contrast'").iloc[0]
+    (sweep / "sequential.json").write_text(json.dumps({"looks": [2, 4], "batch": 2, "max_seeds": 4, "done": []}))
+    out = tmp_path / "seq.csv"
+    assert cli(["table", str(sweep), "--layout", "long", "--format", "csv", "-o", str(out)]) == 0
+    assert "sequential sweep (looks at 2, 4 seeds)" in capsys.readouterr().err
+    seq = pd.read_csv(out).query("row == 'contrast'").iloc[0]
+    d = sequential.decide(lora, full, bound=sequential.boundary((2, 4)), margin=0.01, paired=True)
+    assert (seq["difference"], seq["low"], seq["high"], seq["p"]) == pytest.approx((d.estimate, d.low, d.high, d.p))
+    assert seq["p"] > fixed["p"] and seq["high"] - seq["low"] > fixed["high"] - fixed["low"]
+    (tmp_path / "other").mkdir()
+    for s in range(2):
+        write_run(tmp_path / "other", f"dora_s{s}", method="dora", seed=s, value=0.9)
+    (tmp_path / "other" / "sequential.json").write_text(json.dumps({"looks": [2, 6]}))
+    assert cli(["table", str(sweep), str(tmp_path / "other"), "--layout", "long"]) == 2
+    assert "different looks" in capsys.readouterr().err
