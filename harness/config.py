@@ -535,6 +535,11 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _leaves_gate_out(targets: Any) -> bool:
+    """An explicit target list with FFN matrices (Wf1 or Wf2) but not the gate Wg."""
+    return isinstance(targets, list) and "Wg" not in targets and bool({"Wf1", "Wf2"} & set(targets))
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Hash of everything that determines a run's result (tracking, the budget alias and the train keys of
     :data:`NOT_HASHED_TRAIN_KEYS` excluded: a run resumed, forced or checkpointed differently is the same run)."""
@@ -554,6 +559,10 @@ def config_hash(cfg: RunConfig) -> str:
         # every type: hashed as the list every record held before Wg (a gated FFN's gate, once part of Wf1) was a
         # type of its own; on every family it adapts the same matrices as that list did then
         d["method"]["targets"] = [t for t in MATRIX_TYPES if t != "Wg"]
+    elif _leaves_gate_out(d["method"].get("targets")):
+        # a list naming Wf1/Wf2 but not Wg meant "with the gate" before Wg existed (the gate was part of Wf1); on
+        # a gated FFN it now leaves the gate out: a marker keeps it apart from the records of that older meaning
+        d["method"]["targets_without_gate"] = True
     if d["train"].get("compile") == "auto":  # auto runs the experiment of none (its path is in summary.json's speed)
         d["train"]["compile"] = "none"
     if not d["task"].get("validation_fraction"):

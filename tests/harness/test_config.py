@@ -113,3 +113,12 @@ def test_compile_auto_is_the_experiment_of_none() -> None:
     h = lambda *o: config_hash(to_typed(compose_cfg(list(o))))  # noqa: E731
     assert h() == h("train.compile=none") == h("train.compile=auto", "train.length_buckets=0")
     assert len({h(), h("train.compile=graphs"), h("train.compile=model"), h("train.length_buckets=3")}) == 4
+
+
+def test_a_target_list_without_the_gate_is_not_the_default() -> None:
+    """Every type (with Wg) hashes as the six-type list every record held before Wg was a type; an explicit list
+    naming FFN matrices without Wg (on a gated FFN: up/down without the gate) hashes apart from both."""
+    h = lambda *o: config_hash(to_typed(compose_cfg(["model=tiny_llama", *o])))  # noqa: E731
+    six = "method.targets=[Wq,Wk,Wv,Wo,Wf1,Wf2]"
+    assert h() != h(six) != h("method.targets=[Wq,Wk,Wv,Wo,Wf1]")
+    assert h("method.targets=[Wq,Wv]") != h() and h("method.targets=[Wq,Wv,Wg,Wf1,Wf2]") != h()
