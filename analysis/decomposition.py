@@ -38,7 +38,7 @@ from safetensors.torch import load as st_load
 from scipy import stats as _st
 
 from analysis import stats as S
-from analysis.compare import with_variants
+from analysis.compare import not_learned, with_variants
 from analysis.labels import method_display, method_order_key
 from harness.record import BadRecord, read_run
 from harness.snapshot_format import DENSE, DENSE_SUMMARY, INDEX_FILE, META_FILE, STATS, form_of, rebuild, summarize
@@ -279,6 +279,7 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
         idx.insert(3, "lr", getattr(run, "lr", math.nan))
         idx.insert(4, "total_steps", getattr(run, "total_steps", math.nan))
         idx.insert(5, "variant", getattr(run, "variant", "") or "")
+        idx.insert(6, "not_learned", getattr(run, "not_learned", pd.NA))
         frames.append(idx)
     if not frames:
         return pd.DataFrame(), problems
@@ -286,7 +287,7 @@ def decomposition_table(runs: pd.DataFrame, *, matrix_type: Optional[str] = "Wq"
     out.insert(1, "panel", panels(out))
     out = out.rename(columns={**_RENAME, **{f"online_{k}": f"online_{v}" for k, v in _RENAME.items()}})
     stats = [_RENAME.get(k, k) for k in STATS]
-    keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "variant", "step", "checkpoint", "matrix", "label",
+    keep = ["run_dir", "panel", "method", "seed", "lr", "total_steps", "variant", "not_learned", "step", "checkpoint", "matrix", "label",
             "layer", "type", "kind", "rank", *stats, *[c for c in out.columns if c.startswith("online_")]]
     return out[[c for c in keep if c in out.columns]], problems
 
@@ -345,8 +346,16 @@ def per_run_fits(points: pd.DataFrame, *, axis: str = "out") -> pd.DataFrame:
         within = [w for w in within if math.isfinite(w)]
         rows.append({"panel": panel, "method": str(g["method"].iloc[0]), "axis": axis, "run_dir": run_dir,
                      "seed": g["seed"].iloc[0], "n_points": len(g), "pearson": r, "slope": slope,
-                     "pearson_within_checkpoint": float(np.mean(within)) if within else math.nan})
+                     "pearson_within_checkpoint": float(np.mean(within)) if within else math.nan,
+                     "not_learned": _run_not_learned(g)})
     return pd.DataFrame(rows)
+
+
+def _run_not_learned(g: pd.DataFrame) -> Any:
+    """The run's not-learned flag from its points (True / False; NA when not recorded: older points files)."""
+    if "not_learned" not in g or g["not_learned"].isna().all():
+        return pd.NA
+    return bool(g["not_learned"].dropna().astype(bool).iloc[0])
 
 
 def paper_anchor(method: str, matrix_types: Iterable[str], axis: str) -> float:
@@ -395,6 +404,7 @@ def correlation_table(points: pd.DataFrame, *, axis: str = "out", confidence: fl
         if math.isfinite(paper):
             claims.append((len(rows), S.claim(f["pearson"], paper, paper=paper, alpha=1 - confidence, fisher=True)))
         row: dict[str, Any] = {"panel": panel, "method": m, "axis": axis, "n_runs": g["run_dir"].nunique(),
+                               "not_learned": int(f["not_learned"].fillna(False).astype(bool).sum()),
                                "n_seeds": int(f["seed"].nunique()), "n_points": len(g),
                                "points_per_run": int(f["n_points"].median()) if len(f) else 0}
         for k, iv in ivs.items():
@@ -449,6 +459,8 @@ def markdown_table(stats: pd.DataFrame, *, confidence: float = 0.95) -> str:
         verdict = f"**{r.verdict}**" if r.verdict in ("agrees", "disagrees") else r.verdict
         if math.isfinite(r.p):
             verdict += f" (p {_p(r.p)}, Holm {_p(r.p_holm)})"
+        if getattr(r, "not_learned", 0):
+            verdict += f"; rests on {r.not_learned} run(s) that did not learn"
         value = r.value + (f" (p {_p(r.p_value)})" if math.isfinite(r.p_value) else "")
         lines.append(
             f"| {panel_label(r.panel)} | {AXIS_LABELS[r.axis]} | {r.n_seeds} | {r.points_per_run} | "
@@ -493,6 +505,7 @@ def collect(paths: Iterable[str | Path], *, matrix_type: Optional[str] = "Wq", s
         totals.append(rec.get("total_steps", math.nan))
     table["lr"], table["total_steps"] = lrs, totals
     table = with_variants(table, configs, by=("method",))  # every recorded setting that differs, but the seed
+    table["not_learned"] = not_learned(table)  # dev metric within chance: flagged in the statistics it feeds
     points, more = decomposition_table(table, matrix_type=matrix_type, source=source)
     return points, problems + more
 

@@ -26,8 +26,10 @@ def _claim_line(s: Any) -> str:
     def p(v: Any) -> str:
         return "–" if v is None or not math.isfinite(float(v)) else ("<0.001" if float(v) < 0.001 else f"{float(v):.3f}")
 
+    nl = s.get("not_learned") or 0
     return (f"sign {s.get('verdict', '')} (p {p(s.get('p'))}, Holm {p(s.get('p_holm'))}) · value "
-            f"{s.get('value', '')} the CI (p {p(s.get('p_value'))})")
+            f"{s.get('value', '')} the CI (p {p(s.get('p_value'))})"
+            + (f" · {int(nl)} run(s) did not learn" if nl == nl and nl else ""))
 
 
 def _fmt_iv(v: float, lo: float, hi: float, fmt: str) -> str:

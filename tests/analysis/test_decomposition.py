@@ -379,3 +379,25 @@ def test_sign_and_value_answers_with_holm_over_the_figure() -> None:
     for r in table.itertuples():
         assert r.value == ("inside" if r.pearson_low <= r.paper_pearson <= r.pearson_high else "outside")
     assert "Holm over the 3 verdicts of this figure" in markdown_table(table)
+
+
+def test_a_verdict_resting_on_runs_that_did_not_learn_says_so() -> None:
+    """Runs whose dev metric sat at chance are counted per panel and named beside the verdict; points written
+    before the flag (no column) count none."""
+    from analysis.compare import not_learned
+    from analysis.decomposition import markdown_table
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for seed in range(3):
+        rows += [{**p, "run_dir": f"dora{seed}", "not_learned": seed == 1} for p in _points("dora", seed, -1.0, rng)]
+    pts = pd.DataFrame(rows)
+    table = correlation_table(pts, axis="out")
+    assert table["not_learned"].tolist() == [1]
+    assert per_run_fits(pts, axis="out")["not_learned"].tolist() == [False, True, False]
+    assert "rests on 1 run(s) that did not learn" in markdown_table(table)
+    assert correlation_table(pts.drop(columns=["not_learned"]), axis="out")["not_learned"].tolist() == [0]
+    # the flag comes from the runs' records: accuracy at the dev majority rate is within chance
+    runs = pd.DataFrame({"main_metric": ["accuracy"] * 2, "eval/accuracy": [0.509, 0.88],
+                         "dev_majority_rate": [0.509, 0.509], "dev_examples": [872, 872]})
+    assert not_learned(runs).tolist() == [True, False]

@@ -50,10 +50,15 @@ def test_compare_re_derives_from_its_runs(tmp_path: Path) -> None:
     _same_csv(folder / "table_long.csv", out)
 
 
-@pytest.mark.parametrize("matrix", ["Wq", "Wv"])
-def test_dora_fig2_statistics_re_derive_from_its_points(matrix: str, tmp_path: Path) -> None:
-    folder = RESULTS / "dora_fig2"
+@pytest.mark.parametrize("name,matrix", [("dora_fig2", "Wq"), ("dora_fig2", "Wv"), ("dora_fig2_ft_lr", "Wq")])
+def test_dora_fig2_statistics_re_derive_from_its_points(name: str, matrix: str, tmp_path: Path) -> None:
+    folder = RESULTS / name
     assert main(["figures", "dora", "--from-points", str(folder / f"dora_fig2_{matrix}_points.csv"), "--type", matrix,
                  "-o", str(tmp_path)]) == 0
     for name in (f"dora_fig2_{matrix}_stats.csv", f"dora_fig2_{matrix}_per_seed.csv"):
         _same_csv(folder / name, tmp_path / name)
+
+
+def test_dora_fig2_has_ten_seeds_per_method() -> None:
+    per_seed = pd.read_csv(RESULTS / "dora_fig2" / "dora_fig2_Wq_per_seed.csv")
+    assert per_seed.groupby(["method", "axis"])["seed"].nunique().min() >= 10
