@@ -167,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {out}/{stem}_{{{','.join(axes)}}}.png|pdf|csv, {stem}_points.csv, {stem}_per_seed.csv, "
           f"{stem}_stats.csv, {stem}.md")
     if args.wandb != "off":
-        tables = {"dora_fig2/correlations": stats, "dora_fig2/points": points.drop(columns=["run_dir"])}
+        tables = {k: t.astype(object).where(t.notna(), None)  # missing values (NA flags, NaN) as nulls
+                  for k, t in (("dora_fig2/correlations", stats), ("dora_fig2/points", points.drop(columns=["run_dir"])))}
         for folder in publish_to_sweeps(points["run_dir"], out, name=f"figures-dora-{mtype}",
                                         force=args.wandb == "on", files={f"dora_fig2/{k}": p for k, p in images.items()},
                                         tables=tables):
