@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:  # torch only where a model is at hand: harness.config (and the CLI's checks) import this module
+    from torch import nn
 
 MATRIX_TYPES: tuple[str, ...] = ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2")
 
@@ -126,6 +128,8 @@ def classify(name: str, family: Family) -> tuple[int, str] | None:
 
 def linear_names(model: nn.Module) -> list[str]:
     """Names of all nn.Linear modules of a model."""
+    from torch import nn
+
     return [n for n, mod in model.named_modules() if isinstance(mod, nn.Linear)]
 
 
