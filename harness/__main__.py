@@ -167,6 +167,17 @@ def check_output_dir(argv: list[str]) -> None:
     check_creatable(given[-1] if given else str(hydra[key.split(".")[1]]["dir"]), key)
 
 
+def check_data(argv: list[str]) -> None:
+    """The GLUE data of the command's task(s) can be found (:func:`harness.preflight.data_problem`): checked
+    before torch and transformers are imported, so that a command without data fails at once (DataError)."""
+    from harness.errors import DataError
+    from harness.preflight import data_problem
+
+    problem = data_problem(argv)
+    if problem is not None:
+        raise DataError(problem)
+
+
 def help_text() -> str:
     """What ``python -m harness --help`` prints."""
     lines = [
@@ -316,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if dry:
             return dry_run(argv)
         check_output_dir(argv)
+        check_data(argv)
     except HarnessError as e:
         print(redact(f"error: {e}"), file=sys.stderr)
         return 2

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:  # torch only where a model is at hand: harness.config (and the CLI's checks) import this module
+    from torch import nn
 
 MATRIX_TYPES: tuple[str, ...] = ("Wq", "Wk", "Wv", "Wo", "Wg", "Wf1", "Wf2")
 #: the attention matrices and the feed-forward ones (AdaLoRA's "FFN vs attention" verdict groups)
@@ -142,6 +144,8 @@ def _no_match(what: str, family: Family) -> ConfigError:
 
 def linear_names(model: nn.Module) -> list[str]:
     """Names of all nn.Linear modules of a model."""
+    from torch import nn
+
     return [n for n, mod in model.named_modules() if isinstance(mod, nn.Linear)]
 
 

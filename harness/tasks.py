@@ -23,6 +23,7 @@ import torch
 
 from harness.buckets import pad_length
 from harness.config import TaskConfig
+from harness.glue import GLUE, TaskSpec, glue_dir, hub_problem, missing_folder_message, no_glue_message
 from harness.splits import carve_groups
 from harness.errors import ConfigError, DataError
 
@@ -33,44 +34,6 @@ log = logging.getLogger(__name__)
 
 #: a fixed public-domain English text sample (answer-free text loss: forgetting of a causal LM)
 TEXT_SAMPLE = Path(__file__).with_name("data") / "text_sample.txt"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How to read one GLUE task and score it."""
-
-    name: str
-    folder: str
-    text_columns: tuple[str, ...]
-    label_column: str
-    columns: Optional[tuple[str, ...]]  # for files without a header line
-    labels: Optional[tuple[str, ...]]  # label strings in id order; None for regression
-    metrics: tuple[str, ...]
-    main_metric: str
-    hf_config: str
-    hf_text_columns: tuple[str, ...]
-
-    @property
-    def problem(self) -> str:
-        return "regression" if self.labels is None else "classification"
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-
-GLUE: dict[str, TaskSpec] = {
-    "sst2": TaskSpec("sst2", "SST-2", ("sentence",), "label", None, ("0", "1"), ("accuracy",), "accuracy",
-                     "sst2", ("sentence",)),
-    "rte": TaskSpec("rte", "RTE", ("sentence1", "sentence2"), "label", None, ("entailment", "not_entailment"),
-                    ("accuracy",), "accuracy", "rte", ("sentence1", "sentence2")),
-    "mrpc": TaskSpec("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", None, ("0", "1"),
-                     ("accuracy", "f1"), "accuracy", "mrpc", ("sentence1", "sentence2")),
-    "cola": TaskSpec("cola", "CoLA", ("sentence",), "label", ("source", "label", "original_label", "sentence"),
-                     ("0", "1"), ("matthews",), "matthews", "cola", ("sentence",)),
-    "stsb": TaskSpec("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, None,
-                     ("pearson", "spearman"), "pearson_spearman", "stsb", ("sentence1", "sentence2")),
-}
 
 
 @dataclass
@@ -132,12 +95,6 @@ def carve_validation(n: int, fraction: float, split_seed: int) -> tuple[np.ndarr
                         f"lower it")
     perm = np.random.default_rng(split_seed).permutation(n)
     return perm[:n_val], np.sort(perm[n_val:])
-
-
-def glue_dir(cfg: TaskConfig) -> Optional[Path]:
-    """``task.glue_dir``, else ``$GLUE_DIR``, else None."""
-    d = cfg.glue_dir or os.environ.get("GLUE_DIR")
-    return Path(d).expanduser() if d else None
 
 
 def read_tsv(path: Path, columns: Optional[tuple[str, ...]]) -> pd.DataFrame:
@@ -243,50 +200,16 @@ def _load_glue_local(spec: TaskSpec, root: Path) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-#: how long the HF hub may take to accept a TCP connection before the harness calls it unreachable (seconds)
-HUB_TIMEOUT = 1.0
-#: the environment variables under which HF libraries stay offline
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-
-
-def hub_unreachable(timeout: float = HUB_TIMEOUT) -> Optional[str]:
-    """Why the HF hub cannot be used now, or None when it can: an offline variable set (``HF_HUB_OFFLINE`` /
-    ``HF_DATASETS_OFFLINE`` = 1, true, yes or on), or no TCP connection to the hub (``$HF_ENDPOINT``, default
-    huggingface.co, port 443) within ``timeout`` seconds. Asked before HF ``datasets``, which retries for about
-    25 s before failing offline."""
-    import socket
-    from urllib.parse import urlsplit
-
-    for var in OFFLINE_VARS:
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var}={os.environ[var]}"
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as e:
-        return f"{host}:{port} unreachable: {type(e).__name__}"
-    return None
-
-
-def no_glue_message(spec: TaskSpec, why: str) -> str:
-    """One line: no GLUE folder and why the hub fallback cannot serve; how to make the folder."""
-    return (f"task {spec.name}: no GLUE folder given and {why}; set GLUE_DIR (or task.glue_dir) to a folder laid "
-            f"out as GLUE's download script makes it: <dir>/{spec.folder}/train.tsv and <dir>/{spec.folder}/dev.tsv "
-            f"(python download_glue_data.py --data_dir <dir> --tasks all; here GLUE_DIR=../shared/data/glue)")
-
-
 def _load_glue_hub(spec: TaskSpec) -> tuple[Split, Split]:
     """train and validation of ``spec`` from HF ``datasets`` (glue/<config>), after checking the hub can be
-    reached (:func:`hub_unreachable`); DataError with :func:`no_glue_message` otherwise."""
+    reached (:func:`harness.glue.hub_problem`); DataError with :func:`no_glue_message` otherwise."""
+    why = hub_problem(spec)
+    if why is not None:
+        raise DataError(why)
     try:
         import datasets
-    except ImportError:
-        raise DataError(no_glue_message(
-            spec, "HF datasets is not installed (pip install -e '.[hf]', when online)")) from None
-    why = hub_unreachable()
-    if why is not None:
-        raise DataError(no_glue_message(spec, f"the HF hub is offline ({why})"))
+    except ImportError:  # found but not importable
+        raise DataError(no_glue_message(spec, "HF datasets does not import (pip install -e '.[hf]')")) from None
     try:
         ds = datasets.load_dataset("glue", spec.hf_config)
     except Exception as e:  # noqa: BLE001 - any hub/network failure becomes one clear message
@@ -479,7 +402,7 @@ def load_task(cfg: TaskConfig, seed: int = 0, problem: Optional["ProblemType"] =
         root = glue_dir(cfg)
         if root is not None:
             if not root.is_dir():
-                raise DataError(f"{root}: GLUE folder not found (from task.glue_dir or $GLUE_DIR); point it at a folder holding {spec.folder}/train.tsv")
+                raise DataError(missing_folder_message(root, spec.folder))
             train, dev = _load_glue_local(spec, root)
             source = str(root / spec.folder)
         elif cfg.folder is not None:
