@@ -105,9 +105,10 @@ def _glue_dir(request: pytest.FixtureRequest, fast_glue: Path, monkeypatch: pyte
 
 
 @pytest.fixture(autouse=True)
-def _logging_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def _logging_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A CLI run earlier in this process leaves Hydra's job logging behind: loggers that existed then disabled,
-    console handlers on streams pytest has closed since (a later warning would print a logging error). Every
+    console handlers on streams pytest has closed since (a later warning would print a logging error), the root
+    level at ERROR (a dry run's hydra/hydra_logging=disabled: a later warning would not reach caplog). Every
     test starts without them."""
     import logging
 
@@ -117,6 +118,10 @@ def _logging_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [h for h in root.handlers
                                            if not getattr(getattr(h, "stream", None), "closed", False)])
+    level = root.level
+    root.setLevel(logging.WARNING)  # a fresh process's (setLevel, not the attribute: it clears loggers' caches)
+    yield
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
