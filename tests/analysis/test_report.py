@@ -21,11 +21,12 @@ SECTIONS = ["overview", "setup", "runs", "comparison", "pareto", "curves", "envi
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A report of a synthetic sweep (4 methods × 2 tasks × 3 seeds, one failed run)."""
+    """A report of a synthetic sweep (4 methods × 2 tasks × 3 seeds, one failed run), none of its runs tracked in
+    W&B: with ``--wandb auto`` (off is the default) it logs nothing (test_report_wandb_auto_logs_nothing_…)."""
     root = tmp_path_factory.mktemp("report")
     sweep = make_sweep(root)
     out = root / "report"
-    assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures"]) == 0
+    assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures", "--wandb", "auto"]) == 0
     return out
 
 
@@ -198,11 +199,9 @@ def test_report_into_offline_wandb_reuses_one_run(tmp_path: Path) -> None:
     assert b"report-sweep" in raw
 
 
-def test_report_wandb_auto_logs_nothing_for_untracked_runs(tmp_path: Path) -> None:
-    sweep = make_sweep(tmp_path / "plain", failed=False)
-    out = tmp_path / "out"
-    assert cli(["report", str(sweep), "-o", str(out), "--no-method-figures", "--wandb", "auto"]) == 0
-    assert not (out / "wandb").exists()
+def test_report_wandb_auto_logs_nothing_for_untracked_runs(built: Path) -> None:
+    assert (built / "index.html").is_file() and not (built / "wandb").exists()
+    assert not list(built.parent.rglob("wandb"))
 
 
 def test_two_seeds_are_drawn_seed_by_seed(tmp_path: Path) -> None:

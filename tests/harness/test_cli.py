@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.__main__ import map_bare_words
+from harness.__main__ import main, map_bare_words
 from harness.errors import ConfigError
 from tests.conftest import GLUE, ROOT
 
@@ -21,6 +21,16 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
     e = {**os.environ, "GLUE_DIR": str(GLUE), **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=e,
                           cwd=cwd, timeout=300)
+
+
+def in_process(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m harness ARGS`` run in this process (``harness.__main__.main``, as the console script calls it):
+    the exit status and all that reached stdout and stderr, file descriptors included. A fresh interpreter adds
+    only its imports (seconds each); test_bad_inputs.py keeps real processes where the terminal is the point."""
+    capfd.readouterr()
+    rc = main(list(args))
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["harness", *args], rc, out, err)
 
 
 def test_bare_word_selects_preset() -> None:
@@ -57,8 +67,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "expect"), BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_exits_2_with_one_line(args: list[str], expect: str, tmp_path: Path) -> None:
-    r = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")
+def test_bad_input_exits_2_with_one_line(args: list[str], expect: str, tmp_path: Path,
+                                        capfd: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capfd, *TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and expect in lines[0], r.stderr[-2000:]
@@ -66,20 +77,20 @@ def test_bad_input_exits_2_with_one_line(args: list[str], expect: str, tmp_path:
     assert not (tmp_path / "run" / "run.json").exists()  # rejected before any run started
 
 
-def test_malformed_tsv_exits_2(tmp_path: Path) -> None:
+def test_malformed_tsv_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     glue = tmp_path / "glue" / "SST-2"
     glue.mkdir(parents=True)
     (glue / "train.tsv").write_text("sentence\tlabel\nok\t1\nbroken\t0\textra\n")
     (glue / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
-    r = cli(*TINY, f"task.glue_dir={tmp_path / 'glue'}", f"hydra.run.dir={tmp_path / 'run'}")
+    r = in_process(capfd, *TINY, f"task.glue_dir={tmp_path / 'glue'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "malformed TSV" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_missing_data_without_glue_dir(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
-    env["HF_DATASETS_OFFLINE"] = "1"
-    r = subprocess.run([sys.executable, "-m", "harness", *TINY, f"hydra.run.dir={tmp_path}"], capture_output=True,
-                       text=True, env=env, cwd=ROOT, timeout=300)
+def test_missing_data_without_glue_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("GLUE_DIR")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    r = in_process(capfd, *TINY, f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and "GLUE_DIR" in r.stderr and "Traceback" not in r.stderr
 
 

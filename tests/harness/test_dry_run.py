@@ -10,18 +10,18 @@ import pytest
 
 from harness.run import run
 from tests.conftest import TINY, compose_cfg
-from tests.harness.test_cli import cli
+from tests.harness.test_cli import in_process
 
 
 def files_under(root: Path) -> list[Path]:
     return sorted(root.rglob("*"))
 
 
-def test_sweep_dry_run_lists_jobs_and_writes_nothing(tmp_path: Path) -> None:
+def test_sweep_dry_run_lists_jobs_and_writes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep"
     run(compose_cfg([*TINY, "method=lora", "snapshot=none"]), sweep / "0_lora_b8_sst2_s0")  # done before
     before = files_under(tmp_path)
-    r = cli("--dry-run", "-m", *TINY, "snapshot=none", "method=lora,dora", f"hydra.sweep.dir={sweep}")
+    r = in_process(capfd, "--dry-run", "-m", *TINY, "snapshot=none", "method=lora,dora", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
     lora = next(ln for ln in lines if "lora-b8-sst2-s0" in ln and "dora" not in ln)
@@ -32,8 +32,8 @@ def test_sweep_dry_run_lists_jobs_and_writes_nothing(tmp_path: Path) -> None:
     assert files_under(tmp_path) == before
 
 
-def test_single_dry_run_writes_nothing(tmp_path: Path) -> None:
-    r = cli("--dry-run", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
+def test_single_dry_run_writes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capfd, "--dry-run", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "lora-b8-sst2-s0" in r.stdout and str(tmp_path / "run") in r.stdout
     assert files_under(tmp_path) == []
@@ -45,8 +45,10 @@ def test_single_dry_run_writes_nothing(tmp_path: Path) -> None:
     (["-m", "method=lora,lorax"], "method=lorax"),
     (["-m", "compare", "train.lr_scale=2"], "train.lr_scale: set by hydra.sweeper.select"),
 ])
-def test_dry_run_bad_input_exits_2(args: list[str], expect: str, tmp_path: Path) -> None:
-    r = cli("--dry-run", *TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 's'}")
+def test_dry_run_bad_input_exits_2(args: list[str], expect: str, tmp_path: Path,
+                                   capfd: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capfd, "--dry-run", *TINY, *args, f"hydra.run.dir={tmp_path / 'run'}",
+                   f"hydra.sweep.dir={tmp_path / 's'}")
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and expect in errors[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr and files_under(tmp_path) == []
@@ -154,14 +156,15 @@ def test_describe_gives_steps_examples_and_an_estimate(tmp_path: Path) -> None:
     assert tiny["steps"] == "6" and tiny["examples"] == str(6 * 8) and tiny["seconds"] == "" and tiny["estimate"] == ""
 
 
-def test_sweep_dry_run_prints_estimates_per_job_and_in_total(tmp_path: Path) -> None:
+def test_sweep_dry_run_prints_estimates_per_job_and_in_total(tmp_path: Path,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
     """The default sweep on the CPU: each job's steps, examples and ≈ time, a total, every estimate labelled with
     the measurement it comes from; a job already done costs nothing."""
     from harness.estimates import duration, lookup
 
     sweep = tmp_path / "sweep"
-    r = cli("--dry-run", "-m", "sweep", "train.device=cpu", "method=full,lora",
-            "tracking=none", f"hydra.sweep.dir={sweep}")
+    r = in_process(capfd, "--dry-run", "-m", "sweep", "train.device=cpu", "method=full,lora", "tracking=none",
+                   f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
     assert lines[0].split()[:6] == ["#", "name", "action", "steps", "examples", "time"]

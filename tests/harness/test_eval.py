@@ -105,9 +105,14 @@ def test_eval_log_is_quiet_unless_verbose(tmp_path: Path, one_thread: None) -> N
 
     run(compose_cfg([*TINY, "method=full", "snapshot=none", "train.max_steps=2"]), tmp_path / "run")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "harness.eval", str(tmp_path / "run")]
-    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert quiet.returncode == 0 and quiet.stdout.startswith("sst2: accuracy "), quiet.stderr[-2000:]
-    assert quiet.stderr.strip() == "", quiet.stderr[-2000:]
-    loud = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert loud.returncode == 0 and any(text in loud.stderr for text in CHATTER), loud.stderr[-2000:]
+    # one fresh process (imports cost seconds): quiet first, then --verbose, stderr parted by a mark
+    mark = "=== --verbose ==="
+    code = ("import sys; from harness.eval import main; quiet = main([sys.argv[1]]); "
+            f"print({mark!r}, file=sys.stderr, flush=True); sys.exit(quiet or main([sys.argv[1], '--verbose']))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and mark in r.stderr, r.stderr[-2000:]
+    quiet_err, loud_err = r.stderr.split(mark + "\n")
+    assert r.stdout.startswith("sst2: accuracy ") and r.stdout.count("\nsst2: accuracy ") == 1, r.stdout
+    assert quiet_err.strip() == "", quiet_err[-2000:]
+    assert any(text in loud_err for text in CHATTER), loud_err[-2000:]

@@ -97,11 +97,15 @@ def sweep(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
                           env=env, cwd=cwd, timeout=1800)
 
 
-def test_tiny_sweep_runs_full_once(tmp_path: Path) -> None:
-    r = sweep("sweep", "model=tiny_bert", "train.max_steps=20", "train.eval_every=10", "task.max_train_samples=64",
-              "task.max_eval_samples=16", "tracking=none", "train.progress=false", "train.batch_size=4",
-              f"hydra.sweep.dir={tmp_path}")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_tiny_sweep_runs_full_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default sweep's grid on a tiny model, in process (test_default_sweep_on_minilm, -m slow and in .ci/run,
+    runs it as the README types it): full FT once among 7 runs, each done."""
+    from harness.__main__ import main
+
+    rc = main(["-m", "sweep", "model=tiny_bert", "train.max_steps=20", "train.eval_every=10",
+               "task.max_train_samples=64", "task.max_eval_samples=16", "tracking=none", "train.progress=false",
+               "train.batch_size=4", f"hydra.sweep.dir={tmp_path}"])
+    assert rc == 0, capsys.readouterr().err[-3000:]
     runs = sorted(p.parent.name for p in tmp_path.glob("*/run.json"))
     assert len(runs) == 7 and sum("full" in x for x in runs) == 1
     assert all(read(tmp_path / d / "run.json")["status"] == "done" for d in runs)
